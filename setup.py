@@ -1,0 +1,44 @@
+#!/usr/bin/env python
+"""sod2: small and tiny object detection components for Detectron2."""
+from pathlib import Path
+
+from setuptools import Extension, find_packages, setup
+
+ROOT = Path(__file__).resolve().parent
+
+
+def read_version():
+    for line in (ROOT / "sod2" / "__init__.py").read_text().splitlines():
+        if line.startswith("__version__"):
+            return line.split("=")[1].strip().strip("\"'")
+    raise RuntimeError("sod2/__init__.py has no __version__")
+
+
+setup(
+    name="sod2",
+    version=read_version(),
+    description="Small and tiny object detection for Detectron2: CFINet, SR-TOD, "
+    "datasets, scale-bucket evaluation",
+    long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["sod2", "sod2.*"]),
+    ext_modules=[
+        Extension(
+            "sod2.evaluation._box_matching",
+            sources=["sod2/csrc/box_matching.c"],
+            extra_compile_args=["-O3"],
+        )
+    ],
+    # torch, torchvision and detectron2 are prerequisites (requirements.txt, README):
+    # they are installed from their own channels, not resolved by pip from here.
+    install_requires=[
+        "fvcore",
+        "iopath",
+        "pycocotools>=2.0.2",
+        "numpy",
+        "opencv-python",
+        "orjson",
+    ],
+    extras_require={"test": ["pytest"]},
+)

@@ -1,0 +1,192 @@
+"""
+Conventions and helpers shared by every sod2 dataset.
+
+Dataset dicts follow Detectron2's standard format. Each annotation dict has::
+
+    {"bbox": [x, y, w, h], "bbox_mode": BoxMode.XYWH_ABS,
+     "category_id": int,   # contiguous class index, -1 for a class-agnostic ignore region
+     "iscrowd": 0 | 1,     # 1 exactly when "ignore" is 1
+     "ignore": 0 | 1,      # ignore region or ignore-flagged box
+     "area": float}        # w * h in original image pixels
+
+``iscrowd`` mirrors ``ignore`` so that Detectron2's own code paths (``DatasetMapper``,
+``print_instances_class_histogram``, pycocotools) never turn an ignored box into an
+object, while sod2's mapper and evaluator read ``ignore`` to use them.
+
+Patch datasets add ``"patch": {"image_id", "file_name", "origin": [x0, y0], "width",
+"height"}`` naming the whole image a patch was cut from and where.
+
+The sod2 JSON dialect (what converters write) is COCO plus ``ignore`` on annotations
+(class-specific ignored boxes, written with ``iscrowd: 1`` so that plain pycocotools
+also ignores them) and ``ignore_regions: [[x, y, w, h], ...]`` on images
+(class-agnostic regions, which plain pycocotools does not see).
+
+Loaders list an image's class-agnostic regions before its other annotations
+(:func:`regions_first`): that is the order in which the sod2 dialect reloads them, so a
+dataset exported with :mod:`sod2.data.datasets.export` loads back to identical dicts.
+A registered dataset whose files are absent fails with :func:`require_path`'s error,
+which names the expected path and points to datasets/README.md. Formats without image
+sizes (VisDrone, UAVDT) read them from the image header with :func:`image_size`.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import os
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+from PIL import Image, UnidentifiedImageError
+
+from ..io import DataFormatError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["dataset_root", "register_dataset", "make_annotation", "BoxChecker",
+           "IGNORE_REGION", "DataFormatError", "require_path", "regions_first", "image_size"]
+
+IGNORE_REGION = -1  # category_id of a class-agnostic ignore region
+
+
+def dataset_root() -> str:
+    """``$SOD2_DATASETS`` (default ``./datasets``), read when a dataset is loaded."""
+    return os.path.expanduser(os.environ.get("SOD2_DATASETS", "datasets"))
+
+
+def require_path(path: str, dataset: str, is_dir: bool = False) -> str:
+    """Return ``path`` if it exists, else raise DataFormatError naming it.
+
+    Args:
+        dataset: the dataset's name as datasets/README.md lists it (for the message).
+    """
+    if (os.path.isdir(path) if is_dir else os.path.isfile(path)):
+        return path
+    raise DataFormatError(
+        f"{path}: {'folder' if is_dir else 'file'} not found. {dataset} is expected under "
+        f"$SOD2_DATASETS (now {os.path.abspath(dataset_root())!r}) in the layout described "
+        f"in datasets/README.md")
+
+
+def image_size(path: str) -> tuple:
+    """(width, height) from the image header, without decoding the pixels."""
+    if not os.path.isfile(path):
+        raise DataFormatError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataFormatError(f"{path}: cannot read image header ({e})") from None
+
+
+def regions_first(annotations: List[Dict]) -> List[Dict]:
+    """Stable reorder: class-agnostic ignore regions, then the other annotations."""
+    return ([a for a in annotations if a["category_id"] == IGNORE_REGION]
+            + [a for a in annotations if a["category_id"] != IGNORE_REGION])
+
+
+def register_dataset(name: str, loader: Callable[[], List[Dict]], **metadata) -> None:
+    """Register ``loader`` under ``name`` with ``metadata``; a second call is a no-op.
+
+    The loader runs only when the dataset is used (``DatasetCatalog.get``).
+    """
+    if name in DatasetCatalog.list():
+        return
+    DatasetCatalog.register(name, loader)
+    MetadataCatalog.get(name).set(**metadata)
+
+
+def make_annotation(bbox: Sequence[float], category_id: int, ignore: bool = False) -> Dict:
+    """An annotation dict in the convention above. ``bbox`` is XYWH in pixels."""
+    x, y, w, h = (float(v) for v in bbox)
+    return {
+        "bbox": [x, y, w, h],
+        "bbox_mode": BoxMode.XYWH_ABS,
+        "category_id": int(category_id),
+        "iscrowd": int(bool(ignore)),
+        "ignore": int(bool(ignore)),
+        "area": w * h,
+    }
+
+
+class BoxChecker:
+    """Validates boxes of one annotation file and counts what it had to fix.
+
+    Boxes that stick out of the image are clipped; boxes with non-positive size
+    (before or after clipping) are dropped. Each kind is counted and reported once per
+    file by :meth:`report`, as a warning naming the file. Non-finite coordinates are
+    an error naming the entry.
+    """
+
+    def __init__(self, source: str):
+        self.source = source
+        self.counts = collections.Counter()
+        self.examples: Dict[str, str] = {}
+
+    def _note(self, kind: str, where: str) -> None:
+        self.counts[kind] += 1
+        self.examples.setdefault(kind, where)
+
+    def check(self, bbox: Sequence[float], width: Optional[float], height: Optional[float],
+              where: str) -> Optional[List[float]]:
+        """Return the (clipped) XYWH box, or None when it must be dropped.
+
+        Args:
+            bbox: [x, y, w, h].
+            width, height: image size, or None when unknown (no clipping).
+            where: names the entry in messages, e.g. "line 7" or "annotation id 12".
+        """
+        try:
+            x, y, w, h = (float(v) for v in bbox)
+        except (TypeError, ValueError):
+            raise DataFormatError(f"{self.source}: {where}: bbox must be 4 numbers, got {bbox!r}") from None
+        if not all(math.isfinite(v) for v in (x, y, w, h)):
+            raise DataFormatError(f"{self.source}: {where}: bbox is not finite: {bbox!r}")
+        if w <= 0 or h <= 0:
+            self._note("non-positive size", where)
+            return None
+        if width is not None and height is not None:
+            x0, y0 = max(x, 0.0), max(y, 0.0)
+            x1, y1 = min(x + w, float(width)), min(y + h, float(height))
+            if (x0, y0, x1, y1) != (x, y, x + w, y + h):
+                if x1 <= x0 or y1 <= y0:
+                    self._note("outside the image", where)
+                    return None
+                self._note("clipped to the image", where)
+                x, y, w, h = x0, y0, x1 - x0, y1 - y0
+        return [x, y, w, h]
+
+    def report(self) -> Dict[str, int]:
+        for kind, n in sorted(self.counts.items()):
+            logger.warning("%s: %d box(es) %s (%s) -- %s", self.source, n,
+                           "clipped" if kind == "clipped to the image" else f"dropped: {kind}",
+                           f"first: {self.examples[kind]}",
+                           "kept" if kind == "clipped to the image" else "not used")
+        return dict(self.counts)
+
+
+def warn_count(source: str, n: int, what: str) -> None:
+    if n:
+        logger.warning("%s: %d %s", source, n, what)
+
+
+def check_category(cid, mapping: Dict, source: str, where: str):
+    """Look up a dataset category id; unknown ids are an error naming the entry."""
+    try:
+        return mapping[cid]
+    except (KeyError, TypeError):
+        raise DataFormatError(
+            f"{source}: {where}: unknown category id {cid!r} (known: {sorted(mapping)})") from None
+
+
+def iter_nonempty_lines(path: str) -> Iterable:
+    """(line number, stripped text) of the non-blank lines of a text file."""
+    try:
+        with open(path) as f:
+            for i, line in enumerate(f, start=1):
+                s = line.strip()
+                if s:
+                    yield i, s
+    except UnicodeDecodeError as e:
+        raise DataFormatError(f"{path}: not a text file ({e})") from None

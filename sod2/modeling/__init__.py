@@ -1,0 +1,1 @@
+"""Model components, registered in Detectron2's registries on import."""
