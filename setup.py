@@ -2,9 +2,24 @@
 """sod2: small and tiny object detection components for Detectron2."""
 from pathlib import Path
 
+import shutil
+
 from setuptools import Extension, find_packages, setup
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
+
+
+class BuildPyWithConfigs(build_py):
+    """Ship configs/ inside the package as sod2/_configs for regular (non-editable)
+    installs; editable installs read configs/ from the checkout (sod2.config)."""
+
+    def run(self):
+        super().run()
+        dest = Path(self.build_lib) / "sod2" / "_configs"
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(ROOT / "configs", dest)
 
 
 def read_version():
@@ -23,6 +38,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["sod2", "sod2.*"]),
+    cmdclass={"build_py": BuildPyWithConfigs},
     ext_modules=[
         Extension(
             "sod2.evaluation._box_matching",

@@ -92,6 +92,10 @@ def atomic_path(dest: str, is_dir: bool = False) -> Iterator[str]:
     else:
         fd, tmp = tempfile.mkstemp(prefix=prefix, dir=parent)
         os.close(fd)
+        # mkstemp creates 0600; give the final file the usual permissions
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         if is_dir and os.path.isdir(dest):

@@ -1,5 +1,6 @@
 """Scale-bucket evaluation.
 
-The array core (:mod:`.cocoeval`, :mod:`.protocols`, :mod:`.coco_json`) needs only NumPy;
-the Detectron2 evaluator is imported by ``sod2/__init__`` through :mod:`.evaluator`.
+The array core (:mod:`.cocoeval`, :mod:`.protocols`, :mod:`.coco_json`, :mod:`.visdrone`)
+needs only NumPy and stays importable without torch (``tools/evaluate_json.py``);
+:mod:`.evaluator` is the Detectron2 ``DatasetEvaluator``.
 """

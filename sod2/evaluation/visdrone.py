@@ -21,7 +21,7 @@ kernel does it (:func:`sod2.evaluation.cocoeval.match_boxes`).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 

@@ -22,8 +22,9 @@ also ignores them) and ``ignore_regions: [[x, y, w, h], ...]`` on images
 (class-agnostic regions, which plain pycocotools does not see).
 
 Loaders list an image's class-agnostic regions before its other annotations
-(:func:`regions_first`): that is the order in which the sod2 dialect reloads them, so a
-dataset exported with :mod:`sod2.data.datasets.export` loads back to identical dicts.
+(:func:`regions_first`, :func:`finish_records`): that is the order in which the sod2
+dialect reloads them, so a dataset exported with :mod:`sod2.data.datasets.export` loads
+back to identical dicts.
 A registered dataset whose files are absent fails with :func:`require_path`'s error,
 which names the expected path and points to datasets/README.md. Formats without image
 sizes (VisDrone, UAVDT) read them from the image header with :func:`image_size`.
@@ -45,7 +46,8 @@ from ..io import DataFormatError
 logger = logging.getLogger(__name__)
 
 __all__ = ["dataset_root", "register_dataset", "make_annotation", "BoxChecker",
-           "IGNORE_REGION", "DataFormatError", "require_path", "regions_first", "image_size"]
+           "IGNORE_REGION", "DataFormatError", "require_path", "regions_first", "image_size",
+           "finish_records", "require_split"]
 
 IGNORE_REGION = -1  # category_id of a class-agnostic ignore region
 
@@ -69,6 +71,14 @@ def require_path(path: str, dataset: str, is_dir: bool = False) -> str:
         f"in datasets/README.md")
 
 
+def require_split(paths: Dict[str, str], dataset: str, annotations_is_dir: bool = False
+                  ) -> Dict[str, str]:
+    """:func:`require_path` on a split's ``annotations`` (file, or folder) and ``image_root``."""
+    require_path(paths["annotations"], dataset, is_dir=annotations_is_dir)
+    require_path(paths["image_root"], dataset, is_dir=True)
+    return paths
+
+
 def image_size(path: str) -> tuple:
     """(width, height) from the image header, without decoding the pixels."""
     if not os.path.isfile(path):
@@ -84,6 +94,18 @@ def regions_first(annotations: List[Dict]) -> List[Dict]:
     """Stable reorder: class-agnostic ignore regions, then the other annotations."""
     return ([a for a in annotations if a["category_id"] == IGNORE_REGION]
             + [a for a in annotations if a["category_id"] != IGNORE_REGION])
+
+
+def finish_records(dicts: List[Dict], source: str) -> List[Dict]:
+    """Put each image's regions first (:func:`regions_first`) and require every image
+    file to exist, so that a missing image fails at load time naming it and ``source``."""
+    missing = [d["file_name"] for d in dicts if not os.path.isfile(d["file_name"])]
+    if missing:
+        raise DataFormatError(f"{missing[0]}: image file not found (listed in {source}; "
+                              f"{len(missing)} of {len(dicts)} images missing)")
+    for d in dicts:
+        d["annotations"] = regions_first(d["annotations"])
+    return dicts
 
 
 def register_dataset(name: str, loader: Callable[[], List[Dict]], **metadata) -> None:

@@ -1,0 +1,23 @@
+# The two commands: `make demo` (the main job) and `make test` (the test suite).
+# Each first makes sure the environment is ready (tools/ensure_env.py).
+PYTHON ?= python3
+export SOD2_DATASETS ?= $(CURDIR)/datasets
+DEMO_CONFIG ?= configs/baselines/faster_rcnn_R18s_fpn_synthetic.py
+DEMO_OUT ?= output/demo
+PYTEST_ARGS ?=
+
+.PHONY: env demo test
+
+env:
+	@$(PYTHON) tools/ensure_env.py
+
+# Train the small-object baseline on the embedded synthetic dataset (2 CPU cores, < 15 min),
+# evaluate it with the AI-TOD protocol, and draw predictions next to the ground truth.
+demo: env
+	$(PYTHON) tools/lazyconfig_train_net.py --config-file $(DEMO_CONFIG) train.output_dir=$(DEMO_OUT)
+	$(PYTHON) tools/demo.py --config-file $(DEMO_CONFIG) --dataset sod2_synthetic_val --max-images 8 \
+		--with-ground-truth --output $(DEMO_OUT)/visualizations \
+		--opts train.init_checkpoint=$(DEMO_OUT)/model_final.pth
+
+test: env
+	$(PYTHON) -m pytest tests -q $(PYTEST_ARGS)

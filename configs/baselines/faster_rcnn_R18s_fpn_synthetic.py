@@ -1,0 +1,26 @@
+"""Faster R-CNN with a small ResNet-FPN (P2-P6), trained from scratch on the embedded
+synthetic dataset: the main job of `make demo` (2 CPU cores, < 15 minutes)."""
+from ..common.data.synthetic import dataloader
+from ..common.models.faster_rcnn_fpn_p2 import model
+from ..common.models.small_resnet import backbone
+from ..common.optim import SGD as optimizer
+from ..common.schedules import step_schedule
+from ..common.train import train
+
+model.backbone.bottom_up = backbone
+model.backbone.out_channels = 64
+model.backbone.norm = ""
+model.roi_heads.num_classes = 3
+model.roi_heads.batch_size_per_image = 128
+model.roi_heads.box_head.fc_dims = [256, 256]
+model.proposal_generator.pre_nms_topk = (1000, 1000)
+model.proposal_generator.post_nms_topk = (300, 1000)
+# trained from scratch: normalise the input for the learning BatchNorm layers
+model.pixel_std = [57.375, 57.120, 58.395]
+
+train.max_iter = 600
+train.eval_period = 600
+train.checkpointer.period = 300
+train.output_dir = "./output/faster_rcnn_R18s_fpn_synthetic"
+optimizer.lr = 0.02
+lr_multiplier = step_schedule(train.max_iter, steps=[450, 560], warmup_iters=100)

@@ -1,0 +1,93 @@
+"""HIT-UAV (its own JSON dialect): synthetic files and the real val sample in ../shared."""
+import collections
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+import sod2  # noqa: F401  (registers the datasets)
+from sod2.data.datasets.common import IGNORE_REGION
+from sod2.data.datasets.hituav import HITUAV_CLASSES
+from sod2.data.io import DataFormatError, read_image
+
+CATEGORIES = [{"id": i, "name": n, "supercategory": n} for i, n in
+              enumerate(["Person", "Car", "Bicycle", "OtherVehicle", "DontCare"])]
+SHARED_SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hit-uav"
+
+
+def make_split(root, write_image, write_json, split="train", annotations=None):
+    base = root / "hit-uav"
+    write_image(base / split / "0_60_30_0_00001.jpg", 64, 52, kind="gray")
+    write_image(base / split / "1_60_30_0_00002.jpg", 64, 52, kind="gray")
+    if annotations is None:
+        annotations = [
+            {"id": 0, "image_id": 0, "category_id": 0, "bbox": [3, 4, 5, 6], "area": 30},
+            {"id": 1, "image_id": 0, "category_id": 4, "bbox": [40, 40, 10, 10], "area": 100},
+            {"id": 2, "image_id": 0, "category_id": 3, "bbox": [20, 20, 12, 8], "area": 96},
+        ]
+    write_json(base / "annotations" / f"{split}.json", {
+        "info": {}, "licenses": [], "categories": CATEGORIES,
+        "images": [{"filename": "0_60_30_0_00001.jpg", "width": 64, "height": 52, "id": 0},
+                   {"filename": "1_60_30_0_00002.jpg", "width": 64, "height": 52, "id": 1}],
+        "annotation": annotations})
+    return base
+
+
+def test_dialect_keys_zero_based_ids_and_dontcare(sod2_root, write_image, write_json):
+    make_split(sod2_root, write_image, write_json)
+    dicts = DatasetCatalog.get("hituav_train")
+    got = [(a["category_id"], a["bbox"], a["ignore"]) for a in dicts[0]["annotations"]]
+    assert got == [(IGNORE_REGION, [40.0, 40.0, 10.0, 10.0], 1),
+                   (0, [3.0, 4.0, 5.0, 6.0], 0), (3, [20.0, 20.0, 12.0, 8.0], 0)]
+    assert dicts[1]["annotations"] == []
+    img = read_image(dicts[0]["file_name"])  # 8-bit grayscale JPEG
+    assert img.shape == (52, 64, 3) and img.dtype == np.uint8
+
+
+def test_unknown_category_id(sod2_root, write_image, write_json):
+    make_split(sod2_root, write_image, write_json, split="test", annotations=[
+        {"id": 7, "image_id": 1, "category_id": 5, "bbox": [1, 1, 2, 2]}])
+    with pytest.raises(DataFormatError, match=r"test\.json: annotation #0 \(id 7\): unknown category id 5"):
+        DatasetCatalog.get("hituav_test")
+
+
+def test_missing_files(sod2_root):
+    with pytest.raises(DataFormatError, match="datasets/README.md") as e:
+        DatasetCatalog.get("hituav_val")
+    assert str(sod2_root / "hit-uav" / "annotations" / "val.json") in str(e.value)
+
+
+def test_metadata():
+    meta = MetadataCatalog.get("hituav_val")
+    assert tuple(meta.thing_classes) == HITUAV_CLASSES
+    assert meta.thing_dataset_id_to_contiguous_id == {0: 0, 1: 1, 2: 2, 3: 3}
+    assert meta.eval_protocol == "aitod"
+
+
+def _real_sample_root():
+    env = os.environ.get("SOD2_DATASETS")
+    if env and (Path(env) / "hit-uav" / "annotations" / "val.json").is_file():
+        return Path(env)
+    if (SHARED_SAMPLE / "annotations" / "val.json").is_file():
+        return SHARED_SAMPLE.parent
+    pytest.skip("HIT-UAV val sample not found (../shared/data/hit-uav or $SOD2_DATASETS/hit-uav)")
+
+
+def test_real_val_sample(monkeypatch, round_trip):
+    """HIT-UAV val: CC BY 4.0, Suo et al., Scientific Data 10, 227 (2023)."""
+    root = _real_sample_root()
+    monkeypatch.setenv("SOD2_DATASETS", str(root))
+    dicts = DatasetCatalog.get("hituav_val")
+    assert len(dicts) == 290
+    counts = collections.Counter(a["category_id"] for d in dicts for a in d["annotations"])
+    assert {HITUAV_CLASSES[c]: n for c, n in counts.items() if c >= 0} == {
+        "Person": 1168, "Car": 719, "Bicycle": 554, "OtherVehicle": 12}
+    assert counts[IGNORE_REGION] == 7
+    assert sum(1 for d in dicts if not d["annotations"]) == 3
+    assert all((d["width"], d["height"]) == (640, 512) for d in dicts)
+    img = read_image(dicts[0]["file_name"])
+    assert img.shape == (512, 640, 3) and img.dtype == np.uint8
+    assert (img[..., 0] == img[..., 1]).all()  # grayscale replicated
+    round_trip(dicts, HITUAV_CLASSES, root / "hit-uav" / "val")

@@ -1,0 +1,312 @@
+#!/usr/bin/env python
+"""
+Measure sod2 against a baseline in the same run and report ratios (Markdown).
+
+    # two models on the same data: train-step time, inference latency, peak memory
+    python tools/benchmark.py models --config-a configs/baselines/A.py --config-b configs/cfinet/B.py \
+        [--opts-a k=v ...] [--opts-b k=v ...] [--iters 10] [--warmup 3] [--image-size 800 800]
+
+    # the evaluator (tools/evaluate_json.py, whole process) against a plain pycocotools script
+    python tools/benchmark.py evaluator [--images 200 --objects 50000 --detections 100000]
+
+Each model is measured in its own fresh process, one after the other, on the same batches
+(built from config A's data loaders, or random images of --image-size with random boxes),
+so timings and peak memory are comparable. Times are medians over --iters steps after
+--warmup steps. Peak memory is the process's peak resident set (CPU) or the peak CUDA
+allocation (GPU).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ----------------------------------------------------------------------------- models
+def _worker(args) -> None:
+    """Measure one config; print a JSON line."""
+    import resource
+
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, ROOT)
+    import sod2  # noqa: F401
+    from detectron2.config import LazyConfig, instantiate
+    from detectron2.structures import Boxes, Instances
+    from detectron2.utils.events import EventStorage
+
+    from sod2.engine.lazy_train import resolve_device
+
+    torch.manual_seed(0)
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
+    dev = resolve_device(cfg)
+    data_cfg = LazyConfig.apply_overrides(LazyConfig.load(args.data_config), args.data_opts)
+    model = instantiate(cfg.model).to(dev)
+    cfg.optimizer.params.model = model
+    optim = instantiate(cfg.optimizer)
+
+    n = args.warmup + args.iters
+    if args.image_size:
+        H, W = args.image_size
+        rng = np.random.default_rng(0)
+
+        def fake(i):
+            k = 30
+            xy = rng.uniform(0, [W - 40, H - 40], (k, 2))
+            wh = rng.uniform(4, 40, (k, 2))
+            inst = Instances((H, W), gt_boxes=Boxes(torch.tensor(np.c_[xy, xy + wh], dtype=torch.float32)),
+                             gt_classes=torch.tensor(rng.integers(0, 3, k)))
+            return {"image": torch.randint(0, 256, (3, H, W), dtype=torch.uint8), "height": H,
+                    "width": W, "instances": inst, "image_id": i}
+
+        train_batches = [[fake(2 * i), fake(2 * i + 1)] for i in range(n)]
+        test_inputs = [fake(i) for i in range(n)]
+    else:
+        data_cfg.dataloader.train.num_workers = 0
+        loader = iter(instantiate(data_cfg.dataloader.train))
+        train_batches = [next(loader) for _ in range(min(n, args.distinct_batches))]
+        test_loader = instantiate(data_cfg.dataloader.test)
+        test_inputs = []
+        for batch in test_loader:
+            test_inputs += batch
+            if len(test_inputs) >= min(n, args.distinct_batches):
+                break
+
+    def sync():
+        if dev.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    if dev.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"config": args.config}
+    if args.mode in ("train", "both"):
+        model.train()
+        times = []
+        with EventStorage(0):
+            for i in range(n):
+                batch = train_batches[i % len(train_batches)]
+                sync()
+                t = time.perf_counter()
+                losses = model(batch)
+                loss = sum(losses.values())
+                optim.zero_grad()
+                loss.backward()
+                optim.step()
+                sync()
+                times.append(time.perf_counter() - t)
+        out["train_step_s"] = statistics.median(times[args.warmup:])
+        out["train_batch"] = len(train_batches[0])
+    if args.mode in ("test", "both"):
+        model.eval()
+        times = []
+        with torch.no_grad():
+            for i in range(n):
+                inp = test_inputs[i % len(test_inputs)]
+                inp = {k: v for k, v in inp.items() if k != "instances"}
+                sync()
+                t = time.perf_counter()
+                model([inp])
+                sync()
+                times.append(time.perf_counter() - t)
+        out["latency_s"] = statistics.median(times[args.warmup:])
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["rss_before_mb"] = rss0 / 1024
+    if dev.startswith("cuda"):
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    out["device"] = dev
+    print("BENCH " + json.dumps(out), flush=True)
+
+
+def _run_worker(config, opts, data_config, data_opts, args, mode):
+    cmd = [sys.executable, os.path.abspath(__file__), "_worker", "--config", config,
+           "--data-config", data_config, "--mode", mode, "--iters", str(args.iters),
+           "--warmup", str(args.warmup), "--distinct-batches", str(args.distinct_batches)]
+    if args.image_size:
+        cmd += ["--image-size", *map(str, args.image_size)]
+    cmd += ["--opts", *opts, "--data-opts", *data_opts]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("BENCH "):
+            return json.loads(line[6:])
+    raise RuntimeError(f"benchmark worker failed for {config}:\n{proc.stderr[-3000:]}")
+
+
+def _ratio(b, a):
+    return f"{b / a:.2f}x" if a and b is not None else "-"
+
+
+def bench_models(args) -> str:
+    rows = []
+    results = {}
+    for mode in ("train", "test"):
+        # peak memory is per process: measure training and inference separately
+        a = _run_worker(args.config_a, args.opts_a, args.config_a, args.opts_a, args, mode)
+        b = _run_worker(args.config_b, args.opts_b, args.config_a, args.opts_a, args, mode)
+        results[mode] = (a, b)
+    (ta, tb), (ia, ib) = results["train"], results["test"]
+    mem = "peak_cuda_mb" if "peak_cuda_mb" in ta else "peak_rss_mb"
+    rows.append(("train step (s, batch %d)" % ta["train_batch"], ta["train_step_s"], tb["train_step_s"]))
+    rows.append(("inference latency (s/image)", ia["latency_s"], ib["latency_s"]))
+    rows.append((f"train {mem.replace('_', ' ')}", ta[mem], tb[mem]))
+    rows.append((f"inference {mem.replace('_', ' ')}", ia[mem], ib[mem]))
+    size = "x".join(map(str, args.image_size)) if args.image_size else "config A's data"
+    lines = [f"Device: {ta['device']}; inputs: {size}; median of {args.iters} steps after "
+             f"{args.warmup} warm-up steps; each model in a fresh process.", "",
+             f"| metric | A: {os.path.basename(args.config_a)} | B: {os.path.basename(args.config_b)} | B / A |",
+             "|---|---|---|---|"]
+    for name, a, b in rows:
+        lines.append(f"| {name} | {a:.4g} | {b:.4g} | {_ratio(b, a)} |")
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------- evaluator
+PYCOCO_SCRIPT = r'''
+import json, sys
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+gt = COCO(sys.argv[1]); dt = gt.loadRes(sys.argv[2])
+E = COCOeval(gt, dt, "bbox")
+E.params.maxDets = [100, 300, 1500]
+E.params.areaRng = [[0, 1e10], [0, 64], [64, 256], [256, 1024], [1024, 1e10]]
+E.params.areaRngLbl = ["all", "verytiny", "tiny", "small", "medium"]
+E.evaluate(); E.accumulate(); E.summarize()
+p = E.eval["precision"]
+def m(x): x = x[x > -1]; return float(x.mean()) if x.size else None
+out = {"AP": m(p[:, :, :, 0, 2]), "AP50": m(p[0, :, :, 0, 2])}
+for a, n in enumerate(E.params.areaRngLbl[1:], 1):
+    out["AP_" + n] = m(p[:, :, :, a, 2])
+json.dump(out, open(sys.argv[3], "w"))
+'''
+
+
+def make_dense_set(folder, n_img, n_obj, n_det, n_cat=8, seed=0):
+    """A dense tiny-object set (most objects under 32 px) and jittered detections."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    W = H = 800
+    img_of = rng.integers(1, n_img + 1, n_obj)
+    s = np.exp(rng.uniform(np.log(2), np.log(64), n_obj))
+    ar = np.exp(rng.uniform(-0.5, 0.5, n_obj))
+    w, h = s * ar, s / ar
+    x, y = rng.uniform(0, W - w), rng.uniform(0, H - h)
+    cat = rng.integers(1, n_cat + 1, n_obj)
+    gt = {"images": [{"id": i + 1, "file_name": f"{i:05d}.jpg", "width": W, "height": H} for i in range(n_img)],
+          "annotations": [{"id": k + 1, "image_id": int(img_of[k]), "category_id": int(cat[k]),
+                           "bbox": [float(x[k]), float(y[k]), float(w[k]), float(h[k])],
+                           "area": float(w[k] * h[k]), "iscrowd": int(rng.random() < 0.01)}
+                          for k in range(n_obj)],
+          "categories": [{"id": c, "name": f"c{c}"} for c in range(1, n_cat + 1)]}
+    n_tp = int(n_det * 0.6)
+    src = rng.integers(0, n_obj, n_tp)
+    j = rng.normal(0, 0.15, (n_tp, 4))
+    n_fp = n_det - n_tp
+    fs = np.exp(rng.uniform(np.log(2), np.log(64), n_fp))
+    bx = np.concatenate([x[src] + j[:, 0] * w[src], rng.uniform(0, W - fs)])
+    by = np.concatenate([y[src] + j[:, 1] * h[src], rng.uniform(0, H - fs)])
+    bw = np.concatenate([w[src] * np.exp(j[:, 2]), fs])
+    bh = np.concatenate([h[src] * np.exp(j[:, 3]), fs])
+    bc = np.concatenate([np.where(rng.random(n_tp) < 0.9, cat[src], rng.integers(1, n_cat + 1, n_tp)),
+                         rng.integers(1, n_cat + 1, n_fp)])
+    bi = np.concatenate([img_of[src], rng.integers(1, n_img + 1, n_fp)])
+    sc = np.round(np.concatenate([rng.beta(5, 2, n_tp), rng.beta(2, 5, n_fp)]), 3)
+    dts = [{"image_id": int(bi[k]), "category_id": int(bc[k]), "score": float(sc[k]),
+            "bbox": [float(bx[k]), float(by[k]), float(bw[k]), float(bh[k])]} for k in rng.permutation(n_det)]
+    gt_path, dt_path = os.path.join(folder, "gt.json"), os.path.join(folder, "dt.json")
+    with open(gt_path, "w") as f:
+        json.dump(gt, f)
+    with open(dt_path, "w") as f:
+        json.dump(dts, f)
+    return gt_path, dt_path
+
+
+def _timed(cmd):
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - t
+
+
+def bench_evaluator(args) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        gt, dt = make_dense_set(tmp, args.images, args.objects, args.detections)
+        ours_json, ref_json = os.path.join(tmp, "ours.json"), os.path.join(tmp, "ref.json")
+        script = os.path.join(tmp, "plain_pycocotools.py")
+        with open(script, "w") as f:
+            f.write(PYCOCO_SCRIPT)
+        ours = [sys.executable, os.path.join(ROOT, "tools", "evaluate_json.py"), "--gt", gt, "--dt", dt,
+                "--protocol", "aitod", "--quiet", "--output", ours_json]
+        ref = [sys.executable, script, gt, dt, ref_json]
+        t_ours = min(_timed(ours) for _ in range(args.repeats))
+        t_ref = min(_timed(ref) for _ in range(max(1, args.repeats_reference)))
+        with open(ours_json) as f:
+            m_ours = json.load(f)["metrics"]
+        with open(ref_json) as f:
+            m_ref = json.load(f)
+    diffs = [abs(m_ours[k] / 100 - v) for k, v in m_ref.items() if v is not None]
+    same = max(diffs) < 1e-9
+    return "\n".join([
+        f"Dense set: {args.images} images, {args.objects} objects, {args.detections} detections, "
+        "8 classes, AI-TOD buckets, maxDets 100/300/1500; whole processes (start-up, json "
+        "loading, evaluation).", "",
+        "| evaluator | wall time (s) | speed-up |", "|---|---|---|",
+        f"| plain pycocotools script | {t_ref:.2f} | 1.00x |",
+        f"| tools/evaluate_json.py --protocol aitod | {t_ours:.2f} | {t_ref / t_ours:.1f}x |", "",
+        f"Identical numbers (max |difference| {max(diffs):.1e} as a fraction): {'yes' if same else 'NO'}",
+    ])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("models", help="compare two configs")
+    m.add_argument("--config-a", required=True, help="the baseline")
+    m.add_argument("--config-b", required=True)
+    m.add_argument("--opts-a", nargs="*", default=[])
+    m.add_argument("--opts-b", nargs="*", default=[])
+    m.add_argument("--iters", type=int, default=10)
+    m.add_argument("--warmup", type=int, default=3)
+    m.add_argument("--distinct-batches", type=int, default=4)
+    m.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="random inputs of this size instead of config A's data")
+    e = sub.add_parser("evaluator", help="evaluate_json.py vs plain pycocotools")
+    e.add_argument("--images", type=int, default=200)
+    e.add_argument("--objects", type=int, default=50000)
+    e.add_argument("--detections", type=int, default=100000)
+    e.add_argument("--repeats", type=int, default=3)
+    e.add_argument("--repeats-reference", type=int, default=1)
+    for s in (m, e):
+        s.add_argument("--output", help="also write the Markdown report here")
+    w = sub.add_parser("_worker")
+    w.add_argument("--config", required=True)
+    w.add_argument("--data-config", required=True)
+    w.add_argument("--mode", choices=["train", "test", "both"], default="both")
+    w.add_argument("--iters", type=int, default=10)
+    w.add_argument("--warmup", type=int, default=3)
+    w.add_argument("--distinct-batches", type=int, default=4)
+    w.add_argument("--image-size", type=int, nargs=2)
+    w.add_argument("--opts", nargs="*", default=[])
+    w.add_argument("--data-opts", nargs="*", default=[])
+    args = p.parse_args(argv)
+    if args.cmd == "_worker":
+        return _worker(args)
+    report = bench_models(args) if args.cmd == "models" else bench_evaluator(args)
+    print(report)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(report + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+#!/usr/bin/env python
+"""
+Run a trained model on images, folders, videos or a registered dataset and draw the
+detections with Detectron2's Visualizer.
+
+    python tools/demo.py --config-file CFG --input a.jpg folder/ clip.mp4 --output out/ \
+        --opts train.init_checkpoint=model_final.pth
+    python tools/demo.py --config-file CFG --dataset sod2_synthetic_val --max-images 8 \
+        --with-ground-truth --output out/ --opts train.init_checkpoint=model_final.pth
+
+Images are read like training images (grayscale and 16-bit files become 3-channel
+8-bit) and go through the config's test-time mapper (resizing) before the model.
+``--with-ground-truth`` (datasets only) draws predictions next to the annotations,
+ignore regions included. Videos are written as mp4 with the detections drawn.
+"""
+import argparse
+import glob
+import logging
+import os
+import sys
+
+try:
+    import sod2  # noqa: F401
+except ImportError:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import sod2  # noqa: F401
+
+import cv2
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from sod2.data.io import read_image, to_uint8_rgb
+from sod2.engine.lazy_train import resolve_device
+from sod2.utils.visualization import draw_ground_truth, draw_predictions, side_by_side
+
+logger = logging.getLogger("sod2.demo")
+IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv")
+
+
+class Predictor:
+    """Model + the config's test mapper; ``__call__(rgb image) -> Instances``."""
+
+    def __init__(self, cfg):
+        self.model = instantiate(cfg.model).to(cfg.train.device).eval()
+        if not cfg.train.init_checkpoint:
+            logger.warning("train.init_checkpoint is empty: the model has random weights")
+        DetectionCheckpointer(self.model).load(cfg.train.init_checkpoint)
+        mapper_cfg = cfg.dataloader.test.mapper
+        self.augs = [instantiate(a) for a in mapper_cfg.get("augmentations", [])]
+        self.format = mapper_cfg.get("image_format", "BGR")
+
+    @torch.no_grad()
+    def __call__(self, rgb: np.ndarray):
+        from detectron2.data import transforms as T
+
+        h, w = rgb.shape[:2]
+        img = rgb if self.format == "RGB" else rgb[:, :, ::-1]
+        aug = T.AugInput(np.ascontiguousarray(img))
+        T.AugmentationList(self.augs)(aug)
+        tensor = torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1)))
+        return self.model([{"image": tensor, "height": h, "width": w}])[0]["instances"]
+
+
+def _inputs(paths):
+    for p in paths:
+        if os.path.isdir(p):
+            for f in sorted(glob.glob(os.path.join(p, "*"))):
+                if f.lower().endswith(IMAGE_EXT):
+                    yield f
+        elif any(ch in p for ch in "*?["):
+            yield from sorted(glob.glob(p))
+        elif os.path.isfile(p):
+            yield p
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+
+
+def _save(path: str, rgb: np.ndarray) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    if not cv2.imwrite(path, rgb[:, :, ::-1]):
+        raise OSError(f"cannot write {path}")
+
+
+def run_video(pred: Predictor, path: str, out_dir: str, meta, args) -> str:
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise OSError(f"{path}: cannot open video")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    out_path = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + "_det.mp4")
+    writer = None
+    n = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        rgb = to_uint8_rgb(frame, source=f"{path} frame {n}")
+        vis = draw_predictions(rgb, pred(rgb), meta, args.scale, args.confidence_threshold,
+                               not args.no_labels)
+        if writer is None:
+            os.makedirs(out_dir, exist_ok=True)
+            writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                     (vis.shape[1], vis.shape[0]))
+        writer.write(np.ascontiguousarray(vis[:, :, ::-1]))
+        n += 1
+    cap.release()
+    if writer is not None:
+        writer.release()
+    logger.info("%s: %d frames -> %s", path, n, out_path)
+    return out_path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True)
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", nargs="+", help="images, folders, glob patterns or videos")
+    src.add_argument("--dataset", help="a registered dataset")
+    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--max-images", type=int, default=None, help="with --dataset: first N")
+    parser.add_argument("--with-ground-truth", action="store_true",
+                        help="with --dataset: draw the annotations next to the predictions")
+    parser.add_argument("--confidence-threshold", type=float, default=0.3)
+    parser.add_argument("--scale", type=float, default=1.0, help="drawing scale (tiny objects: 2-4)")
+    parser.add_argument("--no-labels", action="store_true", help="draw boxes only")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                        help="config overrides key=value (e.g. train.init_checkpoint=...)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    resolve_device(cfg)
+    pred = Predictor(cfg)
+    written = []
+    if args.dataset:
+        meta = MetadataCatalog.get(args.dataset)
+        records = DatasetCatalog.get(args.dataset)[: args.max_images]
+        for rec in records:
+            rgb = read_image(rec["file_name"], format="RGB")
+            vis = draw_predictions(rgb, pred(rgb), meta, args.scale, args.confidence_threshold,
+                                   not args.no_labels)
+            if args.with_ground_truth:
+                vis = side_by_side([vis, draw_ground_truth(rgb, rec, meta, args.scale,
+                                                           not args.no_labels)])
+            out = os.path.join(args.output, os.path.splitext(os.path.basename(rec["file_name"]))[0] + ".png")
+            _save(out, vis)
+            written.append(out)
+    else:
+        test_name = cfg.dataloader.test.dataset.get("names") if "test" in cfg.dataloader else None
+        meta = MetadataCatalog.get(test_name if isinstance(test_name, str) else "__unused")
+        if not meta.get("thing_classes"):
+            k = cfg.model.get("num_classes") or cfg.model.roi_heads.num_classes
+            meta.thing_classes = [str(i) for i in range(k)]
+        for path in _inputs(args.input):
+            if path.lower().endswith(VIDEO_EXT):
+                written.append(run_video(pred, path, args.output, meta, args))
+                continue
+            rgb = read_image(path, format="RGB")
+            vis = draw_predictions(rgb, pred(rgb), meta, args.scale, args.confidence_threshold,
+                                   not args.no_labels)
+            out = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
+            _save(out, vis)
+            written.append(out)
+    print(f"wrote {len(written)} visualization(s) to {args.output}")
+    return written
+
+
+if __name__ == "__main__":
+    main()

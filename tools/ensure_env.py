@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""
+Make sure the Python environment can run sod2 (used by `make demo` and `make test`).
+
+1. torch 2.13.0 with working torchvision ops, and detectron2 (pinned commit) must import;
+   when one is missing it is installed with pip, and if that fails this stops with the
+   exact commands to run;
+2. sod2 itself is installed in editable mode (`pip install -e .`, which also installs
+   missing pure-Python requirements and compiles the evaluation kernel) unless this
+   checkout is already the installed one and its kernel is up to date.
+
+It never reinstalls what already imports (pip would re-clone detectron2 otherwise).
+"""
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TORCH = "torch==2.13.0"
+TORCHVISION = "torchvision==0.28.0"
+D2_COMMIT = "02b5c4e295e990042a714712c21dc79b731e8833"
+D2 = f"git+https://github.com/facebookresearch/detectron2.git@{D2_COMMIT}"
+
+HELP = f"""
+sod2 needs, in this Python ({sys.executable}):
+  1. PyTorch 2.13.0 and torchvision 0.28.0, the regular builds (torchvision.ops must load;
+     a CPU-only torch wheel without matching torchvision ops does not work):
+       {sys.executable} -m pip install {TORCH} {TORCHVISION}
+     (see https://pytorch.org/get-started/locally/ for other platforms/CUDA versions)
+  2. detectron2 from its official repository at commit {D2_COMMIT[:12]}:
+       {sys.executable} -m pip install --no-build-isolation '{D2}'
+     (or: git clone https://github.com/facebookresearch/detectron2 && cd detectron2 &&
+      git checkout {D2_COMMIT} && {sys.executable} -m pip install --no-build-isolation .)
+Then run the make target again.
+"""
+
+
+def _probe(code: str) -> bool:
+    """Run ``code`` in a fresh interpreter (a failed import must not poison this one)."""
+    return subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True).returncode == 0
+
+
+def _pip(*args: str) -> bool:
+    print("+ pip install " + " ".join(args), flush=True)
+    return subprocess.run([sys.executable, "-m", "pip", "install", *args]).returncode == 0
+
+
+def _fail(what: str) -> None:
+    sys.stderr.write(f"\nerror: {what} is missing and could not be installed.\n{HELP}")
+    sys.exit(1)
+
+
+TORCH_OK = "import torch, torchvision.ops; torchvision.ops.nms(torch.zeros(1, 4), torch.ones(1), 0.5)"
+D2_OK = "import detectron2, detectron2._C"
+# sod2 resolves to this checkout and its compiled kernel is newer than its source
+SOD2_OK = (
+    "import importlib.util, os\n"
+    "s = importlib.util.find_spec('sod2')\n"
+    f"assert s and os.path.realpath(os.path.dirname(s.origin)) == os.path.realpath({os.path.join(ROOT, 'sod2')!r})\n"
+    "k = importlib.util.find_spec('sod2.evaluation._box_matching')\n"
+    f"assert k and os.path.getmtime(k.origin) >= os.path.getmtime({os.path.join(ROOT, 'sod2', 'csrc', 'box_matching.c')!r})\n"
+    "import sod2\n"
+)
+
+
+def ensure_prerequisites() -> None:
+    if not _probe(TORCH_OK):
+        if not (_pip(TORCH, TORCHVISION) and _probe(TORCH_OK)):
+            _fail("torch 2.13.0 / torchvision 0.28.0 with working torchvision ops")
+    if not _probe(D2_OK):
+        if not (_pip("--no-build-isolation", D2) and _probe(D2_OK)):
+            _fail("detectron2")
+
+
+def main() -> None:
+    # one interpreter start when everything is in place (the common case)
+    if _probe("\n".join([TORCH_OK, D2_OK, SOD2_OK])):
+        print("environment ready: torch, torchvision ops, detectron2 and sod2 import", flush=True)
+        return
+    ensure_prerequisites()
+    if not _probe(SOD2_OK):
+        # --no-build-isolation: build with the installed setuptools (no download)
+        if not _pip("--no-build-isolation", "-e", ROOT):
+            sys.stderr.write("\nerror: `pip install -e .` failed (see above). It needs a C compiler "
+                             "and the Python headers, and network access for missing "
+                             "requirements.\n" + HELP)
+            sys.exit(1)
+    if not _probe("import sod2, sod2.evaluation._box_matching"):
+        _fail("sod2 (installed but not importable)")
+    print("environment ready: torch, torchvision ops, detectron2 and sod2 import", flush=True)
+
+
+if __name__ == "__main__":
+    main()
