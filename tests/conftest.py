@@ -1,6 +1,7 @@
 """Shared fixtures: a temporary $SOD2_DATASETS and writers for tiny images and json."""
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -8,6 +9,34 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED_HITUAV = REPO.parent / "shared" / "data" / "hit-uav"
+
+
+def hituav_root():
+    """A folder holding ``hit-uav/`` (the real val sample): $SOD2_DATASETS if it has it,
+    else ../shared/data. None if neither has it."""
+    env = os.environ.get("SOD2_DATASETS")
+    if env and (Path(env) / "hit-uav" / "annotations" / "val.json").is_file():
+        return Path(env)
+    if (SHARED_HITUAV / "annotations" / "val.json").is_file():
+        return SHARED_HITUAV.parent
+    return None
+
+
+@pytest.fixture
+def hituav_datasets(monkeypatch, tmp_path):
+    """$SOD2_DATASETS pointing at a folder with the real HIT-UAV val sample (CC BY 4.0,
+    Suo et al., Scientific Data 10, 227 (2023)); skips when it is absent. The shared
+    sample is linked from a temporary folder, never written to."""
+    root = hituav_root()
+    if root is None:
+        pytest.skip("HIT-UAV val sample not found (../shared/data/hit-uav or $SOD2_DATASETS/hit-uav)")
+    if root == SHARED_HITUAV.parent:
+        root = tmp_path / "datasets_with_hituav"
+        root.mkdir()
+        (root / "hit-uav").symlink_to(SHARED_HITUAV, target_is_directory=True)
+    monkeypatch.setenv("SOD2_DATASETS", str(root))
+    return root
 
 
 @pytest.fixture

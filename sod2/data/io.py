@@ -87,14 +87,15 @@ def atomic_path(dest: str, is_dir: bool = False) -> Iterator[str]:
     parent = os.path.dirname(dest)
     os.makedirs(parent, exist_ok=True)
     prefix = "." + os.path.basename(dest) + ".tmp-"
+    # mkdtemp/mkstemp create 0700/0600: give the final output the usual permissions
+    umask = os.umask(0)
+    os.umask(umask)
     if is_dir:
         tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+        os.chmod(tmp, 0o777 & ~umask)
     else:
         fd, tmp = tempfile.mkstemp(prefix=prefix, dir=parent)
         os.close(fd)
-        # mkstemp creates 0600; give the final file the usual permissions
-        umask = os.umask(0)
-        os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp

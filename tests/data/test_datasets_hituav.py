@@ -1,7 +1,5 @@
 """HIT-UAV (its own JSON dialect): synthetic files and the real val sample in ../shared."""
 import collections
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +12,6 @@ from sod2.data.io import DataFormatError, read_image
 
 CATEGORIES = [{"id": i, "name": n, "supercategory": n} for i, n in
               enumerate(["Person", "Car", "Bicycle", "OtherVehicle", "DontCare"])]
-SHARED_SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hit-uav"
 
 
 def make_split(root, write_image, write_json, split="train", annotations=None):
@@ -66,19 +63,9 @@ def test_metadata():
     assert meta.eval_protocol == "aitod"
 
 
-def _real_sample_root():
-    env = os.environ.get("SOD2_DATASETS")
-    if env and (Path(env) / "hit-uav" / "annotations" / "val.json").is_file():
-        return Path(env)
-    if (SHARED_SAMPLE / "annotations" / "val.json").is_file():
-        return SHARED_SAMPLE.parent
-    pytest.skip("HIT-UAV val sample not found (../shared/data/hit-uav or $SOD2_DATASETS/hit-uav)")
-
-
-def test_real_val_sample(monkeypatch, round_trip):
+def test_real_val_sample(hituav_datasets, round_trip):
     """HIT-UAV val: CC BY 4.0, Suo et al., Scientific Data 10, 227 (2023)."""
-    root = _real_sample_root()
-    monkeypatch.setenv("SOD2_DATASETS", str(root))
+    root = hituav_datasets
     dicts = DatasetCatalog.get("hituav_val")
     assert len(dicts) == 290
     counts = collections.Counter(a["category_id"] for d in dicts for a in d["annotations"])

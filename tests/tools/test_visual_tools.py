@@ -1,0 +1,103 @@
+"""tools/demo.py (images, folders, videos, datasets with ground truth) and
+tools/visualize_data.py (annotations and data-loader output, ignore regions drawn)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import instantiate
+
+from sod2.config import get_config, get_config_file
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = get_config_file("baselines/faster_rcnn_R18s_fpn_synthetic.py")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A checkpoint of the synthetic baseline (random weights: these tests check drawing)."""
+    d = tmp_path_factory.mktemp("w")
+    model = instantiate(get_config("baselines/faster_rcnn_R18s_fpn_synthetic.py").model)
+    DetectionCheckpointer(model, str(d)).save("model")
+    return str(d / "model.pth")
+
+
+def _run(*args):
+    proc = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_demo_on_images_folder_and_video(tmp_path, weights, synthetic_dataset):
+    from detectron2.data import DatasetCatalog
+
+    val = DatasetCatalog.get("sod2_synthetic_val")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for d in val[:2]:
+        img = cv2.imread(d["file_name"])
+        cv2.imwrite(str(folder / Path(d["file_name"]).name), img)
+    gray16 = (cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 200)
+    cv2.imwrite(str(tmp_path / "thermal16.png"), gray16)
+    video = tmp_path / "clip.mp4"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (256, 256))
+    for _ in range(3):
+        w.write(img)
+    w.release()
+    out = tmp_path / "out"
+    _run(REPO / "tools" / "demo.py", "--config-file", CONFIG, "--input", folder, tmp_path / "thermal16.png",
+         video, "--output", out, "--confidence-threshold", "0.5", "--scale", "2",
+         "--opts", f"train.init_checkpoint={weights}", "train.device=cpu")
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([Path(val[0]["file_name"]).stem + ".png", Path(val[1]["file_name"]).stem + ".png",
+                            "thermal16.png", "clip_det.mp4"])
+    vis = cv2.imread(str(out / names[0]))
+    assert vis.shape[:2] == (512, 512)  # --scale 2
+    cap = cv2.VideoCapture(str(out / "clip_det.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+
+
+def test_demo_on_dataset_with_ground_truth(tmp_path, weights, synthetic_dataset):
+    out = tmp_path / "ds"
+    _run(REPO / "tools" / "demo.py", "--config-file", CONFIG, "--dataset", "sod2_synthetic_val",
+         "--max-images", "2", "--with-ground-truth", "--output", out,
+         "--opts", f"train.init_checkpoint={weights}", "train.device=cpu")
+    files = sorted(out.iterdir())
+    assert len(files) == 2
+    vis = cv2.imread(str(files[0]))
+    assert vis.shape[0] == 256 and vis.shape[1] == 2 * 256 + 8  # predictions | ground truth
+
+
+def test_demo_missing_input(tmp_path, weights):
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "demo.py"), "--config-file", CONFIG,
+                           "--input", str(tmp_path / "nope.jpg"), "--output", str(tmp_path / "o"),
+                           "--opts", f"train.init_checkpoint={weights}"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "nope.jpg" in proc.stderr
+
+
+def test_visualize_data_annotations(tmp_path, hituav_datasets):
+    out = tmp_path / "gt"
+    _run(REPO / "tools" / "visualize_data.py", "--dataset", "hituav_val", "--output", out, "--max-images", "2")
+    files = sorted(out.iterdir())
+    assert len(files) == 2 and cv2.imread(str(files[0])).shape == (512, 640, 3)
+    # an image with a DontCare region is drawn with its dashed grey "ignore" box
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from sod2.utils.visualization import draw_ground_truth
+
+    rec = next(d for d in DatasetCatalog.get("hituav_val") if any(a["category_id"] < 0 for a in d["annotations"]))
+    blank = np.zeros((rec["height"], rec["width"], 3), np.uint8)
+    drawn = draw_ground_truth(blank, {"annotations": [a for a in rec["annotations"] if a["category_id"] < 0]},
+                              MetadataCatalog.get("hituav_val"), labels=False)
+    ys, xs = np.nonzero(drawn.sum(2))
+    assert len(ys) and (drawn[ys, xs].max(1) - drawn[ys, xs].min(1) < 30).all()  # grey
+
+
+def test_visualize_data_loader_output(tmp_path, synthetic_dataset):
+    out2 = tmp_path / "loader"
+    _run(REPO / "tools" / "visualize_data.py", "--dataset", "sod2_synthetic_train", "--source", "dataloader",
+         "--config-file", CONFIG, "--output", out2, "--max-images", "1")
+    assert len(list(out2.iterdir())) == 1
