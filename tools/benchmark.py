@@ -11,7 +11,8 @@ Measure sod2 against a baseline in the same run and report ratios (Markdown).
 
 Each model is measured in its own fresh process, one after the other, on the same batches
 (built from config A's data loaders, or random images of --image-size with random boxes),
-so timings and peak memory are comparable. Times are medians over --iters steps after
+so timings and peak memory are comparable. Optimizer steps run with learning rate 0 (the
+same work, but untrained models cannot diverge during the measurement). Times are medians over --iters steps after
 --warmup steps. Peak memory is the process's peak resident set (CPU) or the peak CUDA
 allocation (GPU).
 """
@@ -49,6 +50,9 @@ def _worker(args) -> None:
     data_cfg = LazyConfig.apply_overrides(LazyConfig.load(args.data_config), args.data_opts)
     model = instantiate(cfg.model).to(dev)
     cfg.optimizer.params.model = model
+    # the optimizer does its full step with lr 0: models without their pretrained weights
+    # would otherwise diverge within a few steps and stop the measurement
+    cfg.optimizer.lr = 0.0
     optim = instantiate(cfg.optimizer)
 
     n = args.warmup + args.iters
