@@ -16,7 +16,7 @@ env:
 demo: env
 	$(PYTHON) tools/lazyconfig_train_net.py --config-file $(DEMO_CONFIG) train.output_dir=$(DEMO_OUT)
 	$(PYTHON) tools/demo.py --config-file $(DEMO_CONFIG) --dataset sod2_synthetic_val --max-images 8 \
-		--with-ground-truth --output $(DEMO_OUT)/visualizations \
+		--with-ground-truth --scale 3 --output $(DEMO_OUT)/visualizations \
 		--opts train.init_checkpoint=$(DEMO_OUT)/model_final.pth
 
 test: env

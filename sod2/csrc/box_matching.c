@@ -9,12 +9,15 @@
  * Protocol variants are expressed through the inputs, not through branches here:
  *   - pycocotools: gt_ignore = iscrowd, gt_crowd = iscrowd;
  *   - SODA-D:      gt_ignore = the annotation's ignore flag, gt_crowd = 0;
- *   - TinyPerson:  gt_ignore = ignore | iscrowd | uncertain and iod_ignore = 1: a
+ *   - TinyPerson AP: gt_ignore = ignore | iscrowd | uncertain and iod_mode = 1: a
  *                  detection that matches nothing falls back to the ignored ground
  *                  truth (out-of-range ones included) with the largest
- *                  IoD = IoU / (1 + IoU) * (1 + gt_area / det_area) (TinyBenchmark's
- *                  IOD_by_IOU, first maximum), accepted when IoD >= the threshold;
+ *                  f = IoU / (1 + IoU) * (1 + gt_area / det_area) (TinyBenchmark's
+ *                  IOD_by_IOU, first maximum), accepted when f >= the threshold;
  *                  that ground truth is then marked as taken, as in the reference.
+ *   - TinyPerson MR: ignored ground truth is crowd (IoD, never taken) and
+ *                  iod_mode = 2: the same fallback accepted when f > 0.5 whatever
+ *                  the IoU threshold (the Caltech/CityPersons-style MR code).
  *
  * The module uses only the buffer protocol (no NumPy headers), so it builds with
  * nothing but a C compiler and the Python headers.
@@ -74,9 +77,9 @@ enum {
 static PyObject *match_groups(PyObject *self, PyObject *args) {
   PyObject *o[N_BUFS];
   Py_ssize_t n_groups, n_gt, n_dt, n_area, n_thr;
-  int iod_ignore;
-  if (!PyArg_ParseTuple(args, "nnnnnpOOOOOOOOOOOOOO", &n_groups, &n_gt, &n_dt,
-                        &n_area, &n_thr, &iod_ignore, &o[0], &o[1], &o[2], &o[3],
+  int iod_mode;
+  if (!PyArg_ParseTuple(args, "nnnnniOOOOOOOOOOOOOO", &n_groups, &n_gt, &n_dt,
+                        &n_area, &n_thr, &iod_mode, &o[0], &o[1], &o[2], &o[3],
                         &o[4], &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11],
                         &o[12], &o[13]))
     return NULL;
@@ -176,7 +179,7 @@ static PyObject *match_groups(PyObject *self, PyObject *args) {
             best = v;
             m = g;
           }
-          if (m == -1 && iod_ignore && n_regular < G) {
+          if (m == -1 && iod_mode && n_regular < G) {
             const double *DB = dt_box + 4 * (d0 + d);
             const double da = DB[2] * DB[3];
             double best_iod = 0;
@@ -190,7 +193,7 @@ static PyObject *match_groups(PyObject *self, PyObject *args) {
                 arg = g;
               }
             }
-            if (best_iod >= best) m = arg;
+            if (iod_mode == 1 ? best_iod >= best : best_iod > 0.5) m = arg;
           }
           uint8_t matched = 0, ignored = 0;
           if (m > -1) {
@@ -217,7 +220,7 @@ static PyObject *match_groups(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"match_groups", match_groups, METH_VARARGS,
-     "match_groups(n_groups, n_gt, n_dt, n_area, n_thr, iod_ignore, gt_offsets, "
+     "match_groups(n_groups, n_gt, n_dt, n_area, n_thr, iod_mode, gt_offsets, "
      "dt_offsets, gt_boxes, gt_areas, gt_crowd, gt_ignore, gt_id_nonzero, "
      "dt_boxes, dt_areas, area_ranges, iou_thresholds, dt_matched, dt_ignored, "
      "gt_ignored)\n\nGreedy COCO matching of score-sorted detections; writes the "

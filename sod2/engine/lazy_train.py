@@ -22,6 +22,7 @@ from detectron2.engine import (AMPTrainer, SimpleTrainer, default_setup, default
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import DatasetEvaluators, inference_on_dataset, print_csv_format
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 from omegaconf import OmegaConf
 
 logger = logging.getLogger("detectron2")
@@ -103,6 +104,8 @@ def setup(args):
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     resolve_device(cfg)
     default_setup(cfg, args)
+    # sod2's own loggers (evaluation tables, dataset warnings) go to the same log
+    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="sod2", abbrev_name="sod2")
     return cfg
 
 

@@ -90,6 +90,7 @@ def ground_truth_from_coco(dataset: Dict, source: str = "<ground truth>",
     crowd = np.zeros(n, bool)
     ignore = np.zeros(n, bool)
     id_nonzero = np.ones(n, bool)
+    flagged = np.zeros(n, bool)  # ignore or uncertain, whatever iscrowd says
     keep = np.ones(n, bool)
     missing_area = 0
     for j, ann in enumerate(anns):
@@ -107,6 +108,7 @@ def ground_truth_from_coco(dataset: Dict, source: str = "<ground truth>",
             missing_area += 1
             area[j] = boxes[j, 2] * boxes[j, 3]
         is_crowd = bool(ann.get("iscrowd", 0))
+        flagged[j] = bool(ann.get("ignore", 0)) or bool(ann.get("uncertain", 0))
         if ignore_from == "iscrowd":
             crowd[j] = ignore[j] = is_crowd
         elif ignore_from == "ignore":
@@ -137,7 +139,7 @@ def ground_truth_from_coco(dataset: Dict, source: str = "<ground truth>",
         image_ids=np.array(image_ids, dtype=object), category_ids=np.array(category_ids),
         image_sizes=sizes, regions=regions,
         image=image[keep], category=category[keep], boxes=boxes[keep], area=area[keep],
-        crowd=crowd[keep], ignore=ignore[keep], id_nonzero=id_nonzero[keep],
+        crowd=crowd[keep], ignore=ignore[keep], id_nonzero=id_nonzero[keep], ignore_flag=flagged[keep],
         category_names=[cats[c] for c in category_ids],
     )
 

@@ -65,6 +65,9 @@ class GroundTruth:
     # per image an (R, 4) XYWH array of class-agnostic ignored regions
     image_sizes: Optional[np.ndarray] = None
     regions: Optional[List[np.ndarray]] = None
+    # optional (N,) bool: the annotation's own ignore/uncertain flags without iscrowd
+    # (TinyPerson's miss rate uses these)
+    ignore_flag: Optional[np.ndarray] = None
 
     def __post_init__(self):
         n = len(self.image)
@@ -161,16 +164,37 @@ class Matches:
     gt_ignored: np.ndarray
 
 
+def rank_detections(dt: Detections, num_categories: int):
+    """Order detections by (image, category) group, then by descending score inside a
+    group (np.lexsort is stable: file order breaks ties, as pycocotools' mergesort does).
+
+    Returns:
+        perm (D,) row order, group key (D,) in that order, rank (D,) inside the group.
+    """
+    dkey = _group_order(dt.image, dt.category, max(num_categories, 1))
+    dperm = np.lexsort((-dt.scores, dkey))
+    dkey_sorted = dkey[dperm]
+    if len(dkey_sorted):
+        starts = np.r_[0, np.flatnonzero(np.diff(dkey_sorted)) + 1]
+        lengths = np.diff(np.r_[starts, len(dkey_sorted)])
+        rank = np.arange(len(dkey_sorted)) - np.repeat(starts, lengths)
+    else:
+        rank = np.zeros(0, dtype=np.int64)
+    return dperm, dkey_sorted, rank
+
+
 def match_boxes(gt: GroundTruth, dt: Detections, area_ranges: np.ndarray,
                 iou_thresholds: np.ndarray, max_det: Optional[int] = None,
-                iod_ignore: bool = False) -> Matches:
+                iod_mode: int = 0) -> Matches:
     """Greedy matching of every (image, category) group (pycocotools' evaluateImg).
 
     Args:
         area_ranges: (A, 2) inclusive area bounds in px^2.
         iou_thresholds: (T,) thresholds.
         max_det: keep the top ``max_det`` detections by score per group (None: all).
-        iod_ignore: TinyPerson's IoD fallback to ignored ground truth.
+        iod_mode: fallback of unmatched detections to ignored ground truth: 0 none,
+            1 TinyPerson's AP rule (f >= threshold), 2 its miss-rate rule (f > 0.5); see
+            sod2/csrc/box_matching.c.
     """
     num_cats = max(len(gt.category_ids), 1)
     area_rng = np.ascontiguousarray(area_ranges, dtype=np.float64).reshape(-1, 2)
@@ -182,17 +206,7 @@ def match_boxes(gt: GroundTruth, dt: Detections, area_ranges: np.ndarray,
     gperm = np.argsort(gkey, kind="stable")
     gkey_sorted = gkey[gperm]
 
-    # detections grouped by (image, category), by descending score inside a group
-    # (np.lexsort is stable: file order breaks ties, as pycocotools' mergesort does)
-    dkey = _group_order(dt.image, dt.category, num_cats)
-    dperm = np.lexsort((-dt.scores, dkey))
-    dkey_sorted = dkey[dperm]
-    if len(dkey_sorted):
-        starts = np.r_[0, np.flatnonzero(np.diff(dkey_sorted)) + 1]
-        lengths = np.diff(np.r_[starts, len(dkey_sorted)])
-        rank = np.arange(len(dkey_sorted)) - np.repeat(starts, lengths)
-    else:
-        rank = np.zeros(0, dtype=np.int64)
+    dperm, dkey_sorted, rank = rank_detections(dt, num_cats)
     if max_det is not None:
         keep = rank < max_det
         dperm, dkey_sorted, rank = dperm[keep], dkey_sorted[keep], rank[keep]
@@ -208,7 +222,7 @@ def match_boxes(gt: GroundTruth, dt: Detections, area_ranges: np.ndarray,
     dt_matched = np.zeros((A, T, n_dt), dtype=np.uint8)
     dt_ignored = np.zeros((A, T, n_dt), dtype=np.uint8)
     gt_ignored = np.zeros((A, n_gt), dtype=np.uint8)
-    match_groups(len(groups), n_gt, n_dt, A, T, bool(iod_ignore),
+    match_groups(len(groups), n_gt, n_dt, A, T, int(iod_mode),
                  np.ascontiguousarray(gt_off, dtype=np.int64),
                  np.ascontiguousarray(dt_off, dtype=np.int64),
                  np.ascontiguousarray(gt.boxes[gperm]),
@@ -282,7 +296,7 @@ def evaluate_boxes(gt: GroundTruth, dt: Detections, params: EvalParams) -> EvalR
     """pycocotools ``evaluate`` + ``accumulate`` with ``params``."""
     area_rng = np.array(list(params.area_ranges.values()), dtype=np.float64).reshape(-1, 2)
     matches = match_boxes(gt, dt, area_rng, params.iou_thresholds,
-                          max_det=params.max_dets[-1], iod_ignore=params.iod_ignore)
+                          max_det=params.max_dets[-1], iod_mode=int(params.iod_ignore))
     precision, recall, num_gt = accumulate(matches, len(gt.category_ids), params.max_dets,
                                            params.recall_thresholds)
     return EvalResult(params=params, precision=precision, recall=recall, num_gt=num_gt)

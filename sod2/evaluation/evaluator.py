@@ -93,7 +93,8 @@ def ground_truth_from_dicts(dataset_dicts: Sequence[Dict], class_names: Sequence
         image_ids=np.array(image_ids, dtype=object), category_ids=np.arange(K),
         image=arr[:, 0].astype(np.int64), category=arr[:, 1].astype(np.int64),
         boxes=arr[:, 2:6], area=arr[:, 6], crowd=arr[:, 7].astype(bool),
-        ignore=arr[:, 8].astype(bool), category_names=list(class_names),
+        ignore=arr[:, 8].astype(bool), ignore_flag=arr[:, 8].astype(bool),
+        category_names=list(class_names),
         image_sizes=sizes, regions=region_list)
 
 

@@ -12,7 +12,9 @@ becomes "ignored", and which numbers are the headline. :func:`summarize` turns a
 * ``AR@<m>`` for every maxDets m on the headline range;
 * ``AR_<bucket>`` at the largest maxDets;
 * ``AP-<class>``: per class, at the headline range (and maxDets the reference's
-  per-class table uses).
+  per-class table uses);
+* TinyPerson also: ``MR`` (log-average miss rate on tiny at IoU 0.5, its second headline),
+  ``MR25``, ``MR75``, ``MR_<setup>`` (see :mod:`sod2.evaluation.miss_rate`).
 
 A value is ``None`` when its bucket has no ground truth (pycocotools' -1).
 """
@@ -25,6 +27,7 @@ import numpy as np
 
 from .cocoeval import (Detections, EvalParams, EvalResult, GroundTruth, coco_iou_thresholds,
                        evaluate_boxes)
+from .miss_rate import MR_SETUPS, miss_rates
 from .visdrone import VISDRONE_MAX_DETS, evaluate_visdrone
 
 __all__ = ["Protocol", "PROTOCOLS", "get_protocol", "summarize", "evaluate_protocol",
@@ -236,4 +239,27 @@ def evaluate_protocol(gt: GroundTruth, dt: Detections, protocol,
         return out
     p = protocol if isinstance(protocol, Protocol) else get_protocol(protocol)
     p = p.with_overrides(area_ranges=area_ranges, max_dets=max_dets, iou_thresholds=iou_thresholds)
-    return summarize(evaluate_boxes(gt, dt, p.params()), p, names)
+    out = summarize(evaluate_boxes(gt, dt, p.params()), p, names)
+    if p.name == "tinyperson" and area_ranges is None and iou_thresholds is None:
+        out = _with_miss_rates(out, gt, dt)
+    return out
+
+
+def _with_miss_rates(metrics: Dict, gt: GroundTruth, dt: Detections) -> Dict:
+    """Add TinyPerson's log-average miss rates in percent (lower is better): ``MR`` (tiny,
+    IoU 0.5, its headline), ``MR25``/``MR75`` (tiny) and ``MR_<setup>`` at IoU 0.5."""
+    flags = gt.ignore_flag if gt.ignore_flag is not None else gt.ignore
+    mr = miss_rates(gt, dt, flags)
+
+    def pct(v):
+        return None if v is None else 100.0 * v
+
+    out = dict(metrics)
+    out["MR"] = pct(mr[("tiny", 0.5)])
+    out["MR25"], out["MR75"] = pct(mr[("tiny", 0.25)]), pct(mr[("tiny", 0.75)])
+    for setup in MR_SETUPS:
+        if setup != "tiny":
+            out[f"MR_{setup}"] = pct(mr[(setup, 0.5)])
+    # keep the per-class entries last
+    return {**{k: v for k, v in out.items() if not k.startswith("AP-")},
+            **{k: v for k, v in out.items() if k.startswith("AP-")}}

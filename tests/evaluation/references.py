@@ -258,3 +258,113 @@ def visdrone_reference(images, thresholds, classes=range(1, 11), max_dets=(1, 10
     return {"AP": float(np.mean(AP[rows])), "AP50": float(np.mean(AP[rows, 0])),
             "AP75": float(np.mean(AP[rows, 5])),
             **{f"AR@{m}": float(np.mean(AR[rows, :, i])) for i, m in enumerate(max_dets)}}
+
+
+# --------------------------------------------------------------------------------------
+# TinyPerson miss rate: eval_MR_multisetup.py's loops with TinyBenchmark's settings
+
+
+def tinyperson_mr_reference(gt_dict, dts, setups, iou_thrs=(0.25, 0.5, 0.75), max_det=1000,
+                            exp_filter=1.25):
+    """{(setup, iou): MR} for ``setups`` = {name: (lo, hi)} on sqrt(area)."""
+    fppi_thrs = np.exp(np.arange(np.log(0.01), np.log(1) + 1e-10, np.log(100.0) / 8))
+    img_ids = sorted(i["id"] for i in gt_dict["images"])
+    cat_ids = sorted(c["id"] for c in gt_dict["categories"])
+    dts = [dict(d, id=n + 1) for n, d in enumerate(dts)]
+    out = {}
+    for name, (lo, hi) in setups.items():
+        gts = {}
+        for g in gt_dict["annotations"]:
+            g = dict(g)
+            size = math.sqrt(g["area"])
+            ign = g.get("ignore", 0)
+            ign = 1 if (size < lo or size > hi) else ign
+            if g.get("uncertain"):
+                ign = 1
+            g["_ignore"] = int(bool(ign))
+            gts.setdefault((g["image_id"], g["category_id"]), []).append(g)
+        dd = {}
+        for d in dts:
+            dd.setdefault((d["image_id"], d["category_id"]), []).append(d)
+        ys = -np.ones((len(iou_thrs), len(fppi_thrs), len(cat_ids)))
+        for k, c in enumerate(cat_ids):
+            scores, dtm_all, dtig_all, npig = [], [], [], 0
+            for im in img_ids:
+                gt = gts.get((im, c), [])
+                dt = dd.get((im, c), [])
+                if not gt and not dt:
+                    continue
+                gt = [gt[i] for i in np.argsort([g["_ignore"] for g in gt], kind="mergesort")]
+                dt = [dt[i] for i in np.argsort([-d["score"] for d in dt], kind="mergesort")][:max_det]
+                dt = [d for d in dt if lo / exp_filter <= math.sqrt(d["bbox"][2] * d["bbox"][3]) < hi * exp_filter]
+                npig += sum(1 for g in gt if not g["_ignore"])
+                T = len(iou_thrs)
+                ious = np.zeros((len(dt), len(gt)))
+                for i, d in enumerate(dt):
+                    for j, g in enumerate(gt):
+                        dx1, dy1, dx2, dy2 = d["bbox"][0], d["bbox"][1], d["bbox"][0] + d["bbox"][2], d["bbox"][1] + d["bbox"][3]
+                        gx1, gy1, gx2, gy2 = g["bbox"][0], g["bbox"][1], g["bbox"][0] + g["bbox"][2], g["bbox"][1] + g["bbox"][3]
+                        uw = min(dx2, gx2) - max(dx1, gx1)
+                        if uw <= 0:
+                            continue
+                        uh = min(dy2, gy2) - max(dy1, gy1)
+                        if uh <= 0:
+                            continue
+                        t = uw * uh
+                        darea = d["bbox"][2] * d["bbox"][3]
+                        ious[i, j] = t / (darea if g["_ignore"] else darea + g["bbox"][2] * g["bbox"][3] - t)
+                ign_idx = [j for j, g in enumerate(gt) if g["_ignore"]]
+                dtm, dtig = np.zeros((T, len(dt))), np.zeros((T, len(dt)))
+                for ti, thr in enumerate(iou_thrs):
+                    gtm = np.zeros(len(gt))
+                    for di, d in enumerate(dt):
+                        bst_oa, bstg, bstm = min(thr, 1 - 1e-10), -2, -2
+                        for gi, g in enumerate(gt):
+                            if gtm[gi] > 0:
+                                continue
+                            if bstm != -2 and g["_ignore"] == 1:
+                                break
+                            if ious[di, gi] < bst_oa:
+                                continue
+                            bst_oa, bstg, bstm = ious[di, gi], gi, (1 if g["_ignore"] == 0 else -1)
+                        if bstg == -2:
+                            if not ign_idx:
+                                continue
+                            dA = d["bbox"][2] * d["bbox"][3]
+                            f = [ious[di, j] / (1 + ious[di, j]) * (1 + gt[j]["area"] / dA) for j in ign_idx]
+                            j = int(np.argmax(f))
+                            if f[j] > 0.5:
+                                bstg, bstm = ign_idx[j], -1
+                            else:
+                                continue
+                        dtig[ti, di] = gt[bstg]["_ignore"]
+                        dtm[ti, di] = gt[bstg]["id"]
+                        if bstm == 1:
+                            gtm[bstg] = d["id"]
+                scores += [d["score"] for d in dt]
+                dtm_all.append(dtm)
+                dtig_all.append(dtig)
+            if npig == 0:
+                continue
+            inds = np.argsort(-np.array(scores), kind="mergesort")
+            dtm = np.concatenate(dtm_all, axis=1)[:, inds]
+            dtig = np.concatenate(dtig_all, axis=1)[:, inds]
+            for ti in range(len(iou_thrs)):
+                tp = np.cumsum(np.logical_and(dtm[ti], np.logical_not(dtig[ti]))).astype(float)
+                fp = np.cumsum(np.logical_and(np.logical_not(dtm[ti]), np.logical_not(dtig[ti]))).astype(float)
+                recall = (tp / npig).tolist()
+                q = [0.0] * len(fppi_thrs)
+                try:
+                    for ri, pi in enumerate(np.searchsorted(fp / len(img_ids), fppi_thrs, side="right") - 1):
+                        q[ri] = recall[pi]
+                except IndexError:
+                    pass
+                ys[ti, :, k] = q
+        for ti, thr in enumerate(iou_thrs):
+            mrs = 1 - ys[ti]
+            if len(mrs[mrs < 2]) == 0:
+                out[(name, thr)] = None
+            else:
+                with np.errstate(divide="ignore"):
+                    out[(name, thr)] = float(np.exp(np.mean(np.log(mrs[mrs < 2]))))
+    return out

@@ -157,3 +157,26 @@ def test_protocol_keys_and_headlines():
     soda = evaluate_protocol(gts, detections_from_coco(dts, gts), "sodad")
     assert {"AP_eS", "AP_rS", "AP_gS", "AP_Normal", "AR@1000", "AR_eS"} <= set(soda)
     assert "AP_Small" not in soda  # Small is the headline AP
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_tinyperson_miss_rate_matches_reference(seed):
+    from sod2.evaluation.miss_rate import MR_SETUPS, miss_rates
+
+    from .references import tinyperson_mr_reference
+
+    gt_dict, dts = random_case(seed, n_cat=1, crowd=0.05, ignore=0.15, uncertain=0.05, n_dt=400)
+    gt = ground_truth_from_coco(gt_dict, ignore_from="ignore_or_crowd")
+    dt = detections_from_coco(dts, gt)
+    got = miss_rates(gt, dt, gt.ignore_flag)
+    ref = tinyperson_mr_reference(gt_dict, dts, MR_SETUPS)
+    assert set(got) == set(ref)
+    for key, v in ref.items():
+        if v is None:
+            assert got[key] is None, key
+        else:
+            assert got[key] == pytest.approx(v, abs=1e-12), key
+    assert len({round(v, 6) for v in ref.values() if v is not None}) > 3  # not degenerate
+    m = evaluate_protocol(gt, dt, "tinyperson")
+    assert m["MR"] == pytest.approx(100 * ref[("tiny", 0.5)], abs=1e-9)
+    assert m["MR_tiny1"] == pytest.approx(100 * ref[("tiny1", 0.5)], abs=1e-9)

@@ -1,0 +1,20 @@
+"""CFINet (CRPN + feature imitation) R50-FPN on SODA-D (800 px patches resized to 1200, merged onto whole images for the sodad protocol): SGD lr 0.01, batch 4,
+12 epochs with steps at 8 and 11, 500-iteration warm-up from 0.001 (the paper's SODA-D
+recipe), from ImageNet weights (MSRA R-50: BGR input, FrozenBN)."""
+from ..common.data.sodad_patches import dataloader
+from ..common.models.cfinet import model
+from ..common.optim import SGD as optimizer
+from ..common.schedules import step_schedule
+from ..common.train import train
+
+model.roi_heads.num_classes = 9
+dataloader.train.total_batch_size = 4
+optimizer.lr = 0.01
+train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+train.output_dir = "./output/cfinet_R50_fpn_sodad_1x"
+# 12 epochs of the training patches (tools/split_images.py prints their number N):
+# train.max_iter = 12 * N // 4 and steps at 8/12 and 11/12 of it
+train.max_iter = 90000
+lr_multiplier = step_schedule(train.max_iter, [60000, 82500], warmup_iters=500, warmup_factor=0.001)
+train.eval_period = train.max_iter
+train.checkpointer.period = train.max_iter // 12

@@ -1,0 +1,76 @@
+"""Losses shared by sod2's heads."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+__all__ = ["aligned_iou", "iou_loss", "supervised_contrastive_loss"]
+
+
+def aligned_iou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """IoU of box pairs.
+
+    Args:
+        pred, target: (N, 4) XYXY boxes.
+    Returns:
+        (N,) IoU; the union is clamped to ``eps``.
+    """
+    lt = torch.max(pred[:, :2], target[:, :2])
+    rb = torch.min(pred[:, 2:], target[:, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[:, 0] * wh[:, 1]
+    area_p = (pred[:, 2] - pred[:, 0]).clamp(min=0) * (pred[:, 3] - pred[:, 1]).clamp(min=0)
+    area_t = (target[:, 2] - target[:, 0]).clamp(min=0) * (target[:, 3] - target[:, 1]).clamp(min=0)
+    return inter / (area_p + area_t - inter).clamp(min=eps)
+
+
+def iou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6,
+             reduction: str = "sum") -> torch.Tensor:
+    """Linear IoU loss ``1 - IoU`` on decoded boxes (UnitBox; the loss of CFINet's CRPN).
+
+    Args:
+        pred, target: (N, 4) XYXY boxes.
+        eps: IoU is clamped to at least eps, as in the reference implementation.
+        reduction: "sum", "mean" or "none".
+    """
+    loss = 1.0 - aligned_iou(pred, target).clamp(min=eps)
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.mean() if loss.numel() else loss.sum()
+    return loss
+
+
+def supervised_contrastive_loss(anchors: torch.Tensor, samples: torch.Tensor,
+                                positive: torch.Tensor, temperature: float,
+                                weights: Optional[torch.Tensor] = None,
+                                valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Supervised contrastive loss with one anchor per row (Khosla et al., CFINet Eq. 5).
+
+    For anchor ``v_j`` with samples ``S_j`` (positives ``P_j`` and negatives):
+    ``L_j = -1/|P_j| sum_{p in P_j} log(exp(v_j.v_p / t) / sum_{i in S_j} exp(v_j.v_i / t))``.
+
+    Args:
+        anchors: (G, D) L2-normalised embeddings.
+        samples: (G, S, D) L2-normalised embeddings of each anchor's samples.
+        positive: (G, S) bool, which samples are positives.
+        temperature: t.
+        weights: optional (G,) per-anchor weights.
+        valid: optional (G, S) bool; False marks padding (anchors with fewer samples).
+    Returns:
+        (G,) per-anchor losses (0 for an anchor without positives), times ``weights``.
+    """
+    logits = torch.einsum("gd,gsd->gs", anchors, samples) / temperature
+    if valid is not None:
+        logits = logits.masked_fill(~valid, float("-inf"))
+        positive = positive & valid
+    logits = logits - logits.detach().max(dim=1, keepdim=True).values  # stability only
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    log_prob = log_prob.masked_fill(~positive, 0.0)  # -inf * 0 would be nan
+    pos = positive.to(log_prob.dtype)
+    n_pos = pos.sum(dim=1)
+    loss = -(pos * log_prob).sum(dim=1) / n_pos.clamp(min=1)
+    if weights is not None:
+        loss = loss * weights
+    return loss

@@ -1,0 +1,291 @@
+"""
+CRPN: CFINet's coarse-to-fine region proposal network (../shared/specs/cfinet.md).
+
+Stage 1 regresses one square anchor per location (side 2 x stride) on every level with a
+dilated 3x3 conv, trained only for regression with the area-based dynamic IoU threshold.
+Its detached, clipped boxes become the anchors of stage 2, whose adaptive convolution
+samples the features on each refined box (centre, edge midpoints, corners) and predicts
+objectness and a second regression. Both regressions use an IoU loss on decoded boxes.
+
+Detectron2 parts reused: ``DefaultAnchorGenerator``, ``Box2BoxTransform``,
+``pairwise_iou``, ``subsample_labels``, ``find_top_rpn_proposals`` (per-level top-k and
+per-level NMS), ``DeformConv`` (through :class:`sod2.layers.AdaptiveConv`).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec, cat
+from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
+from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.modeling.proposal_generator.build import PROPOSAL_GENERATOR_REGISTRY
+from detectron2.modeling.proposal_generator.proposal_utils import find_top_rpn_proposals
+from detectron2.modeling.sampling import subsample_labels
+from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
+from detectron2.utils.events import get_event_storage
+from torch import nn
+
+from ...layers import AdaptiveConv, iou_loss
+from ..matchers import DynamicIoUAssigner, MaxIoUMatcher
+
+__all__ = ["CRPN", "CRPNHead"]
+
+
+def _stds_to_weights(stds: Sequence[float]) -> Tuple[float, ...]:
+    """MMDetection's delta stds as Detectron2 Box2BoxTransform weights (1 / std)."""
+    return tuple(1.0 / s for s in stds)
+
+
+class CRPNHead(nn.Module):
+    """The two stages' layers, shared across levels.
+
+    * stage 1: 3x3 conv, dilation 3, with bias + ReLU (its output also replaces the level
+      features given to stage 2), then a 1x1 conv -> 4 deltas per location;
+    * stage 2: adaptive conv (3x3 deformable, no bias) + ReLU, then 1x1 convs -> 1
+      objectness logit and 4 deltas per location.
+    All convs are initialised N(0, 0.01), as in the official implementation.
+    """
+
+    def __init__(self, in_channels: int, dilation: int = 3, adaptive: bool = True):
+        super().__init__()
+        self.s1_conv = nn.Conv2d(in_channels, in_channels, 3, padding=dilation, dilation=dilation)
+        self.s1_reg = nn.Conv2d(in_channels, 4, 1)
+        # without the adaptive conv (ablation), stage 2 uses a plain 3x3 conv
+        self.s2_conv = AdaptiveConv(in_channels, in_channels) if adaptive else \
+            nn.Conv2d(in_channels, in_channels, 3, padding=1, bias=False)
+        self.s2_cls = nn.Conv2d(in_channels, 1, 1)
+        self.s2_reg = nn.Conv2d(in_channels, 4, 1)
+        for m in (self.s1_conv, self.s1_reg, self.s2_cls, self.s2_reg):
+            nn.init.normal_(m.weight, std=0.01)
+            nn.init.zeros_(m.bias)
+        if not adaptive:
+            nn.init.normal_(self.s2_conv.weight, std=0.01)
+        self.adaptive = adaptive
+
+    def stage1(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(N, C, H, W) -> refined features (N, C, H, W), deltas (N, 4, H, W)."""
+        y = torch.relu(self.s1_conv(x))
+        return y, self.s1_reg(y)
+
+    def stage2(self, x: torch.Tensor, boxes: torch.Tensor, stride: float
+               ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Features (N, C, H, W) and stage-1 boxes (N, H*W, 4) -> logits (N, 1, H, W),
+        deltas (N, 4, H, W)."""
+        y = self.s2_conv(x, boxes, stride) if self.adaptive else torch.relu(self.s2_conv(x))
+        return self.s2_cls(y), self.s2_reg(y)
+
+
+def _flatten(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, k, H, W) -> (N, H*W, k) (one anchor per location)."""
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, k)
+
+
+@PROPOSAL_GENERATOR_REGISTRY.register()
+class CRPN(nn.Module):
+    """Coarse-to-fine RPN with Detectron2's proposal-generator interface:
+    ``forward(images, features, gt_instances) -> (proposals, losses)``.
+
+    Ground-truth sizes for the dynamic threshold come from ``gt_instances.gt_orig_areas``
+    (original-image areas, set by :class:`sod2.data.SODDatasetMapper`) when present, as in
+    the official code; otherwise the areas in network-input pixels are used.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        in_features: List[str],
+        head: CRPNHead,
+        anchor_generator: DefaultAnchorGenerator,
+        stage1_assigner: DynamicIoUAssigner,
+        stage2_matcher: MaxIoUMatcher,
+        stage1_box2box: Box2BoxTransform,
+        stage2_box2box: Box2BoxTransform,
+        batch_size_per_image: int = 256,
+        positive_fraction: float = 0.5,
+        pre_nms_topk: Tuple[int, int] = (2000, 1000),
+        post_nms_topk: Tuple[int, int] = (300, 300),
+        nms_thresh: Union[float, Tuple[float, float]] = (0.8, 0.5),
+        min_box_size: float = 0.0,
+        loss_weight: Optional[Dict[str, float]] = None,
+        stage1_anchor_normalizer: float = 200.0,
+    ):
+        """
+        Args:
+            in_features: FPN levels, e.g. ["p2", "p3", "p4", "p5"].
+            head: the layers (:class:`CRPNHead`).
+            anchor_generator: one anchor per location (sizes 2 x stride, ratio 1).
+            stage1_assigner / stage2_matcher: assignment of stages 1 and 2.
+            stage1_box2box / stage2_box2box: delta coders (weights = 1 / MMDet stds:
+                (10, 10, 2, 2) and (20, 20, 10, 10)).
+            batch_size_per_image, positive_fraction: stage-2 anchor sampling.
+            pre_nms_topk, post_nms_topk, nms_thresh: (train, test) proposal selection.
+            loss_weight: weights of ``loss_crpn_reg_s1``, ``loss_crpn_cls``,
+                ``loss_crpn_reg_s2`` (default 9.0, 0.9, 9.0).
+            stage1_anchor_normalizer: stage-1 loss is divided by (#images x #anchors) /
+                this (the official "anchors / 200").
+        """
+        super().__init__()
+        self.in_features = list(in_features)
+        self.head = head
+        self.anchor_generator = anchor_generator
+        if any(n != 1 for n in anchor_generator.num_anchors):
+            raise ValueError("CRPN needs one anchor per location (one size, one aspect ratio)")
+        self.stage1_assigner, self.stage2_matcher = stage1_assigner, stage2_matcher
+        self.stage1_box2box, self.stage2_box2box = stage1_box2box, stage2_box2box
+        self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
+        self.pre_nms_topk = {True: int(pre_nms_topk[0]), False: int(pre_nms_topk[1])}
+        self.post_nms_topk = {True: int(post_nms_topk[0]), False: int(post_nms_topk[1])}
+        nms = (nms_thresh, nms_thresh) if isinstance(nms_thresh, (int, float)) else tuple(nms_thresh)
+        self.nms_thresh = {True: float(nms[0]), False: float(nms[1])}
+        self.min_box_size = float(min_box_size)
+        self.loss_weight = {"loss_crpn_reg_s1": 9.0, "loss_crpn_cls": 0.9, "loss_crpn_reg_s2": 9.0}
+        self.loss_weight.update(dict(loss_weight or {}))
+        self.stage1_anchor_normalizer = stage1_anchor_normalizer
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        """Detectron2 yacs configs: ``MODEL.RPN.IN_FEATURES`` and defaults of the paper."""
+        in_features = cfg.MODEL.RPN.IN_FEATURES
+        shapes = [input_shape[f] for f in in_features]
+        strides = [s.stride for s in shapes]
+        return {
+            "in_features": in_features,
+            "head": CRPNHead(shapes[0].channels),
+            "anchor_generator": DefaultAnchorGenerator(
+                sizes=[[2 * s] for s in strides], aspect_ratios=[[1.0]], strides=strides, offset=0.0),
+            "stage1_assigner": DynamicIoUAssigner(),
+            "stage2_matcher": MaxIoUMatcher(),
+            "stage1_box2box": Box2BoxTransform(weights=_stds_to_weights((0.1, 0.1, 0.5, 0.5))),
+            "stage2_box2box": Box2BoxTransform(weights=_stds_to_weights((0.05, 0.05, 0.1, 0.1))),
+        }
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, images: ImageList, features: Dict[str, torch.Tensor],
+                gt_instances: Optional[List[Instances]] = None):
+        """
+        Args:
+            images: the batched images.
+            features: level name -> (N, C, Hi, Wi).
+            gt_instances: per image ``gt_boxes`` (and optionally ``gt_orig_areas``); training only.
+        Returns:
+            proposals: per image Instances with ``proposal_boxes`` and ``objectness_logits``.
+            losses: dict (empty at inference).
+        """
+        feats = [features[f] for f in self.in_features]
+        anchors = self.anchor_generator(feats)  # per level Boxes (Hi*Wi, 4)
+        strides = self.anchor_generator.strides
+        N = feats[0].shape[0]
+
+        refined_feats, deltas1, boxes1 = [], [], []
+        for x, anc in zip(feats, anchors):
+            y, d = self.head.stage1(x)
+            d = _flatten(d, 4)  # (N, HW, 4)
+            refined_feats.append(y)
+            deltas1.append(d)
+            b = self.stage1_box2box.apply_deltas(d.detach().reshape(-1, 4),
+                                                 anc.tensor.repeat(N, 1)).reshape(N, -1, 4)
+            boxes1.append(b)
+        boxes1 = [self._clip(b, a.tensor, images.image_sizes) for b, a in zip(boxes1, anchors)]
+
+        logits2, deltas2 = [], []
+        for y, b, s in zip(refined_feats, boxes1, strides):
+            c, d = self.head.stage2(y, b, s)
+            logits2.append(_flatten(c, 1).squeeze(2))
+            deltas2.append(_flatten(d, 4))
+
+        losses = {}
+        if self.training:
+            if gt_instances is None:
+                raise ValueError("CRPN needs gt_instances in training")
+            losses = self.losses(anchors, deltas1, boxes1, logits2, deltas2, gt_instances)
+
+        proposals = [self.stage2_box2box.apply_deltas(d.detach().reshape(-1, 4), b.reshape(-1, 4))
+                     .reshape(N, -1, 4) for d, b in zip(deltas2, boxes1)]
+        proposals = find_top_rpn_proposals(
+            proposals, [lg.detach() for lg in logits2], images.image_sizes,
+            self.nms_thresh[self.training], self.pre_nms_topk[self.training],
+            self.post_nms_topk[self.training], self.min_box_size, self.training)
+        return proposals, losses
+
+    def _clip(self, boxes: torch.Tensor, anchors: torch.Tensor, image_sizes) -> torch.Tensor:
+        """Clip stage-1 boxes (N, HW, 4) to each image; non-finite boxes (a diverged model)
+        are an error in training and fall back to their anchors (HW, 4) at inference."""
+        finite = torch.isfinite(boxes).all(dim=2, keepdim=True)
+        if not bool(finite.all()):
+            if self.training:
+                raise FloatingPointError("CRPN stage-1 boxes contain Inf/NaN: training has diverged")
+            boxes = torch.where(finite, boxes, anchors.unsqueeze(0).expand_as(boxes))
+        out = []
+        for b, (h, w) in zip(boxes, image_sizes):
+            bx = Boxes(b.clone())
+            bx.clip((h, w))
+            out.append(bx.tensor)
+        return torch.stack(out)
+
+    # ------------------------------------------------------------------- losses
+    @staticmethod
+    def _gt_sizes(gt: Instances) -> torch.Tensor:
+        if gt.has("gt_orig_areas"):
+            return gt.gt_orig_areas.to(gt.gt_boxes.tensor).clamp(min=0).sqrt()
+        return gt.gt_boxes.area().clamp(min=0).sqrt()
+
+    def losses(self, anchors: List[Boxes], deltas1: List[torch.Tensor], boxes1: List[torch.Tensor],
+               logits2: List[torch.Tensor], deltas2: List[torch.Tensor],
+               gt_instances: List[Instances]) -> Dict[str, torch.Tensor]:
+        """
+        Args:
+            anchors: per level (Hi*Wi, 4) Boxes.
+            deltas1: per level (N, Hi*Wi, 4) stage-1 deltas (with grad).
+            boxes1: per level (N, Hi*Wi, 4) detached stage-1 boxes.
+            logits2: per level (N, Hi*Wi) stage-2 objectness logits.
+            deltas2: per level (N, Hi*Wi, 4) stage-2 deltas.
+        """
+        all_anchors = Boxes.cat(anchors).tensor  # (A, 4)
+        d1 = cat(deltas1, dim=1)  # (N, A, 4)
+        b1 = cat(boxes1, dim=1)
+        lg2 = cat(logits2, dim=1)  # (N, A)
+        d2 = cat(deltas2, dim=1)
+        N, A = lg2.shape
+
+        reg1_pred, reg1_gt = [], []
+        s2_labels, reg2_pred, reg2_gt = [], [], []
+        n_pos1 = 0
+        for i, gt in enumerate(gt_instances):
+            gt_boxes = gt.gt_boxes.tensor
+            # stage 1: dynamic threshold on the anchors
+            m1, l1 = self.stage1_assigner(pairwise_iou(gt.gt_boxes, Boxes(all_anchors)), self._gt_sizes(gt))
+            pos1 = torch.nonzero(l1 == 1, as_tuple=True)[0]
+            n_pos1 += len(pos1)
+            reg1_pred.append(self.stage1_box2box.apply_deltas(d1[i, pos1], all_anchors[pos1]))
+            reg1_gt.append(gt_boxes[m1[pos1]])
+            # stage 2: max-IoU on the refined boxes, 256 sampled anchors
+            m2, l2 = self.stage2_matcher(pairwise_iou(gt.gt_boxes, Boxes(b1[i])))
+            pos_idx, neg_idx = subsample_labels(l2, self.batch_size_per_image,
+                                                self.positive_fraction, 0)
+            lab = torch.full((A,), -1, dtype=torch.float32, device=lg2.device)
+            lab[pos_idx] = 1.0
+            lab[neg_idx] = 0.0
+            s2_labels.append(lab)
+            reg2_pred.append(self.stage2_box2box.apply_deltas(d2[i, pos_idx], b1[i, pos_idx]))
+            reg2_gt.append(gt_boxes[m2[pos_idx]])
+        s2_labels = torch.stack(s2_labels)
+
+        storage = get_event_storage()
+        num_s2_pos = (s2_labels == 1).sum().item()
+        storage.put_scalar("crpn/num_pos_stage1", n_pos1 / N)
+        storage.put_scalar("crpn/num_pos_stage2", num_s2_pos / N)
+
+        norm1 = N * A / self.stage1_anchor_normalizer
+        norm2 = self.batch_size_per_image * N
+        valid = s2_labels >= 0
+        loss_cls = F.binary_cross_entropy_with_logits(lg2[valid], s2_labels[valid], reduction="sum")
+        losses = {
+            "loss_crpn_reg_s1": iou_loss(cat(reg1_pred), cat(reg1_gt), reduction="sum") / norm1,
+            "loss_crpn_cls": loss_cls / norm2,
+            "loss_crpn_reg_s2": iou_loss(cat(reg2_pred), cat(reg2_gt), reduction="sum") / norm2,
+        }
+        return {k: v * self.loss_weight[k] for k, v in losses.items()}
