@@ -78,3 +78,11 @@ def test_real_val_sample(hituav_datasets, round_trip):
     assert img.shape == (512, 640, 3) and img.dtype == np.uint8
     assert (img[..., 0] == img[..., 1]).all()  # grayscale replicated
     round_trip(dicts, HITUAV_CLASSES, root / "hit-uav" / "val")
+
+
+def test_val_parts_for_cpu_experiments(hituav_datasets):
+    a = DatasetCatalog.get("hituav_val_part1")
+    b = DatasetCatalog.get("hituav_val_part2")
+    assert len(a) == 200 and len(b) == 90
+    assert not {d["file_name"] for d in a} & {d["file_name"] for d in b}
+    assert [d["file_name"] for d in a] == sorted(d["file_name"] for d in a)

@@ -79,7 +79,17 @@ def _specs() -> List[tuple]:
         add(f"hituav_{split}", functools.partial(load_hituav_split, split), HITUAV_CLASSES,
             "aitod", f"$SOD2_DATASETS/hit-uav/{{annotations/{split}.json,{split}/}}",
             ids=_ids(0, HITUAV_CLASSES))
+    # the val split cut in two (first 200 images by file name / the other 90), for
+    # train-and-evaluate experiments where only the public val sample is at hand
+    for part, sl in (("part1", slice(0, 200)), ("part2", slice(200, None))):
+        add(f"hituav_val_{part}", functools.partial(_sorted_slice, "val", sl), HITUAV_CLASSES, "aitod",
+            "$SOD2_DATASETS/hit-uav/{annotations/val.json,val/}", ids=_ids(0, HITUAV_CLASSES))
     return specs
+
+
+def _sorted_slice(split: str, sl: slice) -> List[Dict]:
+    """Images of a HIT-UAV split sorted by file name, sliced."""
+    return sorted(load_hituav_split(split), key=lambda d: d["file_name"])[sl]
 
 
 BUILTIN_DATASETS = tuple(name for name, _, _ in _specs())

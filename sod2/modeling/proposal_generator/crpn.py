@@ -112,6 +112,7 @@ class CRPN(nn.Module):
         min_box_size: float = 0.0,
         loss_weight: Optional[Dict[str, float]] = None,
         stage1_anchor_normalizer: float = 200.0,
+        stage1_normalizer: str = "anchors",
     ):
         """
         Args:
@@ -125,8 +126,11 @@ class CRPN(nn.Module):
             pre_nms_topk, post_nms_topk, nms_thresh: (train, test) proposal selection.
             loss_weight: weights of ``loss_crpn_reg_s1``, ``loss_crpn_cls``,
                 ``loss_crpn_reg_s2`` (default 9.0, 0.9, 9.0).
-            stage1_anchor_normalizer: stage-1 loss is divided by (#images x #anchors) /
-                this (the official "anchors / 200").
+            stage1_anchor_normalizer: with ``stage1_normalizer="anchors"``, the stage-1 loss
+                is divided by (#images x #anchors) / this (the official "anchors / 200").
+            stage1_normalizer: "anchors" (official) or "positives" (divide by the number of
+                positive anchors: independent of image size and object density, whereas the
+                official normaliser makes the loss grow with the density of positives).
         """
         super().__init__()
         self.in_features = list(in_features)
@@ -145,6 +149,9 @@ class CRPN(nn.Module):
         self.loss_weight = {"loss_crpn_reg_s1": 9.0, "loss_crpn_cls": 0.9, "loss_crpn_reg_s2": 9.0}
         self.loss_weight.update(dict(loss_weight or {}))
         self.stage1_anchor_normalizer = stage1_anchor_normalizer
+        if stage1_normalizer not in ("anchors", "positives"):
+            raise ValueError(f"stage1_normalizer must be 'anchors' or 'positives', got {stage1_normalizer!r}")
+        self.stage1_normalizer = stage1_normalizer
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
@@ -279,7 +286,8 @@ class CRPN(nn.Module):
         storage.put_scalar("crpn/num_pos_stage1", n_pos1 / N)
         storage.put_scalar("crpn/num_pos_stage2", num_s2_pos / N)
 
-        norm1 = N * A / self.stage1_anchor_normalizer
+        norm1 = N * A / self.stage1_anchor_normalizer if self.stage1_normalizer == "anchors" \
+            else max(n_pos1, 1)
         norm2 = self.batch_size_per_image * N
         valid = s2_labels >= 0
         loss_cls = F.binary_cross_entropy_with_logits(lg2[valid], s2_labels[valid], reduction="sum")

@@ -1,2 +1,2 @@
 from .feature_imitation import (ExemplarBank, Feat2Embed, FeatureImitation,  # noqa: F401
-                                FeatureImitationROIHeads)  # registers in ROI_HEADS_REGISTRY
+                                FeatureImitationROIHeads, imitation_mlp_lr_factor)

@@ -31,7 +31,15 @@ from ...layers import supervised_contrastive_loss
 from ...layers.losses import aligned_iou
 
 __all__ = ["Feat2Embed", "ExemplarBank", "FeatureImitation", "FeatureImitationROIHeads",
-           "augmented_boxes", "instance_quality"]
+           "augmented_boxes", "instance_quality", "imitation_mlp_lr_factor"]
+
+
+def imitation_mlp_lr_factor(name: str, factor: float = 0.05) -> float:
+    """Learning-rate factor of a parameter (``get_default_optimizer_params``'s
+    ``lr_factor_func``): ``factor`` for Feat2Embed's MLP, 1 elsewhere. The official code
+    trains the MLP at 0.05x; at the full rate its ReLUs die within ~100 iterations and every
+    embedding collapses to the same direction (the contrastive loss then stays at log(S))."""
+    return factor if ".imitation.embed.mlp." in "." + name else 1.0
 
 
 class Feat2Embed(nn.Module):
@@ -233,6 +241,10 @@ class FeatureImitation(nn.Module):
             return self.tier_weights[2]
         return self.tier_weights[0] if iq < self.lq_thresh else self.tier_weights[1]
 
+    @staticmethod
+    def _random_subset(idx: torch.Tensor, n: int) -> torch.Tensor:
+        return idx if len(idx) <= n else idx[torch.randperm(len(idx), device=idx.device)[:n]]
+
     def forward(self, pool, features: List[torch.Tensor], proposals: List[Instances],
                 targets: List[Instances], roi_feats: torch.Tensor, probs: torch.Tensor,
                 pred_iou: torch.Tensor, reweight=None) -> Dict[str, torch.Tensor]:
@@ -250,38 +262,37 @@ class FeatureImitation(nn.Module):
                 in the bank (the official code's feature reweighting).
         Returns:
             {"loss_con": (weighted) loss}
+
+        For speed, the candidates are drawn once per batch and shared: for each class, one
+        random draw of at most ``max_bank_positives`` bank exemplars; at most ``num_samples``
+        background RoIs (and other-class exemplars); each ground truth then samples its own
+        set from these. Only the drawn features go through the convs.
         """
         device = roi_feats.device
         K = self.num_classes
         n_per_image = [len(p) for p in proposals]
+        starts = [sum(n_per_image[:i]) for i in range(len(proposals))]
         roi_image = torch.repeat_interleave(torch.arange(len(proposals), device=device),
                                             torch.tensor(n_per_image, device=device))
         roi_label = torch.cat([p.gt_classes for p in proposals])
+        from_gt = torch.cat([p.from_gt for p in proposals])
+        roi_gt = torch.cat([p.gt_index for p in proposals])
 
-        # every feature is embedded once; samples are indices into one table:
-        # [ground truths | sampled RoIs | bank exemplars | augmented views]
         gt_boxes = [t.gt_boxes.tensor for t in targets]
         gt_cls = torch.cat([t.gt_classes for t in targets])
+        n_gt_img = [len(b) for b in gt_boxes]
         gt_img = torch.repeat_interleave(torch.arange(len(targets), device=device),
-                                         torch.tensor([len(b) for b in gt_boxes], device=device))
-        gt_pooled = pool(features, [Boxes(b) for b in gt_boxes])
-        conv_parts = [self.embed.compress(gt_pooled), self.embed.compress(roi_feats)]
-        with torch.no_grad():  # bank exemplars as they are before this iteration
-            bank = [self.bank.ordered(c) for c in range(K)]
-            bank_cls = torch.cat([torch.full((len(e),), c, dtype=torch.int64, device=device)
-                                  for c, e in enumerate(bank)])
-            bank_all = torch.cat(bank).to(roi_feats.dtype)
-            conv_parts.append(self.embed.compress(bank_all) if len(bank_all) else
-                              roi_feats.new_zeros((0, roi_feats.shape[1])))
+                                         torch.tensor(n_gt_img, device=device))
+        gt_local = torch.cat([torch.arange(n, device=device) for n in n_gt_img])
 
         # instance quality and high-quality selection, per image
         hq = torch.zeros(len(gt_cls), dtype=torch.bool, device=device)
         iq = torch.zeros(len(gt_cls), device=device)
         offset = 0
-        for i, (prop, n) in enumerate(zip(proposals, n_per_image)):
-            G = len(gt_boxes[i])
-            rows = slice(sum(n_per_image[:i]), sum(n_per_image[:i]) + n)
+        for i, prop in enumerate(proposals):
+            G = n_gt_img[i]
             if G:
+                rows = slice(starts[i], starts[i] + n_per_image[i])
                 fg = (prop.gt_classes < K) & ~prop.from_gt
                 q, count = instance_quality(prop.gt_index[fg], prop.gt_classes[fg], probs[rows][fg],
                                             pred_iou[rows][fg], G, self.quality_rule)
@@ -289,20 +300,70 @@ class FeatureImitation(nn.Module):
                 hq[offset:offset + G] = (q >= self.hq_thresh) & (count >= self.min_predictions)
             offset += G
         hq_idx = torch.nonzero(hq, as_tuple=True)[0]
-        V = 4 * len(self.shifts) + len(self.scales)
-        if len(hq_idx):  # augmented views of the high-quality instances (conv without gradient)
-            views = [augmented_boxes(gt_boxes[i][hq[gt_img == i]], proposals[i].image_size,
-                                     self.shifts, self.scales).reshape(-1, 4)
-                     for i in range(len(targets))]
-            with torch.no_grad():
-                conv_parts.append(self.embed.compress(pool(features, [Boxes(v) for v in views])))
-        emb = self.embed.project(torch.cat(conv_parts))
-        n_gt, n_roi, n_bank = len(gt_cls), len(roi_feats), len(bank_cls)
-        roi0, bank0, aug0 = n_gt, n_gt + n_roi, n_gt + n_roi + n_bank
 
-        # positives and negatives of each ground truth
-        rows, pos_masks, weights = [], [], []
-        bg_rois = torch.nonzero(roi_label == K, as_tuple=True)[0]
+        # anchors: the RoI feature of each ground truth box (its own proposal), with gradient;
+        # ground truths whose proposal was not sampled are pooled here
+        gt_feat = roi_feats.new_zeros((len(gt_cls),) + roi_feats.shape[1:])
+        have = torch.zeros(len(gt_cls), dtype=torch.bool, device=device)
+        gt_first = torch.tensor([0] + list(torch.cumsum(torch.tensor(n_gt_img), 0)[:-1].tolist()),
+                                device=device, dtype=torch.int64)
+        rows_gt = torch.nonzero(from_gt, as_tuple=True)[0]
+        if len(rows_gt):
+            g_of = gt_first[roi_image[rows_gt]] + roi_gt[rows_gt]
+            gt_feat = gt_feat.index_copy(0, g_of, roi_feats[rows_gt])
+            have[g_of] = True
+        if not bool(have.all()):
+            miss = torch.nonzero(~have, as_tuple=True)[0]
+            pooled = pool(features, [Boxes(gt_boxes[i][gt_local[miss][gt_img[miss] == i]])
+                                     for i in range(len(targets))])
+            order = torch.cat([miss[gt_img[miss] == i] for i in range(len(targets))])
+            gt_feat = gt_feat.index_copy(0, order, pooled)
+
+        # candidate pools, drawn once per batch
+        if self.negatives == "paper":
+            roi_sel = self._random_subset(torch.nonzero(roi_label == K, as_tuple=True)[0], self.num_samples)
+        else:  # the image's sampled RoIs (any label; each ground truth keeps other labels)
+            roi_sel = torch.cat([self._random_subset(torch.nonzero(roi_image == i, as_tuple=True)[0],
+                                                     2 * self.num_samples)
+                                 for i in range(len(proposals))])
+        with torch.no_grad():  # bank exemplars as they are before this iteration
+            bank_sel, bank_sel_cls = [], []
+            need = set(gt_cls[~hq].tolist())
+            for c in range(K):
+                n_c = int(self.bank.bank_count[c])
+                if n_c == 0:
+                    continue
+                take = self.max_bank_positives if c in need else 0
+                if self.negatives == "paper":
+                    take = max(take, self.num_samples // max(K - 1, 1))
+                if take == 0:
+                    continue
+                sel = self._random_subset(torch.arange(n_c, device=device), take)
+                bank_sel.append(self.bank.ordered(c)[sel])
+                bank_sel_cls.append(torch.full((len(sel),), c, dtype=torch.int64, device=device))
+            bank_feats = torch.cat(bank_sel).to(roi_feats.dtype) if bank_sel else \
+                roi_feats.new_zeros((0,) + roi_feats.shape[1:])
+            bank_cls = torch.cat(bank_sel_cls) if bank_sel_cls else \
+                torch.zeros(0, dtype=torch.int64, device=device)
+            conv_bank = self.embed.compress(bank_feats) if len(bank_feats) else \
+                roi_feats.new_zeros((0, roi_feats.shape[1]))
+            V = 4 * len(self.shifts) + len(self.scales)
+            conv_aug = roi_feats.new_zeros((0, roi_feats.shape[1]))
+            if len(hq_idx):  # augmented views of the high-quality instances
+                views = [augmented_boxes(gt_boxes[i][hq[gt_img == i]], proposals[i].image_size,
+                                         self.shifts, self.scales).reshape(-1, 4)
+                         for i in range(len(targets))]
+                conv_aug = self.embed.compress(pool(features, [Boxes(v) for v in views]))
+        # hq_idx is sorted and the views were built image by image in gt order: same order
+
+        # one embedding table: [ground truths | drawn RoIs | drawn exemplars | views]
+        emb = self.embed.project(torch.cat([self.embed.compress(torch.cat([gt_feat, roi_feats[roi_sel]])),
+                                            conv_bank, conv_aug]))
+        n_gt, n_roi = len(gt_cls), len(roi_sel)
+        roi0, bank0, aug0 = n_gt, n_gt + n_roi, n_gt + n_roi + len(bank_cls)
+        sel_label, sel_image = roi_label[roi_sel], roi_image[roi_sel]
+
+        rows, n_pos, weights = [], [], []
         for g in range(n_gt):
             c = int(gt_cls[g])
             if hq[g]:
@@ -310,20 +371,18 @@ class FeatureImitation(nn.Module):
                 pos = torch.arange(aug0 + k * V, aug0 + (k + 1) * V, device=device)
             else:
                 cand = torch.nonzero(bank_cls == c, as_tuple=True)[0]
-                n = min(len(cand), self._bank_positive_count(float(iq[g])))
-                if n == 0:
+                pos = bank0 + self._random_subset(cand, self._bank_positive_count(float(iq[g])))
+                if len(pos) == 0:
                     continue  # nothing to imitate yet
-                pos = bank0 + cand[torch.randperm(len(cand), device=device)[:n]]
-            if self.negatives == "paper":  # background RoIs of the batch + other classes' exemplars
-                neg_pool = torch.cat([roi0 + bg_rois,
+            if self.negatives == "paper":  # background RoIs + other classes' exemplars
+                neg_pool = torch.cat([roi0 + torch.arange(n_roi, device=device),
                                       bank0 + torch.nonzero(bank_cls != c, as_tuple=True)[0]])
             else:  # this image's sampled RoIs with another label
-                mine = (roi_image == gt_img[g]) & (roi_label != c)
+                mine = (sel_image == gt_img[g]) & (sel_label != c)
                 neg_pool = roi0 + torch.nonzero(mine, as_tuple=True)[0]
-            n_neg = min(len(neg_pool), max(self.num_samples - len(pos), 0))
-            neg = neg_pool[torch.randperm(len(neg_pool), device=device)[:n_neg]]
+            neg = self._random_subset(neg_pool, max(self.num_samples - len(pos), 0))
             rows.append(torch.cat([torch.tensor([g], device=device), pos, neg]))
-            pos_masks.append(len(pos))
+            n_pos.append(len(pos))
             weights.append(self._tier_weight(float(iq[g]), bool(hq[g])))
 
         if rows:
@@ -331,13 +390,12 @@ class FeatureImitation(nn.Module):
             idx = torch.zeros(len(rows), S, dtype=torch.int64, device=device)
             valid = torch.zeros(len(rows), S, dtype=torch.bool, device=device)
             positive = torch.zeros(len(rows), S, dtype=torch.bool, device=device)
-            for j, (r, npos) in enumerate(zip(rows, pos_masks)):
+            for j, (r, npos) in enumerate(zip(rows, n_pos)):
                 idx[j, :len(r) - 1] = r[1:]
                 valid[j, :len(r) - 1] = True
                 positive[j, :npos] = True
-            anchors = emb[torch.stack([r[0] for r in rows])]
             per_gt = supervised_contrastive_loss(
-                anchors, emb[idx], positive, self.temperature,
+                emb[torch.stack([r[0] for r in rows])], emb[idx], positive, self.temperature,
                 weights=torch.tensor(weights, device=device, dtype=emb.dtype), valid=valid)
             loss = per_gt.mean()
         else:  # keep every parameter in the graph (DDP) with a zero loss
@@ -345,7 +403,7 @@ class FeatureImitation(nn.Module):
 
         # grow the bank after the loss (an image never imitates its own new exemplars),
         # with the exemplars of all processes
-        new = gt_pooled[hq_idx].detach()
+        new = gt_feat[hq_idx].detach()
         if reweight is not None and len(new):
             new = reweight(new)
         self.bank.add_from_all_processes(new, gt_cls[hq_idx])

@@ -1,0 +1,292 @@
+"""
+SR-TOD's FPN hook (../shared/specs/srtod.md): a reconstruction head rebuilds the network-input
+image from one FPN level; where it fails (the difference map) is where small objects are; the
+thresholded difference map enhances that level (DGFE). Works on any Detectron2 FPN-style
+backbone (a ``Backbone`` returning a dict of levels).
+
+Pieces, each replaceable:
+
+* :class:`ReconstructionHead`: ``Up = ReLU(Conv3x3(ReLU(Conv3x3(TConv4x4/2(x)))))`` halving
+  the channels per Up (2 Ups from P2, 3 from P3), then ``Sigmoid(Conv3x3(.))`` to RGB.
+* :func:`difference_map`: mean over colours of ``|I_r - I_o|`` (or of their high-frequency
+  parts, the paper's FFT ablation).
+* :class:`LearnableThreshold`: ``D_b = (sign(D - t) + 1) / 2`` with a learnable ``t`` that
+  really learns (straight-through sigmoid surrogate); the official zero-gradient sign is an
+  option.
+* :class:`DGFE`: CBAM channel attention ``w`` and ``P' = P * w * (1 + Resize_nearest(D_b))``
+  (or the paper's ablation variants).
+* :class:`ReconstructionFPN`: the hook itself; the meta-architectures in
+  :mod:`sod2.modeling.meta_arch.srtod` give it the reconstruction target and collect its loss.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from detectron2.modeling import Backbone
+from detectron2.utils.events import get_event_storage
+from torch import nn
+
+__all__ = ["ReconstructionHead", "difference_map", "LearnableThreshold", "DGFE", "ReconstructionFPN",
+           "nearest_resize"]
+
+
+class _Up(nn.Module):
+    """TConv 4x4/2 (bias) halving the channels, then two bias-free 3x3 convs, ReLUs."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.tconv = nn.ConvTranspose2d(c, c // 2, 4, stride=2, padding=1)
+        self.conv1 = nn.Conv2d(c // 2, c // 2, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(c // 2, c // 2, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        return F.relu(self.conv2(F.relu(self.conv1(self.tconv(x)))))
+
+
+class ReconstructionHead(nn.Module):
+    """Feature map (N, C, H/s, W/s) -> reconstructed RGB image (N, 3, H, W) in [0, 1].
+
+    Args:
+        in_channels: C (256 for a standard FPN).
+        num_up: log2 of the level's stride (2 for P2, 3 for P3).
+    """
+
+    def __init__(self, in_channels: int = 256, num_up: int = 2):
+        super().__init__()
+        ups, c = [], in_channels
+        for _ in range(num_up):
+            ups.append(_Up(c))
+            c //= 2
+        self.ups = nn.Sequential(*ups)
+        self.out = nn.Conv2d(c, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.out(self.ups(x)))
+
+
+def _high_pass(x: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """Remove frequencies below ``cutoff`` (fraction of Nyquist) with a centred FFT mask."""
+    H, W = x.shape[-2:]
+    f = torch.fft.fftshift(torch.fft.fft2(x.float()), dim=(-2, -1))
+    yy = torch.linspace(-1, 1, H, device=x.device).view(H, 1)
+    xx = torch.linspace(-1, 1, W, device=x.device).view(1, W)
+    keep = ((yy ** 2 + xx ** 2).sqrt() >= cutoff).to(f.dtype)
+    return torch.fft.ifft2(torch.fft.ifftshift(f * keep, dim=(-2, -1))).real.to(x.dtype)
+
+
+def difference_map(rec: torch.Tensor, target: torch.Tensor, mode: str = "pixel",
+                   cutoff: float = 0.1) -> torch.Tensor:
+    """D = mean over colours of |I_r - I_o| (mode "pixel"), or of the high-frequency parts
+    of both images (mode "fft", the paper's ablation; ``cutoff`` as a fraction of Nyquist).
+
+    Args:
+        rec, target: (N, 3, H, W) in [0, 1].
+    Returns:
+        (N, 1, H, W).
+    """
+    if mode == "pixel":
+        return (rec - target).abs().mean(dim=1, keepdim=True)
+    if mode == "fft":
+        return (_high_pass(rec, cutoff) - _high_pass(target, cutoff)).abs().mean(dim=1, keepdim=True)
+    raise ValueError(f"difference mode must be 'pixel' or 'fft', got {mode!r}")
+
+
+class _SignWithSurrogate(torch.autograd.Function):
+    """Forward: (sign(d - t) + 1) / 2. Backward: the derivative of sigmoid((d - t) / tau)."""
+
+    @staticmethod
+    def forward(ctx, d, t, tau: float, to_d: bool):
+        ctx.save_for_backward(d, t)
+        ctx.tau, ctx.to_d = tau, to_d
+        return (torch.sign(d - t) + 1) / 2
+
+    @staticmethod
+    def backward(ctx, g):
+        d, t = ctx.saved_tensors
+        s = torch.sigmoid((d - t) / ctx.tau)
+        ds = g * s * (1 - s) / ctx.tau
+        return (ds if ctx.to_d else None), -ds.sum().reshape(t.shape), None, None
+
+
+class LearnableThreshold(nn.Module):
+    """``D_b = (sign(D - t) + 1) / 2`` with a learnable scalar ``t`` (parameter ``thresh``).
+
+    Args:
+        init: initial t (SR-TOD: 4/255 VisDrone, 3/255 AI-TOD, 40/255 DroneSwarms).
+        grad: "surrogate" (default: straight-through, the forward stays the exact step and
+            the backward uses the slope of ``sigmoid((D - t) / tau)``) or "zero" (the
+            official code's plain sign: t never learns).
+        tau: width of the surrogate, in difference-map units.
+        grad_to_difference: let the surrogate gradient also reach D (and through it the
+            reconstruction head and backbone); default: t only, so the head is trained by
+            the reconstruction loss alone, as in the official code.
+    """
+
+    def __init__(self, init: float = 4 / 255, grad: str = "surrogate", tau: float = 0.01,
+                 grad_to_difference: bool = False):
+        super().__init__()
+        if grad not in ("surrogate", "zero"):
+            raise ValueError(f"grad must be 'surrogate' or 'zero', got {grad!r}")
+        self.thresh = nn.Parameter(torch.tensor(float(init)))
+        self.grad, self.tau, self.grad_to_difference = grad, tau, grad_to_difference
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        """(N, 1, H, W) -> binary map (N, 1, H, W); exactly 0.5 where D == t, as sign(0) = 0."""
+        t = self.thresh.to(d.dtype)
+        if self.grad == "zero":
+            return (torch.sign(d.detach() - t) + 1) / 2
+        return _SignWithSurrogate.apply(d if self.grad_to_difference else d.detach(), t, self.tau,
+                                        self.grad_to_difference)
+
+
+def nearest_resize(x: torch.Tensor, size) -> torch.Tensor:
+    """PyTorch's nearest resize (output pixel i reads input floor(i * in / out)): from 4H to
+    H it takes the top-left pixel of every 4x4 cell."""
+    return F.interpolate(x, size=tuple(size), mode="nearest")
+
+
+class DGFE(nn.Module):
+    """Difference-map guided feature enhancement of one FPN level.
+
+    Modes: "attention" (the paper's default: ``P * w * (1 + D')`` with CBAM channel weights
+    ``w = sigmoid(MLP(avgpool P) + MLP(maxpool P))``, MLP C -> C/ratio -> C shared),
+    "multiply" (``P * (1 + D')``: no channel attention), "concat" (``conv1x1([P * w, D'])``,
+    initialised to pass ``P * w`` through). ``D'`` is the binary map resized (nearest) to
+    the level.
+    """
+
+    def __init__(self, channels: int = 256, ratio: int = 16, mode: str = "attention"):
+        super().__init__()
+        if mode not in ("attention", "multiply", "concat"):
+            raise ValueError(f"DGFE mode must be attention, multiply or concat, got {mode!r}")
+        self.mode = mode
+        hidden = max(channels // ratio, 1)
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, channels))
+        if mode == "concat":
+            self.fuse = nn.Conv2d(channels + 1, channels, 1)
+            with torch.no_grad():
+                self.fuse.weight.zero_()
+                self.fuse.weight[:, :channels, 0, 0] = torch.eye(channels)
+                self.fuse.bias.zero_()
+
+    def channel_weights(self, p: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, C, 1, 1)."""
+        a = self.mlp(p.mean(dim=(2, 3)))
+        m = self.mlp(p.amax(dim=(2, 3)))
+        return torch.sigmoid(a + m)[:, :, None, None]
+
+    def forward(self, p: torch.Tensor, d_small: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            p: (N, C, H, W) the level's features.
+            d_small: (N, 1, H, W) the binary difference map at the level's size.
+        """
+        if self.mode == "multiply":
+            return p * (1 + d_small)
+        w = self.channel_weights(p)
+        if self.mode == "attention":
+            return p * w * (1 + d_small)
+        return self.fuse(torch.cat([p * w, d_small], dim=1))
+
+
+class ReconstructionFPN(Backbone):
+    """Wrap an FPN-style backbone with SR-TOD's reconstruction and DGFE on one level.
+
+    ``forward(x)`` returns the wrapped backbone's features with ``level`` enhanced (the
+    other levels untouched). The reconstruction target -- the network-input image as RGB
+    in [0, 1] after resize and flip, zero-padded like the batch -- is given by the
+    meta-architecture before each forward (:meth:`set_target`); without it, it is
+    recovered from ``x`` with ``pixel_mean``/``pixel_std`` (then the padding is not zero).
+    In training, :meth:`pop_losses` returns ``{"loss_rec": weight * MSE}``.
+
+    Args:
+        fpn: the backbone to wrap.
+        level: "p2" (two-stage detectors) or "p3" (RetinaNet-style, one more Up).
+        head: :class:`ReconstructionHead`.
+        threshold: :class:`LearnableThreshold`.
+        dgfe: :class:`DGFE`, or None for the reconstruction-only ablation.
+        loss_weight: weight of the MSE reconstruction loss.
+        difference: "pixel" or "fft".
+        enabled: False makes the hook a pass-through (the detector without SR-TOD).
+        keep_visuals: keep ``last_reconstruction`` and ``last_binary_map`` for drawing.
+        out_channels: optional, checked against the wrapped levels' channels (lets configs
+            keep reading ``model.backbone.out_channels``).
+    """
+
+    def __init__(self, fpn: Backbone, level: str = "p2", head: Optional[ReconstructionHead] = None,
+                 threshold: Optional[LearnableThreshold] = None, dgfe: Optional[DGFE] = None,
+                 loss_weight: float = 1.0, difference: str = "pixel", enabled: bool = True,
+                 pixel_mean=(103.530, 116.280, 123.675), pixel_std=(1.0, 1.0, 1.0),
+                 input_format: str = "BGR", keep_visuals: bool = False,
+                 out_channels: Optional[int] = None):
+        super().__init__()
+        self.fpn = fpn
+        if out_channels is not None and fpn.output_shape()[level].channels != out_channels:
+            raise ValueError(f"out_channels={out_channels} but {level} has "
+                             f"{fpn.output_shape()[level].channels} channels")
+        if enabled and (head is None or (dgfe is not None and threshold is None)):
+            raise ValueError("an enabled ReconstructionFPN needs a head (and a threshold with DGFE)")
+        if level not in fpn.output_shape():
+            raise ValueError(f"level {level!r} is not an output of the wrapped backbone "
+                             f"({sorted(fpn.output_shape())})")
+        self.level, self.enabled = level, enabled
+        self.head, self.threshold, self.dgfe = head, threshold, dgfe
+        self.loss_weight, self.difference = loss_weight, difference
+        self.input_format, self.keep_visuals = input_format, keep_visuals
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
+        self._target: Optional[torch.Tensor] = None
+        self._losses: Dict[str, torch.Tensor] = {}
+        self.last_reconstruction = self.last_binary_map = None
+
+    # Backbone interface: the wrapped backbone's
+    def output_shape(self):
+        return self.fpn.output_shape()
+
+    @property
+    def size_divisibility(self) -> int:
+        return self.fpn.size_divisibility
+
+    @property
+    def padding_constraints(self):
+        return self.fpn.padding_constraints
+
+    def set_target(self, target: Optional[torch.Tensor]) -> None:
+        """(N, 3, H, W) RGB in [0, 1], padded like the batched input (zeros)."""
+        self._target = target
+
+    def pop_losses(self) -> Dict[str, torch.Tensor]:
+        losses, self._losses = self._losses, {}
+        return losses
+
+    def _recovered_target(self, x: torch.Tensor) -> torch.Tensor:
+        img = (x * self.pixel_std + self.pixel_mean) / 255.0
+        return img.flip(1) if self.input_format == "BGR" else img
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        feats = self.fpn(x)
+        if not self.enabled:
+            return feats
+        target, self._target = self._target, None
+        if target is None or target.shape[-2:] != x.shape[-2:]:
+            target = self._recovered_target(x)
+        p = feats[self.level]
+        rec = self.head(p)
+        if self.training:
+            self._losses = {"loss_rec": self.loss_weight * F.mse_loss(rec, target.to(rec.dtype))}
+        if self.dgfe is not None:
+            d = difference_map(rec, target.to(rec.dtype), self.difference)
+            binary = self.threshold(d)
+            feats = dict(feats)
+            feats[self.level] = self.dgfe(p, nearest_resize(binary, p.shape[-2:]))
+            if self.keep_visuals:
+                self.last_binary_map = binary.detach()
+            if self.training:
+                get_event_storage().put_scalar("srtod/threshold", float(self.threshold.thresh.detach()) * 255,
+                                               smoothing_hint=False)
+        if self.keep_visuals:
+            self.last_reconstruction = rec.detach()
+        return feats

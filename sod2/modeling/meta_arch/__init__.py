@@ -1,0 +1,1 @@
+from .srtod import ReconstructionTargetMixin, SRTODRCNN, SRTODRetinaNet  # noqa: F401

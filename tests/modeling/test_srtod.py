@@ -1,0 +1,156 @@
+"""SR-TOD: reconstruction sizes, the padded target, DGFE against a naive computation, the
+learnable threshold, the hook through its meta-architectures (Faster R-CNN, RetinaNet,
+CFINet)."""
+import pytest
+import torch
+from detectron2.config import instantiate
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from sod2.config import get_config
+from sod2.modeling.backbone import DGFE, LearnableThreshold, ReconstructionHead, difference_map
+from sod2.modeling.backbone.reconstruction import nearest_resize
+
+
+@pytest.mark.parametrize("level,stride", [(2, 4), (3, 8)])
+def test_reconstruction_size(level, stride):
+    head = ReconstructionHead(in_channels=32, num_up=level)
+    out = head(torch.randn(2, 32, 40 // stride * 1, 48 // stride))
+    assert out.shape == (2, 3, 40 // stride * stride, 48)
+    assert out.min() >= 0 and out.max() <= 1
+    # channels halve per Up: 32 -> 16 -> 8 (-> 4), then 3
+    assert head.out.in_channels == 32 >> level
+    # biases: transposed convs and the output conv only
+    assert head.ups[0].tconv.bias is not None and head.ups[0].conv1.bias is None
+
+
+def test_difference_map_and_nearest_resize():
+    rec = torch.zeros(1, 3, 8, 8)
+    tgt = torch.zeros(1, 3, 8, 8)
+    tgt[0, 0, 4, 4] = 0.9  # one colour channel differs at (4, 4)
+    d = difference_map(rec, tgt)
+    assert d.shape == (1, 1, 8, 8) and d[0, 0, 4, 4].item() == pytest.approx(0.3)
+    small = nearest_resize(d, (2, 2))
+    assert small[0, 0, 1, 1].item() == pytest.approx(0.3)  # pixel (4, 4): top-left of its 4x4 cell
+    d2 = d.clone()
+    d2[0, 0, 4, 4], d2[0, 0, 5, 5] = 0, 0.3
+    assert nearest_resize(d2, (2, 2))[0, 0, 1, 1].item() == 0  # (5, 5) is never read
+    hf = difference_map(rec, tgt, "fft")
+    assert hf.shape == d.shape and hf.sum() > 0
+
+
+def test_dgfe_against_naive_loops():
+    torch.manual_seed(0)
+    C, H, W = 32, 3, 4
+    dgfe = DGFE(channels=C, ratio=16)
+    p = torch.randn(2, C, H, W)
+    d = (torch.rand(2, 1, H, W) > 0.5).float()
+    out = dgfe(p, d)
+    l1, l2 = dgfe.mlp[0], dgfe.mlp[2]
+    for n in range(2):
+        avg = [sum(p[n, c, i, j].item() for i in range(H) for j in range(W)) / (H * W) for c in range(C)]
+        mx = [max(p[n, c, i, j].item() for i in range(H) for j in range(W)) for c in range(C)]
+
+        def mlp(v):
+            h = [max(0.0, sum(l1.weight[k, c].item() * v[c] for c in range(C)) + l1.bias[k].item())
+                 for k in range(l1.out_features)]
+            return [sum(l2.weight[c, k].item() * h[k] for k in range(len(h))) + l2.bias[c].item() for c in range(C)]
+
+        a, m = mlp(avg), mlp(mx)
+        for c in range(C):
+            w = 1 / (1 + torch.exp(-torch.tensor(a[c] + m[c]))).item()
+            for i in range(H):
+                for j in range(W):
+                    expect = p[n, c, i, j].item() * w * (1 + d[n, 0, i, j].item())
+                    assert out[n, c, i, j].item() == pytest.approx(expect, rel=1e-5, abs=1e-6)
+    assert torch.allclose(DGFE(C, mode="multiply")(p, d), p * (1 + d))
+    cat = DGFE(C, mode="concat")
+    assert torch.allclose(cat(p, d), p * cat.channel_weights(p), atol=1e-6)  # starts as attention w/o D
+
+
+def test_threshold_forward_is_the_exact_step_and_learns():
+    t = LearnableThreshold(init=0.5)
+    d = torch.tensor([[[[0.2, 0.5, 0.8]]]])
+    assert t(d).flatten().tolist() == [0.0, 0.5, 1.0]  # (sign + 1) / 2: 0.5 exactly at t
+    # gradient: a loss that wants more pixels switched on pushes t down
+    d = torch.rand(1, 1, 16, 16)
+    t = LearnableThreshold(init=0.5, tau=0.05)
+    opt = torch.optim.SGD(t.parameters(), lr=0.01)
+    start = t.thresh.item()
+    for _ in range(20):
+        loss = -t(d).mean()
+        opt.zero_grad()
+        loss.backward()
+        assert t.thresh.grad.item() > 0  # dL/dt > 0: lowering t lowers the loss
+        opt.step()
+    assert t.thresh.item() < start - 0.05
+    # the official zero-gradient sign: no gradient, t stays
+    z = LearnableThreshold(init=0.5, grad="zero")
+    (-z(d).sum()).backward()
+    assert z.thresh.grad is None or z.thresh.grad.item() == 0
+    # by default the difference map gets no gradient; optionally it does
+    dd = d.clone().requires_grad_()
+    LearnableThreshold(0.5)(dd).sum().backward()
+    assert dd.grad is None
+    LearnableThreshold(0.5, grad_to_difference=True)(dd).sum().backward()
+    assert dd.grad is not None and dd.grad.abs().sum() > 0
+
+
+def _batch(sizes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for k, (h, w) in enumerate(sizes):
+        n = 0 if k == 0 else 4
+        xy = torch.rand(n, 2, generator=g) * (min(h, w) - 30)
+        inst = Instances((h, w), gt_boxes=Boxes(torch.cat([xy, xy + 6 + torch.rand(n, 2, generator=g) * 20], 1)),
+                         gt_classes=torch.zeros(n, dtype=torch.int64))
+        out.append({"image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8),
+                    "height": h, "width": w, "instances": inst})
+    return out
+
+
+@pytest.mark.parametrize("config", ["srtod/faster_rcnn_srtod_R18s_fpn_synthetic.py",
+                                    "srtod/retinanet_srtod_R18s_fpn_synthetic.py",
+                                    "srtod/cfinet_srtod_R18s_fpn_synthetic.py"])
+def test_hook_through_meta_architectures(config):
+    cfg = get_config(config)
+    cfg.model.backbone.keep_visuals = True
+    model = instantiate(cfg.model)
+    hook = model.backbone
+    seen = {}
+    real_set = hook.set_target
+
+    def spy(t):
+        seen["target"] = t
+        real_set(t)
+
+    hook.set_target = spy
+    batch = _batch([(100, 120), (90, 64)])
+    model.train()
+    with EventStorage(0) as st:
+        losses = model(batch)
+        assert "loss_rec" in losses and torch.isfinite(losses["loss_rec"])
+        sum(losses.values()).backward()
+        assert "srtod/threshold" in st.latest()
+    # the target is the input as RGB / 255, zero-padded exactly like the batched input
+    t = seen["target"]
+    size_div = hook.size_divisibility or 1
+    assert t.shape[-2] % size_div == 0 and t.shape[-2] >= 100
+    img = batch[1]["image"]
+    assert torch.allclose(t[1, :, :90, :64], img.flip(0).float() / 255)  # BGR input -> RGB
+    assert (t[1, :, 90:, :] == 0).all() and (t[1, :, :, 64:] == 0).all()
+    assert hook.threshold.thresh.grad is not None and hook.threshold.thresh.grad.abs() > 0
+    assert hook.head.out.weight.grad is not None
+    rec = hook.last_reconstruction
+    assert rec.shape == t.shape
+    model.eval()
+    with torch.no_grad():
+        out = model([{k: v for k, v in batch[1].items() if k != "instances"}])
+    assert out[0]["instances"].has("pred_boxes")
+    assert hook.last_binary_map.shape[-2:] == hook.last_reconstruction.shape[-2:]
+    # the twin without SR-TOD is one override away
+    cfg.model.backbone.enabled = False
+    plain = instantiate(cfg.model)
+    plain.train()
+    with EventStorage(0):
+        assert "loss_rec" not in plain(batch)
