@@ -38,8 +38,11 @@ def test_configs_found_without_pkg_resources():
 
 
 @pytest.mark.parametrize("path", CONFIGS)
-def test_config_trains_and_infers(path):
+def test_config_trains_and_infers(path, tmp_path):
     cfg = get_config(path)
+    # the trainer saves the resolved config: every interpolation must resolve
+    LazyConfig.save(cfg, str(tmp_path / "config.yaml"))
+    assert (tmp_path / "config.yaml").exists()
     assert cfg.train.device == "auto" and cfg.train.max_iter > 0
     if "R18s" not in path:  # the small ResNet configs train from scratch
         assert cfg.train.init_checkpoint.startswith("detectron2://ImageNetPretrained/")

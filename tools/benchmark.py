@@ -9,6 +9,10 @@ Measure sod2 against a baseline in the same run and report ratios (Markdown).
     # the evaluator (tools/evaluate_json.py, whole process) against a plain pycocotools script
     python tools/benchmark.py evaluator [--images 200 --objects 50000 --detections 100000]
 
+    # same weights, two inference settings: are the detections the same?
+    python tools/benchmark.py consistency --config CFG --opts-b model.backbone.sampled_inference=False \
+        --dataset hituav_val --max-images 20 [--opts-a train.init_checkpoint=...]
+
 Each model is measured in its own fresh process, one after the other, on the same batches
 (built from config A's data loaders, or random images of --image-size with random boxes),
 so timings and peak memory are comparable. Optimizer steps run with learning rate 0 (the
@@ -149,19 +153,23 @@ def _ratio(b, a):
 def bench_models(args) -> str:
     rows = []
     results = {}
-    for mode in ("train", "test"):
+    modes = ("test",) if args.inference_only else ("train", "test")
+    for mode in modes:
         # peak memory is per process: measure training and inference separately
         a = _run_worker(args.config_a, args.opts_a, args.config_a, args.opts_a, args, mode)
         b = _run_worker(args.config_b, args.opts_b, args.config_a, args.opts_a, args, mode)
         results[mode] = (a, b)
-    (ta, tb), (ia, ib) = results["train"], results["test"]
-    mem = "peak_cuda_mb" if "peak_cuda_mb" in ta else "peak_rss_mb"
-    rows.append(("train step (s, batch %d)" % ta["train_batch"], ta["train_step_s"], tb["train_step_s"]))
+    ia, ib = results["test"]
+    mem = "peak_cuda_mb" if "peak_cuda_mb" in ia else "peak_rss_mb"
+    if "train" in results:
+        ta, tb = results["train"]
+        rows.append(("train step (s, batch %d)" % ta["train_batch"], ta["train_step_s"], tb["train_step_s"]))
     rows.append(("inference latency (s/image)", ia["latency_s"], ib["latency_s"]))
-    rows.append((f"train {mem.replace('_', ' ')}", ta[mem], tb[mem]))
+    if "train" in results:
+        rows.append((f"train {mem.replace('_', ' ')}", ta[mem], tb[mem]))
     rows.append((f"inference {mem.replace('_', ' ')}", ia[mem], ib[mem]))
     size = "x".join(map(str, args.image_size)) if args.image_size else "config A's data"
-    lines = [f"Device: {ta['device']}; inputs: {size}; median of {args.iters} steps after "
+    lines = [f"Device: {ia['device']}; inputs: {size}; median of {args.iters} steps after "
              f"{args.warmup} warm-up steps; each model in a fresh process.", "",
              f"| metric | A: {os.path.basename(args.config_a)} | B: {os.path.basename(args.config_b)} | B / A |",
              "|---|---|---|---|"]
@@ -269,6 +277,72 @@ def bench_evaluator(args) -> str:
     ])
 
 
+def bench_consistency(args) -> str:
+    """Same weights, two inference settings (e.g. SR-TOD's sampled vs full reconstruction):
+    match the detections of B to A per image (same class, IoU >= --iou) and report the
+    unmatched ones and the largest score difference."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, ROOT)
+    import sod2  # noqa: F401
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import LazyConfig, instantiate
+    from detectron2.data import DatasetCatalog
+    from detectron2.structures import pairwise_iou
+
+    from sod2.data.io import read_image
+    from sod2.engine.lazy_train import resolve_device
+
+    def build(opts):
+        cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), opts)
+        resolve_device(cfg)
+        torch.manual_seed(0)
+        model = instantiate(cfg.model).to(cfg.train.device).eval()
+        if cfg.train.init_checkpoint:
+            DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        return cfg, model
+
+    cfg_a, model_a = build(args.opts_a)
+    cfg_b, model_b = build(args.opts_b)
+    model_b.load_state_dict(model_a.state_dict())
+    augs = [instantiate(a) for a in cfg_a.dataloader.test.mapper.get("augmentations", [])]
+    from detectron2.data import transforms as T
+
+    n_a = n_b = unmatched = 0
+    max_ds = max_box = 0.0
+    for rec in DatasetCatalog.get(args.dataset)[: args.max_images]:
+        img = read_image(rec["file_name"], format="BGR")
+        aug = T.AugInput(img)
+        T.AugmentationList(augs)(aug)
+        inp = [{"image": torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1))),
+                "height": img.shape[0], "width": img.shape[1]}]
+        with torch.no_grad():
+            a = model_a(inp)[0]["instances"].to("cpu")
+            b = model_b(inp)[0]["instances"].to("cpu")
+        a = a[a.scores >= args.score]
+        b = b[b.scores >= args.score]
+        n_a, n_b = n_a + len(a), n_b + len(b)
+        if len(a) and len(b):
+            iou = pairwise_iou(a.pred_boxes, b.pred_boxes)
+            iou[a.pred_classes[:, None] != b.pred_classes[None, :]] = 0
+            best, j = iou.max(dim=1)
+            ok = best >= args.iou
+            unmatched += int((~ok).sum())
+            if ok.any():
+                max_ds = max(max_ds, float((a.scores[ok] - b.scores[j[ok]]).abs().max()))
+                max_box = max(max_box, float((a.pred_boxes.tensor[ok] - b.pred_boxes.tensor[j[ok]]).abs().max()))
+        else:
+            unmatched += len(a)
+    return "\n".join([
+        f"Dataset {args.dataset}, first {args.max_images} images, detections with score >= {args.score}.",
+        "", "| A | B | detections A | detections B | A without a match in B (IoU >= "
+        f"{args.iou}, same class) | max score difference | max box coordinate difference (px) |",
+        "|---|---|---|---|---|---|---|",
+        f"| {' '.join(args.opts_a) or 'config'} | {' '.join(args.opts_b)} | {n_a} | {n_b} | {unmatched} | "
+        f"{max_ds:.2e} | {max_box:.2e} |"])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -283,13 +357,22 @@ def main(argv=None):
     m.add_argument("--distinct-batches", type=int, default=4)
     m.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
                    help="random inputs of this size instead of config A's data")
+    m.add_argument("--inference-only", action="store_true", help="skip the training measurement")
+    c = sub.add_parser("consistency", help="same weights, two inference settings: same detections?")
+    c.add_argument("--config", required=True)
+    c.add_argument("--opts-a", nargs="*", default=[])
+    c.add_argument("--opts-b", nargs="*", default=[])
+    c.add_argument("--dataset", required=True)
+    c.add_argument("--max-images", type=int, default=20)
+    c.add_argument("--score", type=float, default=0.05)
+    c.add_argument("--iou", type=float, default=0.99)
     e = sub.add_parser("evaluator", help="evaluate_json.py vs plain pycocotools")
     e.add_argument("--images", type=int, default=200)
     e.add_argument("--objects", type=int, default=50000)
     e.add_argument("--detections", type=int, default=100000)
     e.add_argument("--repeats", type=int, default=3)
     e.add_argument("--repeats-reference", type=int, default=1)
-    for s in (m, e):
+    for s in (m, e, c):
         s.add_argument("--output", help="also write the Markdown report here")
     w = sub.add_parser("_worker")
     w.add_argument("--config", required=True)
@@ -304,7 +387,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.cmd == "_worker":
         return _worker(args)
-    report = bench_models(args) if args.cmd == "models" else bench_evaluator(args)
+    report = {"models": bench_models, "evaluator": bench_evaluator, "consistency": bench_consistency}[args.cmd](args)
     print(report)
     if args.output:
         with open(args.output, "w") as f:

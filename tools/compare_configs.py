@@ -9,7 +9,9 @@ scale-bucket results side by side (Markdown).
         --opts train.max_iter=400 "lr_multiplier.scheduler.milestones=[300,370]" \
                lr_multiplier.scheduler.num_updates=400
 
-Every run gets the same ``--opts`` and its own ``train.output_dir`` under --output-dir;
+A config may carry its own overrides after ``::`` (e.g. the twin without SR-TOD:
+``configs/srtod/faster_rcnn_srtod_R18s_fpn_synthetic.py::model.backbone.enabled=False``).
+Every run also gets ``--opts`` and its own ``train.output_dir`` under --output-dir;
 its evaluation (the config's ``dataloader.evaluator``, which must write
 ``<dataset>_metrics.json`` to the output folder) is read back for the table. Runs that
 already finished are reused unless --retrain.
@@ -18,6 +20,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -53,19 +56,20 @@ def main(argv=None):
     p.add_argument("--opts", nargs="*", default=[], help="key=value overrides for every run")
     p.add_argument("--retrain", action="store_true", help="train again even if results exist")
     args = p.parse_args(argv)
-    names = args.names or [os.path.splitext(os.path.basename(c))[0] for c in args.configs]
+    names = args.names or [os.path.splitext(os.path.basename(c.split("::")[0]))[0] for c in args.configs]
     if len(names) != len(args.configs):
         p.error("--names must name every config")
 
     results, times = [], []
     for cfg, name in zip(args.configs, names):
-        out = os.path.join(args.output_dir, name.replace(" ", "_").replace("/", "_"))
+        out = os.path.join(args.output_dir, re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_"))
         done = os.path.exists(os.path.join(out, "model_final.pth")) and _metrics(out)
         t0 = time.time()
         if args.retrain or not done:
             print(f"=== training {name} ({cfg}) -> {out}", flush=True)
+            path, *own = cfg.split("::")
             cmd = [sys.executable, os.path.join(ROOT, "tools", "lazyconfig_train_net.py"),
-                   "--config-file", cfg, *args.opts, f"train.output_dir={out}"]
+                   "--config-file", path, *args.opts, *own, f"train.output_dir={out}"]
             if subprocess.run(cmd).returncode != 0:
                 sys.exit(f"error: training {name} failed (log: {out}/log.txt)")
         m = _metrics(out)

@@ -42,9 +42,16 @@ VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv")
 
 
 class Predictor:
-    """Model + the config's test mapper; ``__call__(rgb image) -> Instances``."""
+    """Model + the config's test mapper; ``__call__(rgb image) -> Instances``.
 
-    def __init__(self, cfg):
+    With ``visuals=True`` (SR-TOD models), :meth:`reconstruction_panels` returns the last
+    image's reconstruction and thresholded difference map at the original size."""
+
+    def __init__(self, cfg, visuals: bool = False):
+        if visuals:
+            if "fpn" not in cfg.model.backbone:
+                raise ValueError("--show-reconstruction needs an SR-TOD model (a ReconstructionFPN backbone)")
+            cfg.model.backbone.keep_visuals = True
         self.model = instantiate(cfg.model).to(cfg.train.device).eval()
         if not cfg.train.init_checkpoint:
             logger.warning("train.init_checkpoint is empty: the model has random weights")
@@ -62,7 +69,20 @@ class Predictor:
         aug = T.AugInput(np.ascontiguousarray(img))
         T.AugmentationList(self.augs)(aug)
         tensor = torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1)))
+        self._input_hw, self._orig_hw = aug.image.shape[:2], (h, w)
         return self.model([{"image": tensor, "height": h, "width": w}])[0]["instances"]
+
+    def reconstruction_panels(self):
+        """(reconstruction RGB, binary difference map as grey RGB), uint8 at the original size."""
+        bb = self.model.backbone
+        (hi, wi), (h, w) = self._input_hw, self._orig_hw
+        rec = bb.last_reconstruction[0, :, :hi, :wi].permute(1, 2, 0).cpu().numpy()
+        rec = cv2.resize((rec * 255).round().astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
+        if bb.last_binary_map is None:  # reconstruction-only model
+            return rec, None
+        m = bb.last_binary_map[0, 0, :hi, :wi].cpu().numpy()
+        m = cv2.resize((m * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+        return rec, np.repeat(m[:, :, None], 3, axis=2)
 
 
 def _inputs(paths):
@@ -127,6 +147,9 @@ def main(argv=None):
     parser.add_argument("--confidence-threshold", type=float, default=0.3)
     parser.add_argument("--scale", type=float, default=1.0, help="drawing scale (tiny objects: 2-4)")
     parser.add_argument("--no-labels", action="store_true", help="draw boxes only")
+    parser.add_argument("--show-reconstruction", action="store_true",
+                        help="SR-TOD models: also draw the reconstructed image and the thresholded "
+                             "difference map next to the detections")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides key=value (e.g. train.init_checkpoint=...)")
     args = parser.parse_args(argv)
@@ -134,15 +157,22 @@ def main(argv=None):
 
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
     resolve_device(cfg)
-    pred = Predictor(cfg)
+    pred = Predictor(cfg, visuals=args.show_reconstruction)
+
+    def with_reconstruction(vis):
+        if not args.show_reconstruction:
+            return vis
+        panels = [p for p in pred.reconstruction_panels() if p is not None]
+        scaled = [cv2.resize(p, (vis.shape[1], vis.shape[0]), interpolation=cv2.INTER_NEAREST) for p in panels]
+        return side_by_side([vis] + scaled)
     written = []
     if args.dataset:
         meta = MetadataCatalog.get(args.dataset)
         records = DatasetCatalog.get(args.dataset)[: args.max_images]
         for rec in records:
             rgb = read_image(rec["file_name"], format="RGB")
-            vis = draw_predictions(rgb, pred(rgb), meta, args.scale, args.confidence_threshold,
-                                   not args.no_labels)
+            vis = with_reconstruction(draw_predictions(rgb, pred(rgb), meta, args.scale,
+                                                       args.confidence_threshold, not args.no_labels))
             if args.with_ground_truth:
                 vis = side_by_side([vis, draw_ground_truth(rgb, rec, meta, args.scale,
                                                            not args.no_labels)])
@@ -160,8 +190,8 @@ def main(argv=None):
                 written.append(run_video(pred, path, args.output, meta, args))
                 continue
             rgb = read_image(path, format="RGB")
-            vis = draw_predictions(rgb, pred(rgb), meta, args.scale, args.confidence_threshold,
-                                   not args.no_labels)
+            vis = with_reconstruction(draw_predictions(rgb, pred(rgb), meta, args.scale,
+                                                       args.confidence_threshold, not args.no_labels))
             out = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
             _save(out, vis)
             written.append(out)

@@ -20,6 +20,7 @@ model.proposal_generator.post_nms_topk = (3000, 3000)
 hook.fpn = model.backbone
 hook.threshold.init = 3 / 255
 model.backbone = hook
+del hook  # not a top-level config entry of its own
 
 dataloader.train.total_batch_size = 2
 optimizer.lr = 0.005

@@ -20,6 +20,7 @@ model.proposal_generator.post_nms_topk = (2000, 1000)
 hook.fpn = model.backbone
 hook.threshold.init = 40 / 255
 model.backbone = hook
+del hook  # not a top-level config entry of its own
 
 dataloader.train.total_batch_size = 2
 optimizer.lr = 0.0025

@@ -10,4 +10,5 @@ model._target_ = SRTODRCNN
 hook.fpn = model.backbone
 hook.threshold.init = 16 / 255
 model.backbone = hook
+del hook  # not a top-level config entry of its own
 train.output_dir = "./output/cfinet_srtod_R18s_fpn_synthetic"

@@ -19,6 +19,7 @@ model.roi_heads.num_classes = 1
 hook.fpn = model.backbone
 hook.threshold.init = 40 / 255
 model.backbone = hook
+del hook  # not a top-level config entry of its own
 
 dataloader.train.total_batch_size = 2
 optimizer.lr = 0.0025

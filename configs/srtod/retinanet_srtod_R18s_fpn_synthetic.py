@@ -12,4 +12,5 @@ hook.head.num_up = 3
 hook.fpn = model.backbone
 hook.threshold.init = 16 / 255
 model.backbone = hook
+del hook  # not a top-level config entry of its own
 train.output_dir = "./output/retinanet_srtod_R18s_fpn_synthetic"

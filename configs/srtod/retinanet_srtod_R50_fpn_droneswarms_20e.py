@@ -18,6 +18,7 @@ hook.head.num_up = 3
 hook.fpn = model.backbone
 hook.threshold.init = 40 / 255
 model.backbone = hook
+del hook  # not a top-level config entry of its own
 
 dataloader.train.total_batch_size = 2
 optimizer.lr = 0.0025

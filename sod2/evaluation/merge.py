@@ -6,7 +6,7 @@ from typing import Dict, Hashable, List, Sequence
 
 import numpy as np
 import torch
-from torchvision.ops import batched_nms, nms
+from detectron2.layers import batched_nms, nms
 
 __all__ = ["merge_patch_predictions"]
 

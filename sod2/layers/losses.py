@@ -9,7 +9,8 @@ __all__ = ["aligned_iou", "iou_loss", "supervised_contrastive_loss"]
 
 
 def aligned_iou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """IoU of box pairs.
+    """IoU of box pairs (Detectron2's ``matched_pairwise_iou`` with the union clamped to
+    ``eps``: decoded predictions can be degenerate early in training, where 0/0 would be NaN).
 
     Args:
         pred, target: (N, 4) XYXY boxes.

@@ -22,6 +22,7 @@ EXPECTED = {
     "aitod_train": "aitod", "aitod_val": "aitod", "aitod_trainval": "aitod", "aitod_test": "aitod",
     "droneswarms_train": "aitod", "droneswarms_test": "aitod",
     "hituav_train": "aitod", "hituav_val": "aitod", "hituav_test": "aitod",
+    "hituav_val_part1": "aitod", "hituav_val_part2": "aitod",
 }
 
 

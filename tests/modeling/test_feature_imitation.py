@@ -185,3 +185,20 @@ def test_cfinet_end_to_end_on_synthetic(tmp_path, synthetic_dataset):
     with torch.no_grad():
         out = fresh([{"image": batch[1]["image"], "height": 256, "width": 256}])
     assert out[0]["instances"].has("pred_boxes")
+
+
+def test_mlp_init_options_and_lr_factor():
+    from sod2.modeling.roi_heads import imitation_mlp_lr_factor
+
+    default = Feat2Embed(in_channels=32, hidden_dim=64, out_dim=16)
+    official = Feat2Embed(in_channels=32, hidden_dim=64, out_dim=16, mlp_init="official")
+    assert default.mlp[-1].bias is None and official.mlp[-1].bias is not None
+    v = torch.randn(8, 32)
+    # the official init makes the pre-normalisation embedding ~1e-3 long (what lets its last
+    # bias take over); the default init keeps it O(0.1)
+    assert official.mlp(v).norm(dim=1).max() < 0.01 < default.mlp(v).norm(dim=1).min()
+    with pytest.raises(ValueError):
+        Feat2Embed(mlp_init="other")
+    assert imitation_mlp_lr_factor("roi_heads.imitation.embed.mlp.0.weight") == 0.05
+    assert imitation_mlp_lr_factor("roi_heads.imitation.embed.convs.0.weight") == 1.0
+    assert imitation_mlp_lr_factor("backbone.bottom_up.stem.conv1.weight", factor=0.1) == 1.0

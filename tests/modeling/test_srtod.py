@@ -154,3 +154,30 @@ def test_hook_through_meta_architectures(config):
     plain.train()
     with EventStorage(0):
         assert "loss_rec" not in plain(batch)
+
+
+@pytest.mark.parametrize("num_up,reduce_to", [(2, None), (3, None), (2, 16)])
+def test_sampled_reconstruction_equals_full(num_up, reduce_to):
+    torch.manual_seed(0)
+    head = ReconstructionHead(32, num_up, reduce_to=reduce_to)
+    for h, w in ((10, 12), (7, 9)):
+        x = torch.randn(2, 32, h, w)
+        with torch.no_grad():
+            full = head(x)[..., ::head.stride, ::head.stride]
+            assert torch.allclose(head.forward_sampled(x), full, atol=1e-6)
+
+
+def test_sampled_inference_keeps_detections():
+    cfg = get_config("srtod/faster_rcnn_srtod_R18s_fpn_synthetic.py")
+    torch.manual_seed(1)
+    model = instantiate(cfg.model).eval()
+    with torch.no_grad():  # make the threshold matter: put it inside the difference range
+        model.backbone.threshold.thresh.fill_(0.3)
+    x = [{k: v for k, v in b.items() if k != "instances"} for b in _batch([(128, 160)])]
+    with torch.no_grad():
+        fast = model(x)[0]["instances"]
+        model.backbone.sampled_inference = False
+        full = model(x)[0]["instances"]
+    assert len(fast) == len(full) > 0
+    assert torch.allclose(fast.pred_boxes.tensor, full.pred_boxes.tensor, atol=1e-3)
+    assert torch.allclose(fast.scores, full.scores, atol=1e-5)

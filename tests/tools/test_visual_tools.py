@@ -101,3 +101,24 @@ def test_visualize_data_loader_output(tmp_path, synthetic_dataset):
     _run(REPO / "tools" / "visualize_data.py", "--dataset", "sod2_synthetic_train", "--source", "dataloader",
          "--config-file", CONFIG, "--output", out2, "--max-images", "1")
     assert len(list(out2.iterdir())) == 1
+
+
+def test_demo_shows_srtod_reconstruction(tmp_path, synthetic_dataset):
+    srtod = get_config_file("srtod/faster_rcnn_srtod_R18s_fpn_synthetic.py")
+    d = tmp_path / "w"
+    d.mkdir()
+    model = instantiate(get_config("srtod/faster_rcnn_srtod_R18s_fpn_synthetic.py").model)
+    DetectionCheckpointer(model, str(d)).save("m")
+    out = tmp_path / "rec"
+    _run(REPO / "tools" / "demo.py", "--config-file", srtod, "--dataset", "sod2_synthetic_val",
+         "--max-images", "1", "--show-reconstruction", "--confidence-threshold", "0.9", "--output", out,
+         "--opts", f"train.init_checkpoint={d / 'm.pth'}", "train.device=cpu")
+    vis = cv2.imread(str(next(out.iterdir())))
+    assert vis.shape == (256, 3 * 256 + 2 * 8, 3)  # detections | reconstruction | difference map
+    diff = vis[:, 2 * (256 + 8):]
+    assert set(np.unique(diff)) <= {0, 127, 128, 255}  # a binary (or exactly-at-threshold) map
+    # a plain model cannot show a reconstruction
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "demo.py"), "--config-file", CONFIG,
+                           "--dataset", "sod2_synthetic_val", "--max-images", "1", "--show-reconstruction",
+                           "--output", str(tmp_path / "x")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "SR-TOD" in proc.stderr

@@ -50,20 +50,43 @@ class ReconstructionHead(nn.Module):
 
     Args:
         in_channels: C (256 for a standard FPN).
-        num_up: log2 of the level's stride (2 for P2, 3 for P3).
+        num_up: log2 of the level's stride s (2 for P2, 3 for P3).
+        reduce_to: None for the paper's head (C -> C/2 -> C/4 ...). An int selects sod2's
+            LIGHT variant (not the paper's): a 1x1 conv C -> reduce_to first, then the Ups
+            halve from there; e.g. 64 cuts the head's cost ~16x.
     """
 
-    def __init__(self, in_channels: int = 256, num_up: int = 2):
+    def __init__(self, in_channels: int = 256, num_up: int = 2, reduce_to: Optional[int] = None):
         super().__init__()
-        ups, c = [], in_channels
+        self.reduce = nn.Conv2d(in_channels, reduce_to, 1) if reduce_to else None
+        ups, c = [], reduce_to or in_channels
         for _ in range(num_up):
             ups.append(_Up(c))
             c //= 2
         self.ups = nn.Sequential(*ups)
         self.out = nn.Conv2d(c, 3, 3, padding=1)
+        self.stride = 2 ** num_up
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reduce is not None:
+            x = self.reduce(x)
         return torch.sigmoid(self.out(self.ups(x)))
+
+    def forward_sampled(self, x: torch.Tensor) -> torch.Tensor:
+        """The reconstruction at pixels (s*i, s*j) only, ``forward(x)[..., ::s, ::s]``: the
+        pixels a nearest resize to the level's size reads. The output conv runs with stride
+        s (1/s^2 of its work) and the sigmoid and the difference map on 1/s^2 of the
+        pixels; the Ups run in full (every pixel of their output is read by some tap).
+
+        Args:
+            x: (N, C, h, w) the level's features.
+        Returns:
+            (N, 3, h, w).
+        """
+        if self.reduce is not None:
+            x = self.reduce(x)
+        return torch.sigmoid(F.conv2d(self.ups(x), self.out.weight, self.out.bias, stride=self.stride,
+                                      padding=1))
 
 
 def _high_pass(x: torch.Tensor, cutoff: float) -> torch.Tensor:
@@ -214,6 +237,10 @@ class ReconstructionFPN(Backbone):
         keep_visuals: keep ``last_reconstruction`` and ``last_binary_map`` for drawing.
         out_channels: optional, checked against the wrapped levels' channels (lets configs
             keep reading ``model.backbone.out_channels``).
+        sampled_inference: at inference, reconstruct only the pixels DGFE reads
+            (:meth:`ReconstructionHead.forward_sampled`; same detections, less work).
+        channels_last: run the head in NHWC memory layout (same numbers; on the CPU its
+            convolutions are ~1.6x faster at 800 px).
     """
 
     def __init__(self, fpn: Backbone, level: str = "p2", head: Optional[ReconstructionHead] = None,
@@ -221,7 +248,8 @@ class ReconstructionFPN(Backbone):
                  loss_weight: float = 1.0, difference: str = "pixel", enabled: bool = True,
                  pixel_mean=(103.530, 116.280, 123.675), pixel_std=(1.0, 1.0, 1.0),
                  input_format: str = "BGR", keep_visuals: bool = False,
-                 out_channels: Optional[int] = None):
+                 out_channels: Optional[int] = None, sampled_inference: bool = True,
+                 channels_last: bool = True):
         super().__init__()
         self.fpn = fpn
         if out_channels is not None and fpn.output_shape()[level].channels != out_channels:
@@ -236,6 +264,10 @@ class ReconstructionFPN(Backbone):
         self.head, self.threshold, self.dgfe = head, threshold, dgfe
         self.loss_weight, self.difference = loss_weight, difference
         self.input_format, self.keep_visuals = input_format, keep_visuals
+        self.sampled_inference = sampled_inference
+        self.channels_last = channels_last
+        if channels_last and head is not None:
+            head.to(memory_format=torch.channels_last)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
         self._target: Optional[torch.Tensor] = None
@@ -274,7 +306,18 @@ class ReconstructionFPN(Backbone):
         if target is None or target.shape[-2:] != x.shape[-2:]:
             target = self._recovered_target(x)
         p = feats[self.level]
-        rec = self.head(p)
+        s = self.head.stride
+        p_head = p.contiguous(memory_format=torch.channels_last) if self.channels_last else p
+        # at inference DGFE reads the difference map only at pixels (s*i, s*j) (the nearest
+        # resize to the level): compute the reconstruction there only (same numbers)
+        if (self.sampled_inference and not self.training and not self.keep_visuals and self.dgfe is not None
+                and self.difference == "pixel" and tuple(x.shape[-2:]) == (p.shape[-2] * s, p.shape[-1] * s)):
+            rec_s = self.head.forward_sampled(p_head).contiguous()
+            binary = self.threshold(difference_map(rec_s, target[..., ::s, ::s].to(rec_s.dtype)))
+            feats = dict(feats)
+            feats[self.level] = self.dgfe(p, binary)
+            return feats
+        rec = self.head(p_head).contiguous()
         if self.training:
             self._losses = {"loss_rec": self.loss_weight * F.mse_loss(rec, target.to(rec.dtype))}
         if self.dgfe is not None:

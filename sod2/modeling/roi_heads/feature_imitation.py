@@ -44,11 +44,22 @@ def imitation_mlp_lr_factor(name: str, factor: float = 0.05) -> float:
 
 class Feat2Embed(nn.Module):
     """RoI feature (N, C, S, S) -> embedding (N, D), in two steps: :meth:`compress` (the
-    convs, S -> 1) and :meth:`project` (the MLP and L2 normalisation)."""
+    convs, S -> 1) and :meth:`project` (the MLP and L2 normalisation).
+
+    ``mlp_init="official"`` draws the three linear layers from N(0, 0.01) and keeps a bias on
+    the last one, as the official code; the embeddings then start ~1e-3 long, and a few
+    hundred steps of the contrastive loss grow the last bias past them: every embedding
+    collapses to the same direction and the loss stays at log(#samples) (measured on the
+    synthetic data, even at the official 0.05x MLP learning rate). sod2's default
+    (``mlp_init="default"``): PyTorch's default init and no bias on the last layer, whose
+    output is L2-normalised anyway.
+    """
 
     def __init__(self, in_channels: int = 256, roi_size: int = 7, hidden_dim: int = 512,
-                 out_dim: int = 128, num_groups: int = 32):
+                 out_dim: int = 128, num_groups: int = 32, mlp_init: str = "default"):
         super().__init__()
+        if mlp_init not in ("default", "official"):
+            raise ValueError(f"mlp_init must be 'default' or 'official', got {mlp_init!r}")
         convs = []
         for _ in range(roi_size // 2):  # 7 -> 5 -> 3 -> 1
             convs += [nn.Conv2d(in_channels, in_channels, 3, bias=False),
@@ -57,13 +68,15 @@ class Feat2Embed(nn.Module):
         for m in self.convs:
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        official = mlp_init == "official"
         self.mlp = nn.Sequential(nn.Linear(in_channels, hidden_dim), nn.ReLU(inplace=True),
                                  nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden_dim, out_dim))
-        for m in self.mlp:
-            if isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, std=0.01)
-                nn.init.zeros_(m.bias)
+                                 nn.Linear(hidden_dim, out_dim, bias=official))
+        if official:
+            for m in self.mlp:
+                if isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, std=0.01)
+                    nn.init.zeros_(m.bias)
 
     def compress(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, S, S) -> (N, C)."""
