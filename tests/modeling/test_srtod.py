@@ -1,6 +1,8 @@
 """SR-TOD: reconstruction sizes, the padded target, DGFE against a naive computation, the
 learnable threshold, the hook through its meta-architectures (Faster R-CNN, RetinaNet,
 CFINet)."""
+import math
+
 import pytest
 import torch
 from detectron2.config import instantiate
@@ -68,6 +70,25 @@ def test_dgfe_against_naive_loops():
     assert torch.allclose(cat(p, d), p * cat.channel_weights(p), atol=1e-6)  # starts as attention w/o D
 
 
+def test_threshold_surrogate_gradient_against_hand_formula():
+    """dL/dt = -scale * sum_p dL/dD_b(p) * s(p) * (1 - s(p)) / tau, s = sigmoid((D - t) / tau),
+    computed here pixel by pixel; scale 1/sqrt(numel) by default, 1 for "none"."""
+    torch.manual_seed(0)
+    d = torch.rand(2, 1, 3, 5)
+    w = torch.randn(2, 1, 3, 5)
+    t0, tau = 0.4, 0.1
+    expect = 0.0
+    for v, g in zip(d.flatten().tolist(), w.flatten().tolist()):
+        s = 1 / (1 + math.exp(-(v - t0) / tau))
+        expect -= g * s * (1 - s) / tau
+    for scale, factor in (("none", 1.0), ("sqrt", 1 / math.sqrt(30)), (0.25, 0.25)):
+        t = LearnableThreshold(init=t0, tau=tau, grad_scale=scale)
+        (t(d) * w).sum().backward()
+        assert t.thresh.grad.item() == pytest.approx(expect * factor, rel=1e-5)
+    with pytest.raises(ValueError, match="grad_scale"):
+        LearnableThreshold(grad_scale="mean")
+
+
 def test_threshold_forward_is_the_exact_step_and_learns():
     t = LearnableThreshold(init=0.5)
     d = torch.tensor([[[[0.2, 0.5, 0.8]]]])
@@ -75,7 +96,7 @@ def test_threshold_forward_is_the_exact_step_and_learns():
     # gradient: a loss that wants more pixels switched on pushes t down
     d = torch.rand(1, 1, 16, 16)
     t = LearnableThreshold(init=0.5, tau=0.05)
-    opt = torch.optim.SGD(t.parameters(), lr=0.01)
+    opt = torch.optim.SGD(t.parameters(), lr=0.16)  # default grad scale 1/sqrt(256) = 1/16
     start = t.thresh.item()
     for _ in range(20):
         loss = -t(d).mean()
