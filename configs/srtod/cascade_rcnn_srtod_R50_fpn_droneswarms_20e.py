@@ -1,33 +1,12 @@
-"""Cascade R-CNN R50-FPN with SR-TOD on DroneSwarms: reconstruction from P2, learnable
-difference threshold initialised at 40 / 255, DGFE; SGD lr 0.0025, batch 2, 20 epochs (steps at
-16 and 19), 500 warm-up iterations from 0.001, from ImageNet weights.
+"""Cascade R-CNN R50-FPN with SR-TOD on DroneSwarms: its Faster R-CNN twin
+(``faster_rcnn_srtod_R50_fpn_droneswarms_20e.py``: reconstruction from P2, learnable difference threshold
+initialised at 40 / 255, DGFE; SGD lr 0.0025, batch 2, 20 epochs (steps at
+16 and 19), 500 warm-up iterations from 0.001, from ImageNet
+weights) with the three cascade stages of ``common/models/cascade_rcnn_fpn_p2.py``.
 Without SR-TOD: ``model.backbone.enabled=False``."""
-from sod2.modeling.meta_arch import SRTODRCNN
+from ..common.models.cascade_rcnn_fpn_p2 import model as _cascade
+from .faster_rcnn_srtod_R50_fpn_droneswarms_20e import dataloader, lr_multiplier, model, optimizer, train
 
-from ..common.data.droneswarms import NUM_TRAIN_IMAGES, dataloader
-from ..common.models.cascade_rcnn_fpn_p2 import model
-from ..common.models.srtod import hook
-from ..common.optim import SGD as optimizer
-from ..common.schedules import epoch_schedule
-from ..common.train import train
-
-model._target_ = SRTODRCNN
-model.roi_heads.num_classes = 1
-# anchor scale 2 (x stride), ratios 0.5/1/2, as SR-TOD's DroneSwarms config
-model.proposal_generator.anchor_generator.sizes = [[8], [16], [32], [64], [128]]
-model.proposal_generator.pre_nms_topk = (2000, 1000)
-model.proposal_generator.post_nms_topk = (2000, 1000)
-hook.fpn = model.backbone
-hook.threshold.init = 40 / 255
-model.backbone = hook
-del hook  # not a top-level config entry of its own
-
-dataloader.train.total_batch_size = 2
-optimizer.lr = 0.0025
-train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+_cascade.roi_heads.num_classes = model.roi_heads.num_classes
+model.roi_heads = _cascade.roi_heads
 train.output_dir = "./output/cascade_rcnn_srtod_R50_fpn_droneswarms_20e"
-iters_per_epoch = NUM_TRAIN_IMAGES // dataloader.train.total_batch_size
-train.max_iter = 20 * iters_per_epoch
-lr_multiplier = epoch_schedule(20, [16, 19], iters_per_epoch, warmup_iters=500, warmup_factor=0.001)
-train.eval_period = train.max_iter
-train.checkpointer.period = iters_per_epoch
