@@ -1,35 +1,18 @@
 """CFINet (CRPN + feature imitation) R50-FPN with SR-TOD on AI-TOD: reconstruction from P2, learnable
-difference threshold initialised at 3 / 255, DGFE; SGD lr 0.005, batch 2, 12 epochs (steps at
-8 and 11), 500 warm-up iterations from 0.001, from ImageNet weights.
-Without SR-TOD: ``model.backbone.enabled=False``."""
+difference threshold, DGFE. Data, schedule and initial threshold are those of the Faster R-CNN
+twin ``faster_rcnn_srtod_R50_fpn_aitod_1x.py``. Without SR-TOD: ``model.backbone.enabled=False``."""
 from functools import partial
 
-from sod2.modeling.meta_arch import SRTODRCNN
 from sod2.modeling.roi_heads import imitation_mlp_lr_factor
 
-from ..common.data.aitod import NUM_TRAIN_IMAGES, dataloader
 from ..common.models.cfinet import model
-from ..common.models.srtod import hook
-from ..common.optim import SGD as optimizer
-from ..common.schedules import epoch_schedule
-from ..common.train import train
+from ..common.models.srtod import with_srtod
+from .faster_rcnn_srtod_R50_fpn_aitod_1x import dataloader, lr_multiplier, optimizer, train
+from .faster_rcnn_srtod_R50_fpn_aitod_1x import model as _twin
 
-model._target_ = SRTODRCNN
-model.roi_heads.num_classes = 8
-hook.fpn = model.backbone
-hook.threshold.init = 3 / 255
-model.backbone = hook
-del hook  # not a top-level config entry of its own
-
-dataloader.train.total_batch_size = 2
-optimizer.lr = 0.005
-train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+model.roi_heads.num_classes = _twin.roi_heads.num_classes
+with_srtod(model, threshold=_twin.backbone.threshold.init)
 train.output_dir = "./output/cfinet_srtod_R50_fpn_aitod_1x"
-iters_per_epoch = NUM_TRAIN_IMAGES // dataloader.train.total_batch_size
-train.max_iter = 12 * iters_per_epoch
-lr_multiplier = epoch_schedule(12, [8, 11], iters_per_epoch, warmup_iters=500, warmup_factor=0.001)
-train.eval_period = train.max_iter
-train.checkpointer.period = iters_per_epoch
 # Feat2Embed's MLP at 0.05x the learning rate, as the official code (see imitation_mlp_lr_factor)
 optimizer.params.base_lr = "${..lr}"
 optimizer.params.lr_factor_func = partial(imitation_mlp_lr_factor, factor=0.05)

@@ -2,25 +2,19 @@
 difference threshold initialised at 4 / 255, DGFE; SGD lr 0.005, batch 2, 12 epochs (steps at
 8 and 11), 500 warm-up iterations from 0.001, from ImageNet weights.
 Without SR-TOD: ``model.backbone.enabled=False``."""
-from sod2.modeling.meta_arch import SRTODRCNN
-
 from ..common.data.visdrone import NUM_TRAIN_IMAGES, dataloader
 from ..common.models.faster_rcnn_fpn_p2 import model
-from ..common.models.srtod import hook
+from ..common.models.srtod import with_srtod
 from ..common.optim import SGD as optimizer
 from ..common.schedules import epoch_schedule
 from ..common.train import train
 
-model._target_ = SRTODRCNN
 model.roi_heads.num_classes = 10
 # anchor scale 6 (x stride), ratios 0.5/1/2, as SR-TOD's VisDrone2019-DET config
 model.proposal_generator.anchor_generator.sizes = [[24], [48], [96], [192], [384]]
 model.proposal_generator.pre_nms_topk = (3000, 3000)
 model.proposal_generator.post_nms_topk = (3000, 3000)
-hook.fpn = model.backbone
-hook.threshold.init = 4 / 255
-model.backbone = hook
-del hook  # not a top-level config entry of its own
+with_srtod(model, threshold=4 / 255)
 
 dataloader.train.total_batch_size = 2
 optimizer.lr = 0.005

@@ -1,31 +1,11 @@
-"""RetinaNet R50-FPN with SR-TOD on AI-TOD: reconstruction from P3, learnable
-difference threshold initialised at 3 / 255, DGFE; SGD lr 0.005, batch 2, 12 epochs (steps at
-8 and 11), 500 warm-up iterations from 0.001, from ImageNet weights.
-Without SR-TOD: ``model.backbone.enabled=False``."""
-from sod2.modeling.meta_arch import SRTODRetinaNet
-
-from ..common.data.aitod import NUM_TRAIN_IMAGES, dataloader
+"""RetinaNet R50-FPN with SR-TOD on AI-TOD: reconstruction from P3 (one more Up), learnable
+difference threshold, DGFE. Data, schedule and initial threshold are those of the Faster R-CNN
+twin ``faster_rcnn_srtod_R50_fpn_aitod_1x.py``. Without SR-TOD: ``model.backbone.enabled=False``."""
 from ..common.models.retinanet_fpn_p3 import model
-from ..common.models.srtod import hook
-from ..common.optim import SGD as optimizer
-from ..common.schedules import epoch_schedule
-from ..common.train import train
+from ..common.models.srtod import with_srtod
+from .faster_rcnn_srtod_R50_fpn_aitod_1x import dataloader, lr_multiplier, optimizer, train
+from .faster_rcnn_srtod_R50_fpn_aitod_1x import model as _twin
 
-model._target_ = SRTODRetinaNet
-model.num_classes = 8
-hook.level = "p3"
-hook.head.num_up = 3
-hook.fpn = model.backbone
-hook.threshold.init = 3 / 255
-model.backbone = hook
-del hook  # not a top-level config entry of its own
-
-dataloader.train.total_batch_size = 2
-optimizer.lr = 0.005
-train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+model.num_classes = _twin.roi_heads.num_classes
+with_srtod(model, threshold=_twin.backbone.threshold.init)
 train.output_dir = "./output/retinanet_srtod_R50_fpn_aitod_1x"
-iters_per_epoch = NUM_TRAIN_IMAGES // dataloader.train.total_batch_size
-train.max_iter = 12 * iters_per_epoch
-lr_multiplier = epoch_schedule(12, [8, 11], iters_per_epoch, warmup_iters=500, warmup_factor=0.001)
-train.eval_period = train.max_iter
-train.checkpointer.period = iters_per_epoch
