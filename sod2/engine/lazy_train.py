@@ -109,13 +109,24 @@ def setup(args):
     return cfg
 
 
+def _leave_process_group() -> None:
+    """After a successful multi-process run: wait for every process, then close the group, so
+    that no process exits while a peer still holds it (gloo can abort in its destructor)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        comm.synchronize()
+        torch.distributed.destroy_process_group()
+
+
 def main(args) -> Optional[Dict]:
     cfg = setup(args)
+    result = None
     if args.eval_only:
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
         model = create_ddp_model(model, **({"device_ids": None} if cfg.train.device == "cpu" else {}))
         DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
-        return do_test(cfg, model)
-    do_train(args, cfg)
-    return None
+        result = do_test(cfg, model)
+    else:
+        do_train(args, cfg)
+    _leave_process_group()
+    return result
