@@ -10,6 +10,10 @@ data needs.
   (``gt_boxes``; ``gt_classes`` = class or -1 for class-agnostic regions) for models
   that use them, and optionally painted over (``ignore_fill``) like SODA-D's and
   TinyBenchmark's "erased" training images, except where an object box lies.
+* Every object keeps its area in the ORIGINAL image's pixels (``gt_orig_areas``): its box
+  after the transforms divided by the transforms' area scale (:func:`transform_area_scale`),
+  so a box clipped by a crop counts with its visible part, as the official CFINet computes
+  it (box / scale factor). CFINet's CRPN sizes its dynamic IoU threshold with it.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from .io import read_image
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SODDatasetMapper", "fill_ignore_regions"]
+__all__ = ["SODDatasetMapper", "fill_ignore_regions", "transform_area_scale"]
 
 
 def fill_ignore_regions(image: np.ndarray, annotations: Sequence[dict],
@@ -64,11 +68,27 @@ def fill_ignore_regions(image: np.ndarray, annotations: Sequence[dict],
     return out
 
 
+def transform_area_scale(transforms: T.TransformList) -> float:
+    """How much ``transforms`` multiply areas: |det| of their linear part, measured by
+    mapping three points (exact for resizes, flips, crops, paddings and any affine map).
+
+    Args:
+        transforms: the transforms applied to an image (Detectron2 ``TransformList``).
+    Returns:
+        area after / area before (1.0 for flips and crops, 2.25 for a x1.5 resize).
+    """
+    probe = np.array([[0.0, 0.0], [1000.0, 0.0], [0.0, 1000.0]], dtype=np.float64)
+    p = transforms.apply_coords(probe.copy())
+    (ax, ay), (bx, by) = p[1] - p[0], p[2] - p[0]
+    return abs(float(ax * by - ay * bx)) / 1e6
+
+
 class SODDatasetMapper:
     """Map a sod2 dataset dict to the model input format.
 
     Output keys (training): ``image`` (C, H, W) uint8 tensor in ``image_format`` order,
-    ``instances`` (objects: ``gt_boxes``, ``gt_classes``), ``ignore_instances``
+    ``instances`` (objects: ``gt_boxes``, ``gt_classes``, ``gt_orig_areas`` (R,) the boxes'
+    areas in original-image pixels), ``ignore_instances``
     (ignored boxes and regions), plus the input dict's other keys (``patch``, ...).
     Inference: ``image`` and the metadata keys, no annotations.
     """
@@ -122,6 +142,7 @@ class SODDatasetMapper:
             t = utils.transform_instance_annotations(obj, transforms, image_shape)
             (ignored if obj.get("ignore", 0) or obj.get("iscrowd", 0) else objects).append(t)
         instances = utils.annotations_to_instances(objects, image_shape)
+        instances.gt_orig_areas = instances.gt_boxes.area() / transform_area_scale(transforms)
         dataset_dict["instances"] = utils.filter_empty_instances(instances) if self.filter_empty else instances
         ign = Instances(image_shape)
         ign.gt_boxes = Boxes(torch.as_tensor(np.array([o["bbox"] for o in ignored], dtype=np.float32).reshape(-1, 4)))

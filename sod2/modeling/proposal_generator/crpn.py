@@ -1,5 +1,5 @@
 """
-CRPN: CFINet's coarse-to-fine region proposal network (../shared/specs/cfinet.md).
+CRPN: CFINet's coarse-to-fine region proposal network (projects/CFINet/README.md).
 
 Stage 1 regresses one square anchor per location (side 2 x stride) on every level with a
 dilated 3x3 conv, trained only for regression with the area-based dynamic IoU threshold.
@@ -13,6 +13,8 @@ per-level NMS), ``DeformConv`` (through :class:`sod2.layers.AdaptiveConv`).
 """
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -31,7 +33,27 @@ from torch import nn
 from ...layers import AdaptiveConv, iou_loss
 from ..matchers import DynamicIoUAssigner, MaxIoUMatcher
 
-__all__ = ["CRPN", "CRPNHead"]
+__all__ = ["CRPN", "CRPNHead", "CRPNTargets"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CRPNTargets:
+    """Both stages' targets of one image (A anchors of all levels).
+
+    Attributes:
+        stage1_pos: (P1,) indices of the stage-1 positive anchors.
+        stage1_gt_boxes: (P1, 4) the ground-truth box each of them regresses to.
+        stage2_labels: (A,) 1 sampled positive, 0 sampled negative, -1 not sampled.
+        stage2_pos: (P2,) indices of the sampled stage-2 positives.
+        stage2_gt_boxes: (P2, 4) their ground-truth boxes.
+    """
+    stage1_pos: torch.Tensor
+    stage1_gt_boxes: torch.Tensor
+    stage2_labels: torch.Tensor
+    stage2_pos: torch.Tensor
+    stage2_gt_boxes: torch.Tensor
 
 
 def _stds_to_weights(stds: Sequence[float]) -> Tuple[float, ...]:
@@ -89,8 +111,9 @@ class CRPN(nn.Module):
     ``forward(images, features, gt_instances) -> (proposals, losses)``.
 
     Ground-truth sizes for the dynamic threshold come from ``gt_instances.gt_orig_areas``
-    (original-image areas, set by :class:`sod2.data.SODDatasetMapper`) when present, as in
-    the official code; otherwise the areas in network-input pixels are used.
+    (original-image areas, set by :class:`sod2.data.SODDatasetMapper` for every transform
+    that scales), as in the official code; inputs without the field fall back to the areas
+    in network-input pixels (with a warning).
     """
 
     @configurable
@@ -152,6 +175,7 @@ class CRPN(nn.Module):
         if stage1_normalizer not in ("anchors", "positives"):
             raise ValueError(f"stage1_normalizer must be 'anchors' or 'positives', got {stage1_normalizer!r}")
         self.stage1_normalizer = stage1_normalizer
+        self._warned_no_orig_areas = False
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
@@ -233,67 +257,102 @@ class CRPN(nn.Module):
             out.append(bx.tensor)
         return torch.stack(out)
 
-    # ------------------------------------------------------------------- losses
-    @staticmethod
-    def _gt_sizes(gt: Instances) -> torch.Tensor:
+    # ----------------------------------------------------------- labels and losses
+    def _gt_sizes(self, gt: Instances) -> torch.Tensor:
+        """(G,) ``sqrt(w * h)`` of the ground truths in ORIGINAL image pixels: from
+        ``gt_orig_areas`` (set by :class:`sod2.data.SODDatasetMapper`), else (inputs built
+        by hand without it) the areas in network-input pixels, with a warning once."""
         if gt.has("gt_orig_areas"):
             return gt.gt_orig_areas.to(gt.gt_boxes.tensor).clamp(min=0).sqrt()
+        if not self._warned_no_orig_areas:
+            logger.warning("CRPN: gt_instances have no gt_orig_areas: the dynamic IoU threshold "
+                           "uses the sizes after resizing (sod2's mapper provides the field)")
+            self._warned_no_orig_areas = True
         return gt.gt_boxes.area().clamp(min=0).sqrt()
+
+    @torch.no_grad()
+    def label_anchors(self, anchors: torch.Tensor, stage1_boxes: torch.Tensor,
+                      gt_instances: List[Instances]) -> List[CRPNTargets]:
+        """Assign both stages' targets (no gradient).
+
+        Args:
+            anchors: (A, 4) the anchors of all levels, concatenated.
+            stage1_boxes: (N, A, 4) the detached, clipped stage-1 boxes (stage 2's anchors).
+            gt_instances: per image ``gt_boxes`` (G_i) and ``gt_orig_areas``.
+        Returns:
+            per image :class:`CRPNTargets`.
+        """
+        out = []
+        for i, gt in enumerate(gt_instances):
+            # stage 1: the area-based dynamic IoU threshold on the anchors
+            matched1, labels1 = self.stage1_assigner(pairwise_iou(gt.gt_boxes, Boxes(anchors)),
+                                                      self._gt_sizes(gt))
+            s1_pos = torch.nonzero(labels1 == 1, as_tuple=True)[0]
+            # stage 2: max-IoU on the refined boxes, then sample positives and negatives
+            matched2, labels2 = self.stage2_matcher(pairwise_iou(gt.gt_boxes, Boxes(stage1_boxes[i])))
+            s2_pos, s2_neg = subsample_labels(labels2, self.batch_size_per_image,
+                                              self.positive_fraction, 0)
+            s2_labels = torch.full((len(anchors),), -1.0, device=anchors.device)
+            s2_labels[s2_pos] = 1.0
+            s2_labels[s2_neg] = 0.0
+            gt_boxes = gt.gt_boxes.tensor
+            out.append(CRPNTargets(s1_pos, gt_boxes[matched1[s1_pos]], s2_labels, s2_pos,
+                                   gt_boxes[matched2[s2_pos]]))
+        return out
 
     def losses(self, anchors: List[Boxes], deltas1: List[torch.Tensor], boxes1: List[torch.Tensor],
                logits2: List[torch.Tensor], deltas2: List[torch.Tensor],
                gt_instances: List[Instances]) -> Dict[str, torch.Tensor]:
-        """
+        """The three weighted losses.
+
+        * ``loss_crpn_reg_s1``: IoU loss (1 - IoU) of the decoded stage-1 boxes of the
+          stage-1 positives, summed, divided by (N x A) / ``stage1_anchor_normalizer`` (the
+          official "anchors / 200"; or by the number of positives), times 9.0;
+        * ``loss_crpn_cls``: sigmoid cross-entropy over the sampled stage-2 anchors, summed,
+          divided by the number of sampled anchors (positives + negatives, the official
+          avg_factor; 256 x N when every image has enough anchors), times 0.9;
+        * ``loss_crpn_reg_s2``: IoU loss of the decoded stage-2 boxes of the sampled
+          positives, same normaliser, times 9.0.
+
         Args:
             anchors: per level (Hi*Wi, 4) Boxes.
             deltas1: per level (N, Hi*Wi, 4) stage-1 deltas (with grad).
             boxes1: per level (N, Hi*Wi, 4) detached stage-1 boxes.
             logits2: per level (N, Hi*Wi) stage-2 objectness logits.
             deltas2: per level (N, Hi*Wi, 4) stage-2 deltas.
+            gt_instances: per image ``gt_boxes`` and ``gt_orig_areas``.
         """
         all_anchors = Boxes.cat(anchors).tensor  # (A, 4)
-        d1 = cat(deltas1, dim=1)  # (N, A, 4)
-        b1 = cat(boxes1, dim=1)
-        lg2 = cat(logits2, dim=1)  # (N, A)
-        d2 = cat(deltas2, dim=1)
-        N, A = lg2.shape
+        stage1_deltas = cat(deltas1, dim=1)  # (N, A, 4)
+        stage1_boxes = cat(boxes1, dim=1)  # (N, A, 4)
+        stage2_logits = cat(logits2, dim=1)  # (N, A)
+        stage2_deltas = cat(deltas2, dim=1)  # (N, A, 4)
+        N, A = stage2_logits.shape
+        targets = self.label_anchors(all_anchors, stage1_boxes, gt_instances)
 
-        reg1_pred, reg1_gt = [], []
-        s2_labels, reg2_pred, reg2_gt = [], [], []
-        n_pos1 = 0
-        for i, gt in enumerate(gt_instances):
-            gt_boxes = gt.gt_boxes.tensor
-            # stage 1: dynamic threshold on the anchors
-            m1, l1 = self.stage1_assigner(pairwise_iou(gt.gt_boxes, Boxes(all_anchors)), self._gt_sizes(gt))
-            pos1 = torch.nonzero(l1 == 1, as_tuple=True)[0]
-            n_pos1 += len(pos1)
-            reg1_pred.append(self.stage1_box2box.apply_deltas(d1[i, pos1], all_anchors[pos1]))
-            reg1_gt.append(gt_boxes[m1[pos1]])
-            # stage 2: max-IoU on the refined boxes, 256 sampled anchors
-            m2, l2 = self.stage2_matcher(pairwise_iou(gt.gt_boxes, Boxes(b1[i])))
-            pos_idx, neg_idx = subsample_labels(l2, self.batch_size_per_image,
-                                                self.positive_fraction, 0)
-            lab = torch.full((A,), -1, dtype=torch.float32, device=lg2.device)
-            lab[pos_idx] = 1.0
-            lab[neg_idx] = 0.0
-            s2_labels.append(lab)
-            reg2_pred.append(self.stage2_box2box.apply_deltas(d2[i, pos_idx], b1[i, pos_idx]))
-            reg2_gt.append(gt_boxes[m2[pos_idx]])
-        s2_labels = torch.stack(s2_labels)
+        s1_pred = cat([self.stage1_box2box.apply_deltas(stage1_deltas[i, t.stage1_pos], all_anchors[t.stage1_pos])
+                       for i, t in enumerate(targets)])
+        s2_pred = cat([self.stage2_box2box.apply_deltas(stage2_deltas[i, t.stage2_pos],
+                                                        stage1_boxes[i, t.stage2_pos])
+                       for i, t in enumerate(targets)])
+        s2_labels = torch.stack([t.stage2_labels for t in targets])  # (N, A)
+        sampled = s2_labels >= 0
 
+        num_s1_pos = sum(len(t.stage1_pos) for t in targets)
+        num_sampled = int(sampled.sum())
         storage = get_event_storage()
-        num_s2_pos = (s2_labels == 1).sum().item()
-        storage.put_scalar("crpn/num_pos_stage1", n_pos1 / N)
-        storage.put_scalar("crpn/num_pos_stage2", num_s2_pos / N)
+        storage.put_scalar("crpn/num_pos_stage1", num_s1_pos / N)
+        storage.put_scalar("crpn/num_pos_stage2", sum(len(t.stage2_pos) for t in targets) / N)
 
         norm1 = N * A / self.stage1_anchor_normalizer if self.stage1_normalizer == "anchors" \
-            else max(n_pos1, 1)
-        norm2 = self.batch_size_per_image * N
-        valid = s2_labels >= 0
-        loss_cls = F.binary_cross_entropy_with_logits(lg2[valid], s2_labels[valid], reduction="sum")
+            else max(num_s1_pos, 1)
+        norm2 = max(num_sampled, 1)
         losses = {
-            "loss_crpn_reg_s1": iou_loss(cat(reg1_pred), cat(reg1_gt), reduction="sum") / norm1,
-            "loss_crpn_cls": loss_cls / norm2,
-            "loss_crpn_reg_s2": iou_loss(cat(reg2_pred), cat(reg2_gt), reduction="sum") / norm2,
+            "loss_crpn_reg_s1": iou_loss(s1_pred, cat([t.stage1_gt_boxes for t in targets]),
+                                         reduction="sum") / norm1,
+            "loss_crpn_cls": F.binary_cross_entropy_with_logits(
+                stage2_logits[sampled], s2_labels[sampled], reduction="sum") / norm2,
+            "loss_crpn_reg_s2": iou_loss(s2_pred, cat([t.stage2_gt_boxes for t in targets]),
+                                         reduction="sum") / norm2,
         }
         return {k: v * self.loss_weight[k] for k, v in losses.items()}
