@@ -206,3 +206,125 @@ def test_mlp_init_options_and_lr_factor():
     assert imitation_mlp_lr_factor("roi_heads.imitation.embed.mlp.0.weight") == 0.05
     assert imitation_mlp_lr_factor("roi_heads.imitation.embed.convs.0.weight") == 1.0
     assert imitation_mlp_lr_factor("backbone.bottom_up.stem.conv1.weight", factor=0.1) == 1.0
+
+
+def _marked(marker, C=4, S=7):
+    f = torch.zeros(C, S, S)
+    f[1, 0, 0] = marker
+    return f
+
+
+def test_imitation_assembles_the_exact_positives_and_negatives():
+    """A hand-built batch through FeatureImitation.forward: the high-quality gt imitates its
+    own 10 views; the others imitate their class's exemplars AS THEY WERE before the
+    iteration (not the new exemplar of the same class); negatives are the background RoIs
+    plus the OTHER classes' exemplars (never the anchor's own class, never foreground RoIs)."""
+    from detectron2.structures import Boxes, Instances
+    from detectron2.utils.events import EventStorage
+
+    from sod2.modeling.roi_heads import FeatureImitation
+    from sod2.modeling.roi_heads.feature_imitation import QualityEvidence
+
+    torch.manual_seed(0)
+    K = 3
+    bank = ExemplarBank(num_classes=K, capacity=4, channels=4, roi_size=7)
+    for c, markers in ((0, [100, 101]), (1, [110]), (2, [120, 121, 122])):
+        bank.add(torch.stack([_marked(m) for m in markers]), torch.full((len(markers),), c))
+    im = FeatureImitation(K, Feat2Embed(in_channels=4, roi_size=7, hidden_dim=8, out_dim=4, num_groups=1), bank)
+
+    gt_boxes = torch.tensor([[10.0, 10.0, 30.0, 30.0], [40.0, 40.0, 50.0, 56.0], [5.0, 40.0, 20.0, 60.0]])
+    targets = [Instances((64, 64), gt_boxes=Boxes(gt_boxes), gt_classes=torch.tensor([0, 0, 1]))]
+    # sampled RoIs: the 3 gt boxes (markers 1-3), 2 foreground RoIs of gt 2 (11, 12), 3 background (21-23)
+    markers = [1, 2, 3, 11, 12, 21, 22, 23]
+    prop = Instances((64, 64), proposal_boxes=Boxes(torch.zeros(8, 4)),
+                     gt_classes=torch.tensor([0, 0, 1, 1, 1, K, K, K]),
+                     gt_index=torch.tensor([0, 1, 2, 2, 2, 0, 0, 0]),
+                     from_gt=torch.tensor([True, True, True, False, False, False, False, False]))
+    roi_feats = torch.stack([_marked(m) for m in markers]).requires_grad_()
+
+    def pool(features, boxes):  # encodes each box in the feature: views are recognisable
+        b = torch.cat([x.tensor for x in boxes])
+        out = torch.zeros(len(b), 4, 7, 7)
+        out[:, 0, 0, :4] = b
+        out[:, 1, 0, 0] = -1
+        return out
+
+    # gt 0: 8 predictions of IQ 0.81 (high quality); gt 1: 8 of IQ 0.30; gt 2: 3 of IQ 0.81 (< 8)
+    probs = torch.tensor([[0.9, 0.05, 0.03, 0.02]] * 16 + [[0.05, 0.9, 0.03, 0.02]] * 3)
+    iou = torch.tensor([0.9] * 8 + [1 / 3] * 8 + [0.9] * 3)
+    evidence = [QualityEvidence(torch.tensor([0] * 8 + [1] * 8 + [2] * 3), torch.tensor([0] * 16 + [1] * 3),
+                                probs, iou)]
+    seen = {}
+    assemble = im.assemble_rows
+
+    def spy(table, batch, iq, hq):
+        rows = assemble(table, batch, iq, hq)
+        seen.update(table=table, rows=rows, hq=hq.tolist())
+        return rows
+
+    im.assemble_rows = spy
+    with EventStorage(0):
+        losses = im(pool, [], [prop], targets, roi_feats, evidence)
+    assert torch.isfinite(losses["loss_con"]) and losses["loss_con"].item() > 0
+    assert seen["hq"] == [True, False, False]
+    table, rows = seen["table"], seen["rows"]
+
+    def content(idx):
+        out = []
+        for i in idx.tolist():
+            f = table.feats[i]
+            out.append(tuple(f[0, 0, :4].tolist()) if f[1, 0, 0] == -1 else int(f[1, 0, 0]))
+        return out
+
+    got = {}
+    for j in range(len(rows.anchor)):
+        n = int(rows.valid[j].sum())
+        sm, pos = rows.samples[j, :n], rows.positive[j, :n]
+        got[int(rows.anchor[j])] = (sorted(content(sm[pos]), key=str), sorted(content(sm[~pos]), key=str))
+    x0, y0, x1, y1 = gt_boxes[0].tolist()
+    w, h = x1 - x0, y1 - y0
+    views = [(x0 + dx, y0 + dy, x1 + dx, y1 + dy) for r in (0.3, 0.5)
+             for dx, dy in ((r * w, 0), (0, r * h), (-r * w, 0), (0, -r * h))]
+    views += [(20 - 10 * s, 20 - 10 * s, 20 + 10 * s, 20 + 10 * s) for s in (0.97, 1.03)]
+    assert len(got[0][0]) == 10
+    assert all(v == pytest.approx(e) for v, e in zip(got[0][0], sorted(views, key=str)))
+    assert got[0][1] == sorted([21, 22, 23, 110, 120, 121, 122], key=str)
+    assert got[1] == (sorted([100, 101], key=str), sorted([21, 22, 23, 110, 120, 121, 122], key=str))
+    assert got[2] == ([110], sorted([21, 22, 23, 100, 101, 120, 121, 122], key=str))
+    # the bank grew afterwards with gt 0's own feature (marker 1)
+    assert [int(f[1, 0, 0]) for f in bank.ordered(0)] == [100, 101, 1]
+
+
+@pytest.mark.parametrize("source", ["all", "sampled"])
+def test_instance_quality_sees_every_positive_proposal(source):
+    """Paper default: IQ from EVERY proposal that matches a ground truth (here 400, in a
+    dense image where sampling keeps at most 128 positives); the official code's
+    ``quality_proposals="sampled"``: only the sampled foreground RoIs, without the gt boxes."""
+    from detectron2.config import instantiate
+    from detectron2.structures import Boxes, Instances
+    from detectron2.utils.events import EventStorage
+
+    from sod2.config import get_config
+
+    cfg = get_config("cfinet/cfinet_R18s_fpn_synthetic.py")
+    cfg.model.roi_heads.imitation.quality_proposals = source
+    heads = instantiate(cfg.model).roi_heads.train()
+    g = torch.Generator().manual_seed(0)
+    gt = torch.tensor([[20.0 + 24 * i, 20.0, 36.0 + 24 * i, 36.0] for i in range(8)])
+    jitter = (torch.rand(400, 4, generator=g) - 0.5) * 2  # +-1 px: every proposal IoU >= 0.5
+    props = Instances((256, 256), proposal_boxes=Boxes(gt.repeat(50, 1) + jitter),
+                      objectness_logits=torch.zeros(400))
+    targets = [Instances((256, 256), gt_boxes=Boxes(gt), gt_classes=torch.arange(8) % 3)]
+    feats = {f"p{k}": torch.randn(1, 64, 256 // 2 ** k, 256 // 2 ** k, generator=g) for k in (2, 3, 4, 5)}
+    seen = []
+    select = heads.imitation.select_high_quality
+    heads.imitation.select_high_quality = lambda ev, b: seen.append(ev) or select(ev, b)
+    with EventStorage(0):
+        _, losses = heads(None, feats, [props], targets)
+    assert "loss_con" in losses
+    ev = seen[0][0]
+    if source == "all":
+        assert len(ev.gt_index) == 400 and torch.bincount(ev.gt_index).tolist() == [50] * 8
+    else:  # 512 x 0.25 sampled positives at most, the 8 gt boxes excluded
+        assert 0 < len(ev.gt_index) <= 128
+    assert ev.probs.shape == (len(ev.gt_index), 4) and ((ev.iou > 0.3) & (ev.iou <= 1)).all()

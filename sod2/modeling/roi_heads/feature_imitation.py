@@ -1,6 +1,6 @@
 """
 CFINet's feature imitation (FI) branch and the ROI heads that host it
-(../shared/specs/cfinet.md, "Feature Imitation branch").
+(projects/CFINet/README.md, "Feature imitation").
 
 * :class:`Feat2Embed`: 7x7 RoI feature -> three 3x3 convs without padding (7->5->3->1,
   GroupNorm, no bias, no activation) -> MLP 256-512-512-128 -> L2 normalisation.
@@ -15,6 +15,7 @@ CFINet's feature imitation (FI) branch and the ROI heads that host it
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from torch import nn
@@ -31,6 +32,7 @@ from ...layers import supervised_contrastive_loss
 from ...layers.losses import aligned_iou
 
 __all__ = ["Feat2Embed", "ExemplarBank", "FeatureImitation", "FeatureImitationROIHeads",
+           "QualityEvidence", "ImitationBatch", "SampleTable", "ContrastiveRows",
            "augmented_boxes", "instance_quality", "imitation_mlp_lr_factor"]
 
 
@@ -201,13 +203,110 @@ def instance_quality(gt_index: torch.Tensor, gt_classes: torch.Tensor, probs: to
     return total / count.clamp(min=1), count
 
 
-class FeatureImitation(nn.Module):
-    """The imitation branch (training only). See the module docstring and the spec.
+@dataclass
+class QualityEvidence:
+    """The detection head's predictions for the ground truths of one image, from which
+    instance quality is computed (P predictions).
 
-    Paper defaults; the official code's choices are options:
-    ``quality_rule="code"`` (score >= 0.05 on c*, proposal IoU), ``tiered_positives=True``
-    (64 bank positives if IQ < 0.25, 32 if < 0.65), ``negatives="code"`` (the image's
-    sampled RoIs of other labels only, no bank), ``tier_weights=(0.5, 0.1, 0.05)``.
+    Attributes:
+        gt_index: (P,) the ground truth each prediction is assigned to.
+        gt_classes: (P,) that ground truth's class c*.
+        probs: (P, K+1) softmax scores.
+        iou: (P,) IoU of the prediction's box (regressed for the paper's rule, the proposal
+            for the official code's) with its ground truth.
+    """
+    gt_index: torch.Tensor
+    gt_classes: torch.Tensor
+    probs: torch.Tensor
+    iou: torch.Tensor
+
+
+@dataclass
+class ImitationBatch:
+    """Index bookkeeping of one batch: R sampled RoIs and G ground truths of all images.
+
+    Attributes:
+        roi_image, roi_label, roi_gt: (R,) image, label (K = background) and ground truth
+            (index within its image) of each sampled RoI.
+        roi_from_gt: (R,) True for the ground-truth boxes added as proposals.
+        gt_boxes: per image (G_i, 4); gt_classes, gt_image, gt_local: (G,) class, image and
+            index within the image of each ground truth; gt_first: (N,) first gt of each image.
+    """
+    roi_image: torch.Tensor
+    roi_label: torch.Tensor
+    roi_gt: torch.Tensor
+    roi_from_gt: torch.Tensor
+    gt_boxes: List[torch.Tensor]
+    gt_classes: torch.Tensor
+    gt_image: torch.Tensor
+    gt_local: torch.Tensor
+    gt_first: torch.Tensor
+    image_sizes: List[Tuple[int, int]]
+
+
+@dataclass
+class SampleTable:
+    """Every feature a contrastive row can use, in one table of T entries:
+    ``[ground truths (G) | drawn RoIs | drawn bank exemplars | augmented views]``.
+
+    Attributes:
+        feats: (T, C, S, S) RoI features (ground truths and RoIs with gradient).
+        kind: (T,) 0 ground truth, 1 RoI, 2 bank exemplar, 3 augmented view.
+        label: (T,) class of each entry (RoIs: their label, K for background).
+        owner: (T,) for ground truths and views, the ground truth (index in the batch) they
+            belong to; -1 otherwise.
+        image: (T,) the image of ground truths, RoIs and views; -1 for bank exemplars.
+        with_grad: number of leading entries (ground truths and RoIs) whose convs keep
+            their gradient; the rest are compressed without it.
+    """
+    feats: torch.Tensor
+    kind: torch.Tensor
+    label: torch.Tensor
+    owner: torch.Tensor
+    image: torch.Tensor
+    with_grad: int
+
+    GT, ROI, BANK, VIEW = 0, 1, 2, 3
+
+
+@dataclass
+class ContrastiveRows:
+    """One row per ground truth that has something to imitate.
+
+    Attributes:
+        anchor: (J,) table index of each row's anchor (its ground truth).
+        samples: (J, S) table indices, positives first, padded with 0.
+        positive, valid: (J, S) bool masks.
+        weights: (J,) per-row weights (the official tiers, else 1).
+    """
+    anchor: torch.Tensor
+    samples: torch.Tensor
+    positive: torch.Tensor
+    valid: torch.Tensor
+    weights: torch.Tensor
+
+
+class FeatureImitation(nn.Module):
+    """The imitation branch (training only), in named steps:
+
+    1. :meth:`index_batch`: which image, label and ground truth each RoI belongs to;
+    2. :meth:`select_high_quality`: instance quality of every ground truth from the
+       detection head's predictions (:class:`QualityEvidence`) and the high-quality test;
+    3. :meth:`anchor_features`: each ground truth's own RoI feature (with gradient);
+    4. :meth:`build_table`: the candidates, drawn once per batch: background RoIs, bank
+       exemplars as they are before this iteration, augmented views of the high-quality
+       instances;
+    5. :meth:`assemble_rows`: per ground truth, positives (its views if high quality, else
+       its class's exemplars) and negatives (background RoIs + other classes' exemplars);
+    6. :meth:`loss`: embeddings and the supervised contrastive loss;
+    7. :meth:`grow_bank`: the high-quality instances of all processes join the bank.
+
+    Paper defaults; the official code's choices are options: ``quality_rule="code"``
+    (score >= 0.05 on c*, proposal IoU), ``quality_proposals="sampled"`` (quality from
+    the sampled RoIs only, at most 128 positives per image, instead of every positive
+    proposal), ``tiered_positives=True`` (64 bank positives if IQ < 0.25, 32 if < 0.65),
+    ``negatives="code"`` (the image's sampled RoIs of other labels only, no bank),
+    ``tier_weights=(0.5, 0.1, 0.05)``.
     """
 
     def __init__(
@@ -224,6 +323,7 @@ class FeatureImitation(nn.Module):
         tiered_positives: bool = False,
         lq_thresh: float = 0.25,
         quality_rule: str = "paper",
+        quality_proposals: str = "all",
         negatives: str = "paper",
         tier_weights: Optional[Sequence[float]] = None,
         shifts: Sequence[float] = (0.3, 0.5),
@@ -232,15 +332,22 @@ class FeatureImitation(nn.Module):
         super().__init__()
         if negatives not in ("paper", "code"):
             raise ValueError(f"negatives must be 'paper' or 'code', got {negatives!r}")
+        if quality_proposals not in ("all", "sampled"):
+            raise ValueError(f"quality_proposals must be 'all' or 'sampled', got {quality_proposals!r}")
         self.num_classes = num_classes
         self.embed, self.bank = embed, bank
         self.temperature, self.loss_weight = temperature, loss_weight
         self.hq_thresh, self.min_predictions = hq_thresh, min_predictions
         self.num_samples, self.max_bank_positives = num_samples, max_bank_positives
         self.tiered_positives, self.lq_thresh = tiered_positives, lq_thresh
-        self.quality_rule, self.negatives = quality_rule, negatives
+        self.quality_rule, self.quality_proposals = quality_rule, quality_proposals
+        self.negatives = negatives
         self.tier_weights = tier_weights
         self.shifts, self.scales = tuple(shifts), tuple(scales)
+
+    @property
+    def num_views(self) -> int:
+        return 4 * len(self.shifts) + len(self.scales)
 
     def _bank_positive_count(self, iq: float) -> int:
         if not self.tiered_positives:
@@ -258,176 +365,223 @@ class FeatureImitation(nn.Module):
     def _random_subset(idx: torch.Tensor, n: int) -> torch.Tensor:
         return idx if len(idx) <= n else idx[torch.randperm(len(idx), device=idx.device)[:n]]
 
+    # ------------------------------------------------------------------ steps
+    @staticmethod
+    def index_batch(proposals: List[Instances], targets: List[Instances]) -> ImitationBatch:
+        """Step 1. ``proposals``: sampled RoIs per image with ``gt_classes``, ``gt_index``,
+        ``from_gt``; ``targets``: ground truth per image."""
+        device = targets[0].gt_boxes.device if targets else torch.device("cpu")
+        n_roi = torch.tensor([len(p) for p in proposals], device=device)
+        n_gt = [len(t) for t in targets]
+        return ImitationBatch(
+            roi_image=torch.repeat_interleave(torch.arange(len(proposals), device=device), n_roi),
+            roi_label=cat([p.gt_classes for p in proposals]),
+            roi_gt=cat([p.gt_index for p in proposals]),
+            roi_from_gt=cat([p.from_gt for p in proposals]),
+            gt_boxes=[t.gt_boxes.tensor for t in targets],
+            gt_classes=cat([t.gt_classes for t in targets]),
+            gt_image=torch.repeat_interleave(torch.arange(len(targets), device=device),
+                                             torch.tensor(n_gt, device=device)),
+            gt_local=cat([torch.arange(n, device=device) for n in n_gt]),
+            gt_first=torch.tensor([sum(n_gt[:i]) for i in range(len(n_gt))], device=device,
+                                  dtype=torch.int64),
+            image_sizes=[p.image_size for p in proposals],
+        )
+
+    def select_high_quality(self, evidence: List[QualityEvidence], batch: ImitationBatch
+                            ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Step 2. Returns iq (G,) and hq (G,) bool: IQ >= ``hq_thresh`` with at least
+        ``min_predictions`` kept predictions."""
+        iq = torch.zeros(len(batch.gt_classes), device=batch.gt_classes.device)
+        hq = torch.zeros(len(batch.gt_classes), dtype=torch.bool, device=iq.device)
+        for i, ev in enumerate(evidence):
+            G = len(batch.gt_boxes[i])
+            if G == 0:
+                continue
+            q, count = instance_quality(ev.gt_index, ev.gt_classes, ev.probs, ev.iou, G, self.quality_rule)
+            first = int(batch.gt_first[i])
+            iq[first:first + G] = q
+            hq[first:first + G] = (q >= self.hq_thresh) & (count >= self.min_predictions)
+        return iq, hq
+
+    @staticmethod
+    def anchor_features(pool, features: List[torch.Tensor], batch: ImitationBatch,
+                        roi_feats: torch.Tensor) -> torch.Tensor:
+        """Step 3. (G, C, S, S): each ground truth's RoI feature, taken from its own
+        proposal among the sampled RoIs (with gradient), pooled here if it was not sampled."""
+        G = len(batch.gt_classes)
+        gt_feat = roi_feats.new_zeros((G,) + roi_feats.shape[1:])
+        have = torch.zeros(G, dtype=torch.bool, device=roi_feats.device)
+        rows = torch.nonzero(batch.roi_from_gt, as_tuple=True)[0]
+        if len(rows):
+            g = batch.gt_first[batch.roi_image[rows]] + batch.roi_gt[rows]
+            gt_feat = gt_feat.index_copy(0, g, roi_feats[rows])
+            have[g] = True
+        if not bool(have.all()):
+            miss = torch.nonzero(~have, as_tuple=True)[0]
+            per_image = [miss[batch.gt_image[miss] == i] for i in range(len(batch.gt_boxes))]
+            pooled = pool(features, [Boxes(batch.gt_boxes[i][batch.gt_local[m]])
+                                     for i, m in enumerate(per_image)])
+            gt_feat = gt_feat.index_copy(0, cat(per_image), pooled)
+        return gt_feat
+
+    def build_table(self, pool, features: List[torch.Tensor], batch: ImitationBatch,
+                    gt_feat: torch.Tensor, roi_feats: torch.Tensor, hq: torch.Tensor) -> SampleTable:
+        """Step 4. The candidates, drawn once per batch and shared by the rows: at most
+        ``num_samples`` background RoIs (official negatives: up to 2 x ``num_samples`` RoIs
+        of each image, any label); per class, one random draw of at most
+        ``max_bank_positives`` exemplars for the classes that need positives (and, for the
+        paper's negatives, ``num_samples / (K - 1)`` for every class); the augmented views
+        of the high-quality instances (pooled without gradient)."""
+        K, device = self.num_classes, roi_feats.device
+        if self.negatives == "paper":
+            roi_sel = self._random_subset(torch.nonzero(batch.roi_label == K, as_tuple=True)[0],
+                                          self.num_samples)
+        else:
+            roi_sel = cat([self._random_subset(torch.nonzero(batch.roi_image == i, as_tuple=True)[0],
+                                               2 * self.num_samples)
+                           for i in range(len(batch.gt_boxes))])
+        parts = [gt_feat, roi_feats[roi_sel]]
+        kinds = [torch.full((len(gt_feat),), SampleTable.GT), torch.full((len(roi_sel),), SampleTable.ROI)]
+        labels = [batch.gt_classes, batch.roi_label[roi_sel]]
+        owners = [torch.arange(len(gt_feat)), torch.full((len(roi_sel),), -1)]
+        images = [batch.gt_image, batch.roi_image[roi_sel]]
+        with torch.no_grad():  # the bank as it is before this iteration
+            need = set(batch.gt_classes[~hq].tolist())
+            for c in range(K):
+                n_c = int(self.bank.bank_count[c])
+                take = self.max_bank_positives if c in need else 0
+                if self.negatives == "paper":
+                    take = max(take, self.num_samples // max(K - 1, 1))
+                if n_c == 0 or take == 0:
+                    continue
+                sel = self._random_subset(torch.arange(n_c, device=device), take)
+                parts.append(self.bank.ordered(c)[sel].to(roi_feats.dtype))
+                kinds.append(torch.full((len(sel),), SampleTable.BANK))
+                labels.append(torch.full((len(sel),), c))
+                owners.append(torch.full((len(sel),), -1))
+                images.append(torch.full((len(sel),), -1))
+            hq_idx = torch.nonzero(hq, as_tuple=True)[0]
+            if len(hq_idx):  # views, image by image in ground-truth order (= hq_idx's order)
+                views = [augmented_boxes(batch.gt_boxes[i][hq[batch.gt_image == i]], batch.image_sizes[i],
+                                         self.shifts, self.scales).reshape(-1, 4)
+                         for i in range(len(batch.gt_boxes))]
+                parts.append(pool(features, [Boxes(v) for v in views]).detach())
+                kinds.append(torch.full((len(hq_idx) * self.num_views,), SampleTable.VIEW))
+                labels.append(batch.gt_classes[hq_idx].repeat_interleave(self.num_views).cpu())
+                owners.append(hq_idx.repeat_interleave(self.num_views).cpu())
+                images.append(batch.gt_image[hq_idx].repeat_interleave(self.num_views).cpu())
+        return SampleTable(feats=torch.cat(parts), kind=torch.cat(kinds).to(device),
+                           label=torch.cat([lb.to(device) for lb in labels]).long(),
+                           owner=torch.cat([o.to(device) for o in owners]).long(),
+                           image=torch.cat([m.to(device) for m in images]).long(),
+                           with_grad=len(gt_feat) + len(roi_sel))
+
+    def assemble_rows(self, table: SampleTable, batch: ImitationBatch, iq: torch.Tensor,
+                      hq: torch.Tensor) -> Optional[ContrastiveRows]:
+        """Step 5. Per ground truth g of class c: positives are its own views if it is high
+        quality, else (up to ``max_bank_positives``) exemplars of c; negatives fill up to
+        ``num_samples``: the background RoIs and the exemplars of the other classes (paper)
+        or the sampled RoIs of g's image with another label (official). Ground truths with
+        nothing to imitate yet (an empty bank) get no row. None if no row."""
+        rows, n_pos, weights = [], [], []
+        roi_rows = torch.nonzero(table.kind == SampleTable.ROI, as_tuple=True)[0]
+        bank_rows = torch.nonzero(table.kind == SampleTable.BANK, as_tuple=True)[0]
+        for g in range(len(batch.gt_classes)):
+            c = int(batch.gt_classes[g])
+            if hq[g]:
+                pos = torch.nonzero((table.kind == SampleTable.VIEW) & (table.owner == g), as_tuple=True)[0]
+            else:
+                own = bank_rows[table.label[bank_rows] == c]
+                pos = self._random_subset(own, self._bank_positive_count(float(iq[g])))
+                if len(pos) == 0:
+                    continue
+            if self.negatives == "paper":
+                neg_pool = torch.cat([roi_rows, bank_rows[table.label[bank_rows] != c]])
+            else:
+                neg_pool = roi_rows[(table.image[roi_rows] == batch.gt_image[g]) & (table.label[roi_rows] != c)]
+            neg = self._random_subset(neg_pool, max(self.num_samples - len(pos), 0))
+            rows.append((g, torch.cat([pos, neg])))
+            n_pos.append(len(pos))
+            weights.append(self._tier_weight(float(iq[g]), bool(hq[g])))
+        if not rows:
+            return None
+        device = table.feats.device
+        S = max(len(r) for _, r in rows)
+        samples = torch.zeros(len(rows), S, dtype=torch.int64, device=device)
+        valid = torch.zeros(len(rows), S, dtype=torch.bool, device=device)
+        positive = torch.zeros(len(rows), S, dtype=torch.bool, device=device)
+        for j, ((_, r), npos) in enumerate(zip(rows, n_pos)):
+            samples[j, :len(r)] = r
+            valid[j, :len(r)] = True
+            positive[j, :npos] = True
+        return ContrastiveRows(anchor=torch.tensor([g for g, _ in rows], device=device), samples=samples,
+                               positive=positive, valid=valid,
+                               weights=torch.tensor(weights, device=device, dtype=table.feats.dtype))
+
+    def loss(self, table: SampleTable, rows: Optional[ContrastiveRows]) -> torch.Tensor:
+        """Step 6. The mean over rows of the (weighted) supervised contrastive loss, before
+        ``loss_weight``. Only the ground truths' and RoIs' convs keep their gradient; the
+        MLP runs with gradient for every entry."""
+        n = table.with_grad
+        with torch.no_grad():
+            frozen = self.embed.compress(table.feats[n:]) if len(table.feats) > n else \
+                table.feats.new_zeros((0, table.feats.shape[1]))
+        emb = self.embed.project(torch.cat([self.embed.compress(table.feats[:n]), frozen]))
+        if rows is None:  # keep every parameter in the graph (DDP) with a zero loss
+            return emb.sum() * 0.0 + sum(p.sum() for p in self.embed.parameters()) * 0.0
+        return supervised_contrastive_loss(emb[rows.anchor], emb[rows.samples], rows.positive,
+                                           self.temperature, weights=rows.weights, valid=rows.valid).mean()
+
+    @torch.no_grad()
+    def grow_bank(self, gt_feat: torch.Tensor, batch: ImitationBatch, hq: torch.Tensor,
+                  reweight=None) -> None:
+        """Step 7, after the loss (an image never imitates its own new exemplars): the
+        high-quality instances of ALL processes join their classes' FIFOs."""
+        hq_idx = torch.nonzero(hq, as_tuple=True)[0]
+        new = gt_feat[hq_idx].detach()
+        if reweight is not None and len(new):
+            new = reweight(new)
+        self.bank.add_from_all_processes(new, batch.gt_classes[hq_idx])
+
     def forward(self, pool, features: List[torch.Tensor], proposals: List[Instances],
-                targets: List[Instances], roi_feats: torch.Tensor, probs: torch.Tensor,
-                pred_iou: torch.Tensor, reweight=None) -> Dict[str, torch.Tensor]:
+                targets: List[Instances], roi_feats: torch.Tensor, evidence: List[QualityEvidence],
+                reweight=None) -> Dict[str, torch.Tensor]:
         """
         Args:
-            pool: ``(features, list of Boxes) -> (N, C, S, S)``, the head's RoI pooler.
+            pool: ``(features, list of Boxes) -> (M, C, S, S)``, the head's RoI pooler.
             features: the FPN maps the head pools from.
             proposals: sampled proposals per image with ``gt_classes``, ``gt_index`` and
                 ``from_gt`` (True for the ground-truth boxes added as proposals).
             targets: ground truth per image (``gt_boxes``, ``gt_classes``).
             roi_feats: (R, C, S, S) pooled features of all sampled proposals, in order.
-            probs: (R, K+1) detection scores; pred_iou: (R,) IoU with the assigned ground
-                truth of the regressed box (paper's rule) or of the proposal (code's rule).
-            reweight: optional ``(N, C, S, S) -> (N, C, S, S)`` applied to features stored
+            evidence: per image, the predictions that instance quality is computed from.
+            reweight: optional ``(M, C, S, S) -> (M, C, S, S)`` applied to features stored
                 in the bank (the official code's feature reweighting).
         Returns:
             {"loss_con": (weighted) loss}
-
-        For speed, the candidates are drawn once per batch and shared: for each class, one
-        random draw of at most ``max_bank_positives`` bank exemplars; at most ``num_samples``
-        background RoIs (and other-class exemplars); each ground truth then samples its own
-        set from these. Only the drawn features go through the convs.
         """
-        device = roi_feats.device
-        K = self.num_classes
-        n_per_image = [len(p) for p in proposals]
-        starts = [sum(n_per_image[:i]) for i in range(len(proposals))]
-        roi_image = torch.repeat_interleave(torch.arange(len(proposals), device=device),
-                                            torch.tensor(n_per_image, device=device))
-        roi_label = torch.cat([p.gt_classes for p in proposals])
-        from_gt = torch.cat([p.from_gt for p in proposals])
-        roi_gt = torch.cat([p.gt_index for p in proposals])
-
-        gt_boxes = [t.gt_boxes.tensor for t in targets]
-        gt_cls = torch.cat([t.gt_classes for t in targets])
-        n_gt_img = [len(b) for b in gt_boxes]
-        gt_img = torch.repeat_interleave(torch.arange(len(targets), device=device),
-                                         torch.tensor(n_gt_img, device=device))
-        gt_local = torch.cat([torch.arange(n, device=device) for n in n_gt_img])
-
-        # instance quality and high-quality selection, per image
-        hq = torch.zeros(len(gt_cls), dtype=torch.bool, device=device)
-        iq = torch.zeros(len(gt_cls), device=device)
-        offset = 0
-        for i, prop in enumerate(proposals):
-            G = n_gt_img[i]
-            if G:
-                rows = slice(starts[i], starts[i] + n_per_image[i])
-                fg = (prop.gt_classes < K) & ~prop.from_gt
-                q, count = instance_quality(prop.gt_index[fg], prop.gt_classes[fg], probs[rows][fg],
-                                            pred_iou[rows][fg], G, self.quality_rule)
-                iq[offset:offset + G] = q
-                hq[offset:offset + G] = (q >= self.hq_thresh) & (count >= self.min_predictions)
-            offset += G
-        hq_idx = torch.nonzero(hq, as_tuple=True)[0]
-
-        # anchors: the RoI feature of each ground truth box (its own proposal), with gradient;
-        # ground truths whose proposal was not sampled are pooled here
-        gt_feat = roi_feats.new_zeros((len(gt_cls),) + roi_feats.shape[1:])
-        have = torch.zeros(len(gt_cls), dtype=torch.bool, device=device)
-        gt_first = torch.tensor([0] + list(torch.cumsum(torch.tensor(n_gt_img), 0)[:-1].tolist()),
-                                device=device, dtype=torch.int64)
-        rows_gt = torch.nonzero(from_gt, as_tuple=True)[0]
-        if len(rows_gt):
-            g_of = gt_first[roi_image[rows_gt]] + roi_gt[rows_gt]
-            gt_feat = gt_feat.index_copy(0, g_of, roi_feats[rows_gt])
-            have[g_of] = True
-        if not bool(have.all()):
-            miss = torch.nonzero(~have, as_tuple=True)[0]
-            pooled = pool(features, [Boxes(gt_boxes[i][gt_local[miss][gt_img[miss] == i]])
-                                     for i in range(len(targets))])
-            order = torch.cat([miss[gt_img[miss] == i] for i in range(len(targets))])
-            gt_feat = gt_feat.index_copy(0, order, pooled)
-
-        # candidate pools, drawn once per batch
-        if self.negatives == "paper":
-            roi_sel = self._random_subset(torch.nonzero(roi_label == K, as_tuple=True)[0], self.num_samples)
-        else:  # the image's sampled RoIs (any label; each ground truth keeps other labels)
-            roi_sel = torch.cat([self._random_subset(torch.nonzero(roi_image == i, as_tuple=True)[0],
-                                                     2 * self.num_samples)
-                                 for i in range(len(proposals))])
-        with torch.no_grad():  # bank exemplars as they are before this iteration
-            bank_sel, bank_sel_cls = [], []
-            need = set(gt_cls[~hq].tolist())
-            for c in range(K):
-                n_c = int(self.bank.bank_count[c])
-                if n_c == 0:
-                    continue
-                take = self.max_bank_positives if c in need else 0
-                if self.negatives == "paper":
-                    take = max(take, self.num_samples // max(K - 1, 1))
-                if take == 0:
-                    continue
-                sel = self._random_subset(torch.arange(n_c, device=device), take)
-                bank_sel.append(self.bank.ordered(c)[sel])
-                bank_sel_cls.append(torch.full((len(sel),), c, dtype=torch.int64, device=device))
-            bank_feats = torch.cat(bank_sel).to(roi_feats.dtype) if bank_sel else \
-                roi_feats.new_zeros((0,) + roi_feats.shape[1:])
-            bank_cls = torch.cat(bank_sel_cls) if bank_sel_cls else \
-                torch.zeros(0, dtype=torch.int64, device=device)
-            conv_bank = self.embed.compress(bank_feats) if len(bank_feats) else \
-                roi_feats.new_zeros((0, roi_feats.shape[1]))
-            V = 4 * len(self.shifts) + len(self.scales)
-            conv_aug = roi_feats.new_zeros((0, roi_feats.shape[1]))
-            if len(hq_idx):  # augmented views of the high-quality instances
-                views = [augmented_boxes(gt_boxes[i][hq[gt_img == i]], proposals[i].image_size,
-                                         self.shifts, self.scales).reshape(-1, 4)
-                         for i in range(len(targets))]
-                conv_aug = self.embed.compress(pool(features, [Boxes(v) for v in views]))
-        # hq_idx is sorted and the views were built image by image in gt order: same order
-
-        # one embedding table: [ground truths | drawn RoIs | drawn exemplars | views]
-        emb = self.embed.project(torch.cat([self.embed.compress(torch.cat([gt_feat, roi_feats[roi_sel]])),
-                                            conv_bank, conv_aug]))
-        n_gt, n_roi = len(gt_cls), len(roi_sel)
-        roi0, bank0, aug0 = n_gt, n_gt + n_roi, n_gt + n_roi + len(bank_cls)
-        sel_label, sel_image = roi_label[roi_sel], roi_image[roi_sel]
-
-        rows, n_pos, weights = [], [], []
-        for g in range(n_gt):
-            c = int(gt_cls[g])
-            if hq[g]:
-                k = int(torch.nonzero(hq_idx == g)[0])
-                pos = torch.arange(aug0 + k * V, aug0 + (k + 1) * V, device=device)
-            else:
-                cand = torch.nonzero(bank_cls == c, as_tuple=True)[0]
-                pos = bank0 + self._random_subset(cand, self._bank_positive_count(float(iq[g])))
-                if len(pos) == 0:
-                    continue  # nothing to imitate yet
-            if self.negatives == "paper":  # background RoIs + other classes' exemplars
-                neg_pool = torch.cat([roi0 + torch.arange(n_roi, device=device),
-                                      bank0 + torch.nonzero(bank_cls != c, as_tuple=True)[0]])
-            else:  # this image's sampled RoIs with another label
-                mine = (sel_image == gt_img[g]) & (sel_label != c)
-                neg_pool = roi0 + torch.nonzero(mine, as_tuple=True)[0]
-            neg = self._random_subset(neg_pool, max(self.num_samples - len(pos), 0))
-            rows.append(torch.cat([torch.tensor([g], device=device), pos, neg]))
-            n_pos.append(len(pos))
-            weights.append(self._tier_weight(float(iq[g]), bool(hq[g])))
-
-        if rows:
-            S = max(len(r) for r in rows) - 1
-            idx = torch.zeros(len(rows), S, dtype=torch.int64, device=device)
-            valid = torch.zeros(len(rows), S, dtype=torch.bool, device=device)
-            positive = torch.zeros(len(rows), S, dtype=torch.bool, device=device)
-            for j, (r, npos) in enumerate(zip(rows, n_pos)):
-                idx[j, :len(r) - 1] = r[1:]
-                valid[j, :len(r) - 1] = True
-                positive[j, :npos] = True
-            per_gt = supervised_contrastive_loss(
-                emb[torch.stack([r[0] for r in rows])], emb[idx], positive, self.temperature,
-                weights=torch.tensor(weights, device=device, dtype=emb.dtype), valid=valid)
-            loss = per_gt.mean()
-        else:  # keep every parameter in the graph (DDP) with a zero loss
-            loss = emb.sum() * 0.0 + sum(p.sum() for p in self.embed.parameters()) * 0.0
-
-        # grow the bank after the loss (an image never imitates its own new exemplars),
-        # with the exemplars of all processes
-        new = gt_feat[hq_idx].detach()
-        if reweight is not None and len(new):
-            new = reweight(new)
-        self.bank.add_from_all_processes(new, gt_cls[hq_idx])
+        batch = self.index_batch(proposals, targets)
+        iq, hq = self.select_high_quality(evidence, batch)
+        gt_feat = self.anchor_features(pool, features, batch, roi_feats)
+        table = self.build_table(pool, features, batch, gt_feat, roi_feats, hq)
+        rows = self.assemble_rows(table, batch, iq, hq)
+        loss = self.loss(table, rows)
+        self.grow_bank(gt_feat, batch, hq, reweight)
 
         storage = get_event_storage()
-        for c in range(K):
+        for c in range(self.num_classes):
             storage.put_scalar(f"imitation/bank_fill/{c}", int(self.bank.bank_count[c]),
                                smoothing_hint=False)
-        storage.put_scalar("imitation/hq_found", len(hq_idx), smoothing_hint=False)
-        storage.put_scalar("imitation/anchors", len(rows), smoothing_hint=False)
+        storage.put_scalar("imitation/hq_found", int(hq.sum()), smoothing_hint=False)
+        storage.put_scalar("imitation/anchors", 0 if rows is None else len(rows.anchor), smoothing_hint=False)
         return {"loss_con": loss * self.loss_weight}
+
+
+def _no_evidence(like: torch.Tensor) -> QualityEvidence:
+    """Evidence of an image without positive predictions."""
+    idx = torch.zeros(0, dtype=torch.int64, device=like.device)
+    return QualityEvidence(idx, idx, like.new_zeros((0, like.shape[-1])), like.new_zeros(0))
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -458,11 +612,34 @@ class FeatureImitationROIHeads(StandardROIHeads):
         for t in targets:
             t.from_gt = torch.ones(len(t), dtype=torch.bool, device=t.gt_boxes.device)
             t.gt_index = torch.arange(len(t), device=t.gt_boxes.device)
-        out = super().label_and_sample_proposals(proposals, targets)
-        for t, p in zip(targets, out):
-            t.remove("from_gt")
+        try:
+            out = super().label_and_sample_proposals(proposals, targets)
+        finally:
+            for t in targets:
+                t.remove("from_gt")
+                t.remove("gt_index")
+        for p in out:
             if not p.has("gt_index"):  # image without ground truth
                 p.gt_index = torch.zeros(len(p), dtype=torch.int64, device=p.gt_classes.device)
+        return out
+
+    @torch.no_grad()
+    def positive_proposals(self, proposals: List[Instances], targets: List[Instances]) -> List[Instances]:
+        """Every proposal (not only the sampled ones, and not the added ground-truth boxes)
+        that the proposal matcher makes positive, with ``gt_index`` and ``gt_boxes``/``gt_classes``
+        of its ground truth: the predictions instance quality is computed from by default."""
+        out = []
+        for p, t in zip(proposals, targets):
+            if len(t):
+                matched, labels = self.proposal_matcher(pairwise_iou(t.gt_boxes, p.proposal_boxes))
+                keep = torch.nonzero(labels == 1, as_tuple=True)[0]
+            else:
+                matched = keep = torch.zeros(0, dtype=torch.int64, device=p.proposal_boxes.device)
+            q = Instances(p.image_size, proposal_boxes=p.proposal_boxes[keep])
+            q.gt_index = matched[keep]
+            q.gt_boxes = t.gt_boxes[q.gt_index]
+            q.gt_classes = t.gt_classes[q.gt_index]
+            out.append(q)
         return out
 
     def _reweight(self, roi_feats: torch.Tensor) -> torch.Tensor:
@@ -470,34 +647,63 @@ class FeatureImitationROIHeads(StandardROIHeads):
         w = 1 + torch.softmax(self.imitation.embed.compress(roi_feats), dim=1)
         return roi_feats * w[:, :, None, None]
 
-    def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
-        if self.imitation is None:
-            return super()._forward_box(features, proposals)
+    def _head_in(self, roi_feats: torch.Tensor) -> torch.Tensor:
+        return self._reweight(roi_feats) if self.reweight_features else roi_feats
+
+    @torch.no_grad()
+    def quality_evidence(self, predictions, proposals: List[Instances], feats: List[torch.Tensor],
+                         positives: Optional[List[Instances]]) -> List[QualityEvidence]:
+        """Per image, the predictions for its ground truths: those of ``positives`` (every
+        positive proposal, run through the box head here without gradient) or, with
+        ``positives=None`` (the official code), those of the sampled foreground RoIs that are
+        not the ground-truth boxes themselves."""
+        if positives is None:  # the sampled foreground RoIs, without the ground-truth boxes
+            positives = [p[(p.gt_classes < self.num_classes) & ~p.from_gt] for p in proposals]
+            keep = [(p.gt_classes < self.num_classes) & ~p.from_gt for p in proposals]
+            probs = [pr[k] for pr, k in zip(self.box_predictor.predict_probs(predictions, proposals), keep)]
+            boxes = [b[k] for b, k in zip(self.box_predictor.predict_boxes_for_gt_classes(predictions, proposals),
+                                          keep)]
+        else:  # every positive proposal through the box head
+            roi = self.box_pooler(feats, [q.proposal_boxes for q in positives])
+            preds = self.box_predictor(self.box_head(self._head_in(roi)))
+            probs = self.box_predictor.predict_probs(preds, positives)
+            boxes = self.box_predictor.predict_boxes_for_gt_classes(preds, positives)
+        if self.imitation.quality_rule != "paper":  # the official code: IoU of the proposal
+            boxes = [q.proposal_boxes.tensor for q in positives]
+        return [QualityEvidence(q.gt_index, q.gt_classes, pr, aligned_iou(b, q.gt_boxes.tensor))
+                if len(q) else _no_evidence(pr) for q, pr, b in zip(positives, probs, boxes)]
+
+    def _forward_box_with_imitation(self, features: Dict[str, torch.Tensor], proposals: List[Instances],
+                                    targets: List[Instances], positives: Optional[List[Instances]]):
         feats = [features[f] for f in self.box_in_features]
         roi_feats = self.box_pooler(feats, [x.proposal_boxes for x in proposals])
-        head_in = self._reweight(roi_feats) if self.reweight_features else roi_feats
-        predictions = self.box_predictor(self.box_head(head_in))
-        if not self.training:
-            return self.box_predictor.inference(predictions, proposals)[0]
+        predictions = self.box_predictor(self.box_head(self._head_in(roi_feats)))
         losses = self.box_predictor.losses(predictions, proposals)
-        with torch.no_grad():
-            probs = torch.cat(self.box_predictor.predict_probs(predictions, proposals))
-            if self.imitation.quality_rule == "paper":  # IoU of the regressed box
-                boxes = torch.cat(self.box_predictor.predict_boxes_for_gt_classes(predictions, proposals))
-            else:  # IoU of the proposal
-                boxes = cat([p.proposal_boxes.tensor for p in proposals])
-            gts = cat([p.gt_boxes.tensor if p.has("gt_boxes") else p.proposal_boxes.tensor
-                       for p in proposals])
-            pred_iou = aligned_iou(boxes, gts)
-        losses.update(self.imitation(self.box_pooler, feats, proposals, self._targets, roi_feats,
-                                     probs, pred_iou,
+        evidence = self.quality_evidence(predictions, proposals, feats, positives)
+        losses.update(self.imitation(self.box_pooler, feats, proposals, targets, roi_feats, evidence,
                                      reweight=self._reweight if self.reweight_features else None))
         return losses
 
+    def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
+        if self.imitation is None or self.training:
+            # training with imitation goes through forward -> _forward_box_with_imitation
+            return super()._forward_box(features, proposals)
+        feats = [features[f] for f in self.box_in_features]
+        roi_feats = self.box_pooler(feats, [x.proposal_boxes for x in proposals])
+        predictions = self.box_predictor(self.box_head(self._head_in(roi_feats)))
+        return self.box_predictor.inference(predictions, proposals)[0]
+
     def forward(self, images, features, proposals, targets=None):
-        # the imitation branch needs the ground truth of this batch in _forward_box
-        self._targets = targets
-        try:
+        """StandardROIHeads' training path with the imitation branch: the positive proposals
+        are taken before sampling (for instance quality), the branch gets the targets."""
+        if self.imitation is None or not self.training:
             return super().forward(images, features, proposals, targets)
-        finally:
-            self._targets = None
+        if targets is None:
+            raise ValueError("FeatureImitationROIHeads needs targets in training")
+        positives = self.positive_proposals(proposals, targets) \
+            if self.imitation.quality_proposals == "all" else None
+        proposals = self.label_and_sample_proposals(proposals, targets)
+        losses = self._forward_box_with_imitation(features, proposals, targets, positives)
+        losses.update(self._forward_mask(features, proposals))
+        losses.update(self._forward_keypoint(features, proposals))
+        return proposals, losses
