@@ -139,13 +139,13 @@ def test_hook_through_meta_architectures(config):
     model = instantiate(cfg.model)
     hook = model.backbone
     seen = {}
-    real_set = hook.set_target
+    real_bind = hook.bind
 
     def spy(t):
         seen["target"] = t
-        real_set(t)
+        return real_bind(t)
 
-    hook.set_target = spy
+    hook.bind = spy
     batch = _batch([(100, 120), (90, 64)])
     model.train()
     with EventStorage(0) as st:
@@ -202,3 +202,95 @@ def test_sampled_inference_keeps_detections():
     assert len(fast) == len(full) > 0
     assert torch.allclose(fast.pred_boxes.tensor, full.pred_boxes.tensor, atol=1e-3)
     assert torch.allclose(fast.scores, full.scores, atol=1e-5)
+
+
+def test_switched_off_hook_trains_in_two_processes(tmp_path):
+    """``model.backbone.enabled=False`` builds nothing of SR-TOD (no parameter without a
+    gradient), so DDP with find_unused_parameters=False trains in 2 gloo processes."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cfg = get_config("srtod/faster_rcnn_srtod_R18s_fpn_synthetic.py")
+    cfg.model.backbone.enabled = False
+    hook = instantiate(cfg.model).backbone
+    assert hook.head is None and hook.threshold is None and hook.dgfe is None
+    assert not any("head." in n or "threshold" in n or "dgfe" in n for n, _ in hook.named_parameters())
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, str(repo / "tools" / "lazyconfig_train_net.py"), "--config-file",
+           str(repo / "configs" / "srtod" / "faster_rcnn_srtod_R18s_fpn_synthetic.py"), "--num-gpus", "2",
+           "model.backbone.enabled=False", "dataloader.train.total_batch_size=2",
+           "dataloader.train.num_workers=0", "train.device=cpu", "train.max_iter=3", "train.eval_period=0",
+           "train.checkpointer.period=100", f"train.output_dir={out}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "World size: 2" in proc.stderr + proc.stdout
+    assert (out / "model_final.pth").exists()
+
+
+def test_hook_as_a_whole_against_an_independent_computation():
+    """ReconstructionFPN end to end on a fixed 'FPN': P2' = P2 * w * (1 + D_b at the top-left
+    pixel of every 4x4 cell) with w the CBAM weights written out by hand; P3-P6 untouched;
+    the head reads the UN-enhanced P2; loss_rec = weight x mean squared error; the same P2'
+    at inference (sampled reconstruction)."""
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling import Backbone
+
+    from sod2.modeling.backbone import DGFE, ReconstructionFPN
+
+    C = 32
+
+    class FixedFPN(Backbone):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Conv2d(3, C, 1)
+
+        def forward(self, x):
+            return {f"p{k}": self.proj(torch.nn.functional.avg_pool2d(x, 2 ** k)) for k in range(2, 7)}
+
+        def output_shape(self):
+            return {f"p{k}": ShapeSpec(channels=C, stride=2 ** k) for k in range(2, 7)}
+
+    torch.manual_seed(0)
+    fpn = FixedFPN()
+    hook = ReconstructionFPN(fpn, head=ReconstructionHead(C, 2), threshold=LearnableThreshold(0.2),
+                             dgfe=DGFE(C, ratio=16), loss_weight=0.7)
+    x = torch.randn(2, 3, 64, 128)
+    target = torch.rand(2, 3, 64, 128)
+    hook.train()
+    with EventStorage(0), hook.bind(target) as record:
+        out = hook(x)
+    with torch.no_grad():
+        base = fpn(x)
+        rec = hook.head(base["p2"])  # the un-enhanced P2
+        d = (rec - target).abs().mean(dim=1)  # (N, H, W)
+        binary = (d > 0.2).float() + 0.5 * (d == 0.2).float()
+        small = binary[:, ::4, ::4]  # top-left pixel of each 4x4 cell
+        l1, l2 = hook.dgfe.mlp[0], hook.dgfe.mlp[2]
+
+        def mlp(v):  # (N, C) -> (N, C), written out
+            return torch.relu(v @ l1.weight.T + l1.bias) @ l2.weight.T + l2.bias
+
+        p2 = base["p2"]
+        w = torch.sigmoid(mlp(p2.mean(dim=(2, 3))) + mlp(p2.amax(dim=(2, 3))))
+        expect = p2 * w[:, :, None, None] * (1 + small[:, None])
+        mse = ((rec - target) ** 2).sum() / rec.numel()
+    assert 0 < small.mean() < 1  # the threshold matters
+    assert torch.allclose(out["p2"], expect, atol=1e-6)
+    for k in range(3, 7):
+        assert torch.equal(out[f"p{k}"], base[f"p{k}"])
+    assert record.losses["loss_rec"].item() == pytest.approx(0.7 * mse.item(), rel=1e-6)
+    hook.eval()
+    with torch.no_grad():
+        with hook.bind(target) as record:
+            out_eval = hook(x)
+    assert record.losses == {}
+    assert torch.allclose(out_eval["p2"], expect, atol=1e-5)
+    # training without a bound target is an error, not a silent recovery
+    hook.train()
+    with pytest.raises(RuntimeError, match="target"):
+        hook(x)

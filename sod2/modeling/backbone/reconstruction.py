@@ -1,5 +1,5 @@
 """
-SR-TOD's FPN hook (../shared/specs/srtod.md): a reconstruction head rebuilds the network-input
+SR-TOD's FPN hook (projects/SR-TOD/README.md): a reconstruction head rebuilds the network-input
 image from one FPN level; where it fails (the difference map) is where small objects are; the
 thresholded difference map enhances that level (DGFE). Works on any Detectron2 FPN-style
 backbone (a ``Backbone`` returning a dict of levels).
@@ -16,12 +16,15 @@ Pieces, each replaceable:
 * :class:`DGFE`: CBAM channel attention ``w`` and ``P' = P * w * (1 + Resize_nearest(D_b))``
   (or the paper's ablation variants).
 * :class:`ReconstructionFPN`: the hook itself; the meta-architectures in
-  :mod:`sod2.modeling.meta_arch.srtod` give it the reconstruction target and collect its loss.
+  :mod:`sod2.modeling.meta_arch.srtod` bind its reconstruction target and collect its loss
+  (:meth:`ReconstructionFPN.bind`).
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +33,7 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 __all__ = ["ReconstructionHead", "difference_map", "LearnableThreshold", "DGFE", "ReconstructionFPN",
-           "nearest_resize"]
+           "ReconstructionRecord", "nearest_resize"]
 
 
 class _Up(nn.Module):
@@ -235,15 +238,30 @@ class DGFE(nn.Module):
         return self.fuse(torch.cat([p * w, d_small], dim=1))
 
 
+@dataclass
+class ReconstructionRecord:
+    """What the hook's forward passes inside one :meth:`ReconstructionFPN.bind` block
+    produced: ``losses`` (training: ``{"loss_rec": weight x MSE}``)."""
+    losses: Dict[str, torch.Tensor] = field(default_factory=dict)
+
+
 class ReconstructionFPN(Backbone):
     """Wrap an FPN-style backbone with SR-TOD's reconstruction and DGFE on one level.
 
     ``forward(x)`` returns the wrapped backbone's features with ``level`` enhanced (the
-    other levels untouched). The reconstruction target -- the network-input image as RGB
-    in [0, 1] after resize and flip, zero-padded like the batch -- is given by the
-    meta-architecture before each forward (:meth:`set_target`); without it, it is
-    recovered from ``x`` with ``pixel_mean``/``pixel_std`` (then the padding is not zero).
-    In training, :meth:`pop_losses` returns ``{"loss_rec": weight * MSE}``.
+    other levels untouched; the head reads the un-enhanced level).
+
+    The contract with the detector (what :class:`sod2.modeling.meta_arch.srtod.ReconstructionTargetMixin`
+    does for Detectron2's meta-architectures)::
+
+        with hook.bind(target) as record:   # target: (N, 3, H, W) RGB in [0, 1], zero-padded
+            features = hook(images.tensor)  # like the batch (the network input after resize/flip)
+            ...
+        losses.update(record.losses)        # training: {"loss_rec": ...}
+
+    In training a bound target is required (an error otherwise). At inference without one,
+    the target is recovered from ``x`` with ``pixel_mean``/``pixel_std`` (then the padding
+    is not zero), so the hook also works inside a detector that knows nothing of it.
 
     Args:
         fpn: the backbone to wrap.
@@ -253,8 +271,11 @@ class ReconstructionFPN(Backbone):
         dgfe: :class:`DGFE`, or None for the reconstruction-only ablation.
         loss_weight: weight of the MSE reconstruction loss.
         difference: "pixel" or "fft".
-        enabled: False makes the hook a pass-through (the detector without SR-TOD).
-        keep_visuals: keep ``last_reconstruction`` and ``last_binary_map`` for drawing.
+        enabled: False makes the hook a pass-through (the detector without SR-TOD): the
+            head, threshold and DGFE are not kept (no parameters without gradients, so DDP
+            needs no ``find_unused_parameters``).
+        keep_visuals: keep ``last_reconstruction`` (N, 3, H, W) and ``last_binary_map``
+            (N, 1, H, W) of the last forward for drawing.
         out_channels: optional, checked against the wrapped levels' channels (lets configs
             keep reading ``model.backbone.out_channels``).
         sampled_inference: at inference, reconstruct only the pixels DGFE reads
@@ -280,6 +301,8 @@ class ReconstructionFPN(Backbone):
         if level not in fpn.output_shape():
             raise ValueError(f"level {level!r} is not an output of the wrapped backbone "
                              f"({sorted(fpn.output_shape())})")
+        if not enabled:  # switched off: keep nothing of SR-TOD
+            head = threshold = dgfe = None
         self.level, self.enabled = level, enabled
         self.head, self.threshold, self.dgfe = head, threshold, dgfe
         self.loss_weight, self.difference = loss_weight, difference
@@ -290,8 +313,7 @@ class ReconstructionFPN(Backbone):
             head.to(memory_format=torch.channels_last)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
-        self._target: Optional[torch.Tensor] = None
-        self._losses: Dict[str, torch.Tensor] = {}
+        self._bound: Optional[Tuple[Optional[torch.Tensor], ReconstructionRecord]] = None
         self.last_reconstruction = self.last_binary_map = None
 
     # Backbone interface: the wrapped backbone's
@@ -306,25 +328,49 @@ class ReconstructionFPN(Backbone):
     def padding_constraints(self):
         return self.fpn.padding_constraints
 
-    def set_target(self, target: Optional[torch.Tensor]) -> None:
-        """(N, 3, H, W) RGB in [0, 1], padded like the batched input (zeros)."""
-        self._target = target
+    @contextmanager
+    def bind(self, target: Optional[torch.Tensor]) -> Iterator[ReconstructionRecord]:
+        """Give the forward passes inside the block their reconstruction target and collect
+        what they produce.
 
-    def pop_losses(self) -> Dict[str, torch.Tensor]:
-        losses, self._losses = self._losses, {}
-        return losses
+        Args:
+            target: (N, 3, H, W) RGB in [0, 1], zero-padded like the batched input; None
+                (inference only) recovers it from the input.
+        Yields:
+            the :class:`ReconstructionRecord` the forward fills.
+        """
+        if self._bound is not None:
+            raise RuntimeError("ReconstructionFPN.bind blocks cannot be nested")
+        record = ReconstructionRecord()
+        self._bound = (target, record)
+        try:
+            yield record
+        finally:
+            self._bound = None
 
     def _recovered_target(self, x: torch.Tensor) -> torch.Tensor:
         img = (x * self.pixel_std + self.pixel_mean) / 255.0
         return img.flip(1) if self.input_format == "BGR" else img
 
+    def _target(self, x: torch.Tensor) -> Tuple[torch.Tensor, ReconstructionRecord]:
+        target, record = self._bound if self._bound is not None else (None, ReconstructionRecord())
+        if target is None:
+            if self.training:
+                raise RuntimeError(
+                    "ReconstructionFPN needs its reconstruction target in training: use an SR-TOD "
+                    "meta-architecture (SRTODRCNN, SRTODRetinaNet) or `with backbone.bind(target) as record:`")
+            return self._recovered_target(x), record
+        if tuple(target.shape[-2:]) != tuple(x.shape[-2:]) or target.shape[0] != x.shape[0]:
+            raise ValueError(f"reconstruction target {tuple(target.shape)} does not match the input "
+                             f"{tuple(x.shape)}")
+        return target, record
+
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """(N, 3, H, W) normalised input -> the wrapped backbone's features, ``level`` enhanced."""
         feats = self.fpn(x)
         if not self.enabled:
             return feats
-        target, self._target = self._target, None
-        if target is None or target.shape[-2:] != x.shape[-2:]:
-            target = self._recovered_target(x)
+        target, record = self._target(x)
         p = feats[self.level]
         s = self.head.stride
         p_head = p.contiguous(memory_format=torch.channels_last) if self.channels_last else p
@@ -339,7 +385,7 @@ class ReconstructionFPN(Backbone):
             return feats
         rec = self.head(p_head).contiguous()
         if self.training:
-            self._losses = {"loss_rec": self.loss_weight * F.mse_loss(rec, target.to(rec.dtype))}
+            record.losses["loss_rec"] = self.loss_weight * F.mse_loss(rec, target.to(rec.dtype))
         if self.dgfe is not None:
             d = difference_map(rec, target.to(rec.dtype), self.difference)
             binary = self.threshold(d)

@@ -4,46 +4,58 @@ the network-input image (after resize and flip) as RGB in [0, 1], zero-padded ex
 the batched input, and the reconstruction loss added to the detector's losses.
 
 Each is Detectron2's class with :class:`ReconstructionTargetMixin` in front: nothing of the
-detector is copied, and any backbone without the hook works unchanged.
+detector is copied.
 """
 from __future__ import annotations
 
 from typing import Dict, List
 
+import torch
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, RetinaNet
 from detectron2.structures import ImageList
+
+from ..backbone.reconstruction import ReconstructionFPN
 
 __all__ = ["ReconstructionTargetMixin", "SRTODRCNN", "SRTODRetinaNet"]
 
 
 class ReconstructionTargetMixin:
-    """Override ``preprocess_image`` (to hand the target to the backbone) and ``forward``
-    (to add the backbone's ``loss_rec``)."""
+    """Runs the detector's ``forward`` inside :meth:`ReconstructionFPN.bind` with the
+    reconstruction target, and adds the hook's ``loss_rec`` in training. The backbone must
+    be a :class:`ReconstructionFPN` (checked at construction)."""
 
-    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
-        images = super().preprocess_image(batched_inputs)
-        if hasattr(self.backbone, "set_target") and getattr(self.backbone, "enabled", True):
-            raw = []
-            for x in batched_inputs:
-                img = self._move_to_current_device(x["image"]).float() / 255.0
-                raw.append(img.flip(0) if self.input_format == "BGR" else img)
-            target = ImageList.from_tensors(raw, self.backbone.size_divisibility, pad_value=0.0,
-                                            padding_constraints=self.backbone.padding_constraints)
-            self.backbone.set_target(target.tensor)
-        return images
+    backbone: ReconstructionFPN
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.backbone, ReconstructionFPN):
+            raise TypeError(f"{type(self).__name__} needs a ReconstructionFPN backbone (SR-TOD's hook), "
+                            f"got {type(self.backbone).__name__}; use the plain detector without SR-TOD")
+
+    def reconstruction_target(self, batched_inputs: List[Dict]) -> torch.Tensor:
+        """(N, 3, H, W): each input image as RGB / 255, zero-padded like the batch."""
+        raw = []
+        for x in batched_inputs:
+            img = self._move_to_current_device(x["image"]).float() / 255.0
+            raw.append(img.flip(0) if self.input_format == "BGR" else img)
+        return ImageList.from_tensors(raw, self.backbone.size_divisibility, pad_value=0.0,
+                                      padding_constraints=self.backbone.padding_constraints).tensor
 
     def forward(self, batched_inputs: List[Dict]):
-        out = super().forward(batched_inputs)
-        if self.training and hasattr(self.backbone, "pop_losses"):
-            out.update(self.backbone.pop_losses())
+        if not self.backbone.enabled:
+            return super().forward(batched_inputs)
+        with self.backbone.bind(self.reconstruction_target(batched_inputs)) as record:
+            out = super().forward(batched_inputs)
+        if self.training:
+            out.update(record.losses)
         return out
 
 
 @META_ARCH_REGISTRY.register()
 class SRTODRCNN(ReconstructionTargetMixin, GeneralizedRCNN):
-    """GeneralizedRCNN (Faster/Cascade R-CNN, CFINet) with SR-TOD's hook in its backbone."""
+    """GeneralizedRCNN (Faster/Cascade R-CNN, CFINet) with SR-TOD's hook as its backbone."""
 
 
 @META_ARCH_REGISTRY.register()
 class SRTODRetinaNet(ReconstructionTargetMixin, RetinaNet):
-    """RetinaNet with SR-TOD's hook (on P3) in its backbone."""
+    """RetinaNet with SR-TOD's hook (on P3) as its backbone."""
