@@ -2,21 +2,17 @@
 synthetic dataset: the main job of `make demo` (2 CPU cores, < 15 minutes)."""
 from ..common.data.synthetic import dataloader
 from ..common.models.faster_rcnn_fpn_p2 import model
-from ..common.models.small_resnet import backbone
+from ..common.models.small_resnet import use_small_resnet
 from ..common.optim import SGD as optimizer
 from ..common.schedules import step_schedule
 from ..common.train import train
 
-model.backbone.bottom_up = backbone
-model.backbone.out_channels = 64
-model.backbone.norm = ""
+use_small_resnet(model)
 model.roi_heads.num_classes = 3
 model.roi_heads.batch_size_per_image = 128
 model.roi_heads.box_head.fc_dims = [256, 256]
 model.proposal_generator.pre_nms_topk = (1000, 1000)
 model.proposal_generator.post_nms_topk = (300, 1000)
-# trained from scratch: normalise the input for the learning BatchNorm layers
-model.pixel_std = [57.375, 57.120, 58.395]
 
 train.max_iter = 600
 train.eval_period = 600

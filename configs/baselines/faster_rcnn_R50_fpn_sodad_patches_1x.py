@@ -5,8 +5,12 @@ from ..common.models.faster_rcnn_fpn_p2 import model
 from ..common.optim import SGD as optimizer
 from ..common.schedules import step_schedule
 from ..common.train import train
+from ..common.models.limits import set_detections_per_image
 
 model.roi_heads.num_classes = 9
+# 100 detections per 800 px patch, as CFINet (the whole-image merge keeps up to
+# patches x 100 for the SODA-D protocol's maxDets 100/300/1000)
+set_detections_per_image(model, 100)
 dataloader.train.total_batch_size = 8
 optimizer.lr = 0.01
 train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"

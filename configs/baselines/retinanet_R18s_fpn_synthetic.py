@@ -5,17 +5,13 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
 from ..common.models.retinanet_fpn_p3 import model
-from ..common.models.small_resnet import backbone
+from ..common.models.small_resnet import use_small_resnet
 from .faster_rcnn_R18s_fpn_synthetic import dataloader, lr_multiplier, optimizer, train
 
-backbone.out_features = ["res3", "res4", "res5"]
-model.backbone.bottom_up = backbone
-model.backbone.out_channels = 64
-model.backbone.norm = ""
+use_small_resnet(model, out_features=["res3", "res4", "res5"])
 model.backbone.top_block = L(LastLevelP6P7)(in_channels=256, out_channels="${..out_channels}")
 model.head.input_shape = [L(ShapeSpec)(channels=64)] * 5
 model.head.conv_dims = [64, 64]
 model.num_classes = 3
-model.pixel_std = [57.375, 57.120, 58.395]
 optimizer.lr = 0.01
 train.output_dir = "./output/retinanet_R18s_fpn_synthetic"

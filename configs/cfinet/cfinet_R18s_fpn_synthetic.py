@@ -2,19 +2,12 @@
 (64 channels, P2-P5) and data, with CRPN and feature imitation; 400 iterations so that
 CFINet and its plain twin train one after the other in under 20 minutes on 2 CPU cores
 (`make cfinet-demo`)."""
-from functools import partial
-
-from sod2.modeling.roi_heads import imitation_mlp_lr_factor
-
 from ..baselines.faster_rcnn_R18s_fpn_synthetic import dataloader, optimizer, train
-from ..common.models.cfinet import model
-from ..common.models.small_resnet import backbone
+from ..common.models.cfinet import imitation_mlp_lr, model
+from ..common.models.small_resnet import use_small_resnet
 from ..common.schedules import step_schedule
 
-model.backbone.bottom_up = backbone
-model.backbone.out_channels = 64
-model.backbone.norm = ""
-model.pixel_std = [57.375, 57.120, 58.395]
+use_small_resnet(model)
 model.roi_heads.num_classes = 3
 model.roi_heads.box_head.fc_dims = [256, 256]
 model.roi_heads.imitation.embed.hidden_dim = 256
@@ -28,6 +21,4 @@ train.max_iter = 400
 train.eval_period = 400
 train.checkpointer.period = 200
 lr_multiplier = step_schedule(train.max_iter, steps=[300, 370], warmup_iters=100)
-# Feat2Embed's MLP at 0.05x the learning rate, as the official code (see imitation_mlp_lr_factor)
-optimizer.params.base_lr = "${..lr}"
-optimizer.params.lr_factor_func = partial(imitation_mlp_lr_factor, factor=0.05)
+imitation_mlp_lr(optimizer)  # Feat2Embed's MLP at 0.05x, as the official code

@@ -1,12 +1,8 @@
 """CFINet (CRPN + feature imitation) R50-FPN on AI-TOD (trainval -> test): SGD lr 0.01, batch 4,
 12 epochs with steps at 8 and 11, 500-iteration warm-up from 0.001 (the paper's SODA-D
 recipe), from ImageNet weights (MSRA R-50: BGR input, FrozenBN)."""
-from functools import partial
-
-from sod2.modeling.roi_heads import imitation_mlp_lr_factor
-
 from ..common.data.aitod import NUM_TRAIN_IMAGES, dataloader
-from ..common.models.cfinet import model
+from ..common.models.cfinet import imitation_mlp_lr, model
 from ..common.optim import SGD as optimizer
 from ..common.schedules import epoch_schedule
 from ..common.train import train
@@ -21,6 +17,4 @@ train.max_iter = 12 * iters_per_epoch
 lr_multiplier = epoch_schedule(12, [8, 11], iters_per_epoch, warmup_iters=500, warmup_factor=0.001)
 train.eval_period = train.max_iter
 train.checkpointer.period = train.max_iter // 12
-# Feat2Embed's MLP at 0.05x the learning rate, as the official code (see imitation_mlp_lr_factor)
-optimizer.params.base_lr = "${..lr}"
-optimizer.params.lr_factor_func = partial(imitation_mlp_lr_factor, factor=0.05)
+imitation_mlp_lr(optimizer)  # Feat2Embed's MLP at 0.05x, as the official code

@@ -1,17 +1,17 @@
 """CFINet (CRPN + feature imitation) R50-FPN on SODA-D (800 px patches resized to 1200, merged onto whole images for the sodad protocol): SGD lr 0.01, batch 4,
 12 epochs with steps at 8 and 11, 500-iteration warm-up from 0.001 (the paper's SODA-D
 recipe), from ImageNet weights (MSRA R-50: BGR input, FrozenBN)."""
-from functools import partial
-
-from sod2.modeling.roi_heads import imitation_mlp_lr_factor
-
 from ..common.data.sodad_patches import dataloader
-from ..common.models.cfinet import model
+from ..common.models.cfinet import imitation_mlp_lr, model
 from ..common.optim import SGD as optimizer
 from ..common.schedules import step_schedule
 from ..common.train import train
+from ..common.models.limits import set_detections_per_image
 
 model.roi_heads.num_classes = 9
+# 100 detections per 800 px patch, as CFINet (the whole-image merge keeps up to
+# patches x 100 for the SODA-D protocol's maxDets 100/300/1000)
+set_detections_per_image(model, 100)
 dataloader.train.total_batch_size = 4
 optimizer.lr = 0.01
 train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
@@ -22,6 +22,4 @@ train.max_iter = 90000
 lr_multiplier = step_schedule(train.max_iter, [60000, 82500], warmup_iters=500, warmup_factor=0.001)
 train.eval_period = train.max_iter
 train.checkpointer.period = train.max_iter // 12
-# Feat2Embed's MLP at 0.05x the learning rate, as the official code (see imitation_mlp_lr_factor)
-optimizer.params.base_lr = "${..lr}"
-optimizer.params.lr_factor_func = partial(imitation_mlp_lr_factor, factor=0.05)
+imitation_mlp_lr(optimizer)  # Feat2Embed's MLP at 0.05x, as the official code

@@ -4,6 +4,7 @@ difference threshold initialised at 40 / 255, DGFE; SGD lr 0.0025, batch 2, 20 e
 Without SR-TOD: ``model.backbone.enabled=False``."""
 from ..common.data.droneswarms import NUM_TRAIN_IMAGES, dataloader
 from ..common.models.faster_rcnn_fpn_p2 import model
+from ..common.models.limits import set_detections_per_image
 from ..common.models.srtod import with_srtod
 from ..common.optim import SGD as optimizer
 from ..common.schedules import epoch_schedule
@@ -13,7 +14,8 @@ model.roi_heads.num_classes = 1
 # anchor scale 2 (x stride), ratios 0.5/1/2, as SR-TOD's DroneSwarms config
 model.proposal_generator.anchor_generator.sizes = [[8], [16], [32], [64], [128]]
 model.proposal_generator.pre_nms_topk = (2000, 1000)
-model.proposal_generator.post_nms_topk = (2000, 1000)
+model.proposal_generator.post_nms_topk = (1000, 1000)
+set_detections_per_image(model, 100)  # proposals and detections as the official config
 with_srtod(model, threshold=40 / 255)
 
 dataloader.train.total_batch_size = 2

@@ -4,6 +4,7 @@ difference threshold initialised at 4 / 255, DGFE; SGD lr 0.005, batch 2, 12 epo
 Without SR-TOD: ``model.backbone.enabled=False``."""
 from ..common.data.visdrone import NUM_TRAIN_IMAGES, dataloader
 from ..common.models.faster_rcnn_fpn_p2 import model
+from ..common.models.limits import set_detections_per_image
 from ..common.models.srtod import with_srtod
 from ..common.optim import SGD as optimizer
 from ..common.schedules import epoch_schedule
@@ -14,6 +15,7 @@ model.roi_heads.num_classes = 10
 model.proposal_generator.anchor_generator.sizes = [[24], [48], [96], [192], [384]]
 model.proposal_generator.pre_nms_topk = (3000, 3000)
 model.proposal_generator.post_nms_topk = (3000, 3000)
+set_detections_per_image(model, 3000)  # dense scenes: 3000, as the official code
 with_srtod(model, threshold=4 / 255)
 
 dataloader.train.total_batch_size = 2

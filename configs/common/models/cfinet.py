@@ -1,11 +1,16 @@
 """CFINet (ICCV 2023): Faster R-CNN R50-FPN (P2-P5) with the coarse-to-fine RPN (CRPN) and
-the feature-imitation ROI head. Numbers from ../shared/specs/cfinet.md; the paper's
-choices by default, the official code's as options (projects/CFINet/README.md).
+the feature-imitation ROI head. Numbers and their sources in projects/CFINet/README.md; the
+paper's choices by default, the official code's as options.
+
+``imitation_mlp_lr(optimizer)`` trains Feat2Embed's MLP at 0.05x the learning rate, as the
+official code (see ``imitation_mlp_lr_factor``).
 
 Ablations are overrides of this file:
   model.proposal_generator = plain_rpn      # plain RPN instead of CRPN (the "+FI" and plain rows)
   model.roi_heads.imitation = None          # no feature imitation (the "+CRPN" and plain rows)
 """
+from functools import partial
+
 from detectron2.config import LazyCall as L
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.box_regression import Box2BoxTransform
@@ -15,7 +20,7 @@ from detectron2.modeling.proposal_generator import RPN, StandardRPNHead
 from sod2.modeling.matchers import DynamicIoUAssigner, MaxIoUMatcher
 from sod2.modeling.proposal_generator import CRPN, CRPNHead
 from sod2.modeling.roi_heads import ExemplarBank, Feat2Embed, FeatureImitation, \
-    FeatureImitationROIHeads
+    FeatureImitationROIHeads, imitation_mlp_lr_factor
 
 from .faster_rcnn_fpn_p2 import model
 
@@ -76,6 +81,15 @@ model.roi_heads.imitation = L(FeatureImitation)(
     num_samples=128,
     max_bank_positives=64,
     quality_rule="paper",
+    quality_proposals="all",
     negatives="paper",
 )
 model.roi_heads.reweight_features = False
+
+
+def imitation_mlp_lr(optimizer, factor: float = 0.05):
+    """Train Feat2Embed's MLP at ``factor`` x the learning rate (the official 0.05): sets the
+    optimizer config's ``params.lr_factor_func`` (and ``params.base_lr`` to follow ``lr``)."""
+    optimizer.params.base_lr = "${..lr}"
+    optimizer.params.lr_factor_func = partial(imitation_mlp_lr_factor, factor=factor)
+    return optimizer

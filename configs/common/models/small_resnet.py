@@ -1,6 +1,8 @@
 """A small ResNet (BasicBlocks, widths 32-256) with BatchNorm that learns, for training
 from scratch on the embedded synthetic dataset on a CPU. ``backbone`` drops into the
-``bottom_up`` of any FPN config."""
+``bottom_up`` of any FPN config; ``use_small_resnet(model)`` does the whole swap."""
+import copy
+
 from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import BasicStem, ResNet
 from detectron2.modeling.backbone.resnet import BasicBlock
@@ -23,3 +25,16 @@ backbone = L(ResNet)(
     out_features=["res2", "res3", "res4", "res5"],
     freeze_at=0,
 )
+
+
+def use_small_resnet(model, out_features=("res2", "res3", "res4", "res5"), fpn_channels: int = 64):
+    """Swap an FPN model config's ResNet for ``backbone`` (in place; returns the model): a
+    ``fpn_channels``-wide FPN without normalisation, and the input normalised to unit
+    variance for the BatchNorm layers that learn from scratch."""
+    bottom_up = copy.deepcopy(backbone)
+    bottom_up.out_features = list(out_features)
+    model.backbone.bottom_up = bottom_up
+    model.backbone.out_channels = fpn_channels
+    model.backbone.norm = ""
+    model.pixel_std = [57.375, 57.120, 58.395]
+    return model
