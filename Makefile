@@ -1,4 +1,5 @@
-# The two commands: `make demo` (the main job) and `make test` (the test suite).
+# The two commands: `make demo` (the main job) and `make test` (the test suite); on a machine
+# with a CUDA device also `make gpu-check`.
 # Each first makes sure the environment is ready (tools/ensure_env.py).
 PYTHON ?= python3
 export SOD2_DATASETS ?= $(CURDIR)/datasets
@@ -6,7 +7,7 @@ DEMO_CONFIG ?= configs/baselines/faster_rcnn_R18s_fpn_synthetic.py
 DEMO_OUT ?= output/demo
 PYTEST_ARGS ?=
 
-.PHONY: env demo test cfinet-demo srtod-demo
+.PHONY: env demo test gpu-check cfinet-demo srtod-demo
 
 env:
 	@$(PYTHON) tools/ensure_env.py
@@ -21,6 +22,12 @@ demo: env
 
 test: env
 	$(PYTHON) -m pytest tests -q $(PYTEST_ARGS)
+
+# On a machine with a CUDA device: the tests marked `cuda` (CUDA kernel vs CPU path, training
+# and inference of every method, AMP) and the benchmarks on CUDA, with a summary of pass/fail
+# and timings (tools/gpu_check.sh). Without a CUDA device it says so and exits 0.
+gpu-check: env
+	PYTHON=$(PYTHON) tools/gpu_check.sh $(PYTEST_ARGS)
 
 # CFINet next to the same detector without CRPN and feature imitation, both trained from
 # scratch on the embedded dataset the same way (2 CPU cores, < 20 min); prints both tables.

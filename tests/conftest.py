@@ -1,4 +1,6 @@
-"""Shared fixtures: a temporary $SOD2_DATASETS and writers for tiny images and json."""
+"""Shared fixtures: a temporary $SOD2_DATASETS, real HIT-UAV images (the repository's subset,
+or the full val split when $SOD2_DATASETS has it), and writers for tiny images and json.
+Every file the tests read is in the repository (tests/fixtures/)."""
 import importlib.util
 import json
 import os
@@ -9,34 +11,66 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_HITUAV = REPO.parent / "shared" / "data" / "hit-uav"
+FIXTURES = REPO / "tests" / "fixtures"
+# 17 images of HIT-UAV's val split with their annotations (CC BY 4.0, Suo et al., Scientific
+# Data 10, 227 (2023)), kept in the repository: tests/fixtures/hituav-subset/hit-uav/README.md
+HITUAV_SUBSET = FIXTURES / "hituav-subset"
+HITUAV_VAL_IMAGES = 290  # the full val split
+HITUAV_FIXTURES = ("hituav_datasets", "hituav_full_datasets", "hituav_subset_datasets")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests on the real HIT-UAV images are marked ``realdata`` (with the fixture-file tests
+    that carry the marker themselves): the set .ci/run reruns from a copy of the checkout."""
+    for item in items:
+        if set(getattr(item, "fixturenames", ())) & set(HITUAV_FIXTURES):
+            item.add_marker(pytest.mark.realdata)
 
 
 def hituav_root():
-    """A folder holding ``hit-uav/`` (the real val sample): $SOD2_DATASETS if it has it,
-    else ../shared/data. None if neither has it."""
+    """A folder holding the full HIT-UAV val split as ``hit-uav/`` (290 images and
+    ``annotations/val.json``): $SOD2_DATASETS if it has it, else None."""
     env = os.environ.get("SOD2_DATASETS")
-    if env and (Path(env) / "hit-uav" / "annotations" / "val.json").is_file():
-        return Path(env)
-    if (SHARED_HITUAV / "annotations" / "val.json").is_file():
-        return SHARED_HITUAV.parent
-    return None
+    if not env:
+        return None
+    base = Path(env) / "hit-uav"
+    if not (base / "annotations" / "val.json").is_file() or not (base / "val").is_dir():
+        return None
+    if sum(1 for _ in (base / "val").glob("*.jpg")) != HITUAV_VAL_IMAGES:
+        return None
+    return Path(env)
+
+
+def _use_hituav(root, monkeypatch, tmp_path):
+    """Point $SOD2_DATASETS at a temporary folder that links ``root/hit-uav`` (never written to)."""
+    link_root = tmp_path / "datasets_with_hituav"
+    link_root.mkdir()
+    (link_root / "hit-uav").symlink_to(root / "hit-uav", target_is_directory=True)
+    monkeypatch.setenv("SOD2_DATASETS", str(link_root))
+    return link_root
+
+
+@pytest.fixture
+def hituav_full_datasets(monkeypatch, tmp_path):
+    """$SOD2_DATASETS with the full HIT-UAV val split (290 images); skips when
+    $SOD2_DATASETS/hit-uav does not hold it."""
+    root = hituav_root()
+    if root is None:
+        pytest.skip("the full HIT-UAV val split is not in $SOD2_DATASETS/hit-uav")
+    return _use_hituav(root, monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def hituav_subset_datasets(monkeypatch, tmp_path):
+    """$SOD2_DATASETS with the repository's 17-image HIT-UAV val subset."""
+    return _use_hituav(HITUAV_SUBSET, monkeypatch, tmp_path)
 
 
 @pytest.fixture
 def hituav_datasets(monkeypatch, tmp_path):
-    """$SOD2_DATASETS pointing at a folder with the real HIT-UAV val sample (CC BY 4.0,
-    Suo et al., Scientific Data 10, 227 (2023)); skips when it is absent. The shared
-    sample is linked from a temporary folder, never written to."""
-    root = hituav_root()
-    if root is None:
-        pytest.skip("HIT-UAV val sample not found (../shared/data/hit-uav or $SOD2_DATASETS/hit-uav)")
-    if root == SHARED_HITUAV.parent:
-        root = tmp_path / "datasets_with_hituav"
-        root.mkdir()
-        (root / "hit-uav").symlink_to(SHARED_HITUAV, target_is_directory=True)
-    monkeypatch.setenv("SOD2_DATASETS", str(root))
-    return root
+    """$SOD2_DATASETS with real HIT-UAV val images: the full split when $SOD2_DATASETS has it,
+    else the repository's subset. Tests using it must hold for both."""
+    return _use_hituav(hituav_root() or HITUAV_SUBSET, monkeypatch, tmp_path)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """
-Scale-bucket evaluation protocols (see ../shared/specs/evaluation.md).
+Scale-bucket evaluation protocols: coco, aitod, sodad, tinyperson, visdrone (README.md,
+"Evaluation", lists each with its reference evaluator, buckets and headline).
 
 A :class:`Protocol` fixes the area buckets, maxDets, IoU thresholds, how ground truth
 becomes "ignored", and which numbers are the headline. :func:`summarize` turns an

@@ -1,4 +1,6 @@
-"""HIT-UAV (its own JSON dialect): synthetic files and the real val sample in ../shared."""
+"""HIT-UAV (its own JSON dialect): synthetic files, the repository's 17-image subset of the
+real val split (tests/fixtures/hituav-subset) and, when $SOD2_DATASETS has it, the full split.
+HIT-UAV: CC BY 4.0, Suo et al., Scientific Data 10, 227 (2023)."""
 import collections
 
 import numpy as np
@@ -7,8 +9,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import sod2  # noqa: F401  (registers the datasets)
 from sod2.data.datasets.common import IGNORE_REGION
-from sod2.data.datasets.hituav import HITUAV_CLASSES
+from sod2.data.datasets.hituav import HITUAV_CLASSES, load_hituav
 from sod2.data.io import DataFormatError, read_image
+
+from ..conftest import HITUAV_SUBSET, HITUAV_VAL_IMAGES, hituav_root
 
 CATEGORIES = [{"id": i, "name": n, "supercategory": n} for i, n in
               enumerate(["Person", "Car", "Bicycle", "OtherVehicle", "DontCare"])]
@@ -63,9 +67,58 @@ def test_metadata():
     assert meta.eval_protocol == "aitod"
 
 
-def test_real_val_sample(hituav_datasets, round_trip):
-    """HIT-UAV val: CC BY 4.0, Suo et al., Scientific Data 10, 227 (2023)."""
-    root = hituav_datasets
+def test_real_val_subset(hituav_subset_datasets, round_trip):
+    """The repository's 17 real images: the dialect, DontCare regions, an image without
+    objects, grayscale JPEGs loaded as 3 channels."""
+    root = hituav_subset_datasets
+    dicts = DatasetCatalog.get("hituav_val")
+    assert len(dicts) == 17
+    counts = collections.Counter(a["category_id"] for d in dicts for a in d["annotations"])
+    assert {HITUAV_CLASSES[c]: n for c, n in counts.items() if c >= 0} == {
+        "Person": 64, "Car": 69, "Bicycle": 31, "OtherVehicle": 3}
+    assert counts[IGNORE_REGION] == 6
+    assert sum(1 for d in dicts if not d["annotations"]) == 1
+    assert all((d["width"], d["height"]) == (640, 512) for d in dicts)
+    img = read_image(dicts[0]["file_name"])
+    assert img.shape == (512, 640, 3) and img.dtype == np.uint8
+    assert (img[..., 0] == img[..., 1]).all()  # grayscale replicated
+    round_trip(dicts, HITUAV_CLASSES, root / "hit-uav" / "val")
+
+
+def test_real_val_fixture_selection(tmp_path, monkeypatch):
+    """hituav_datasets falls back to the subset: hituav_root() finds only a full val split."""
+    monkeypatch.setenv("SOD2_DATASETS", str(HITUAV_SUBSET))
+    assert hituav_root() is None  # 17 images: not the full split
+    monkeypatch.delenv("SOD2_DATASETS")
+    assert hituav_root() is None
+    base = tmp_path / "hit-uav"
+    (base / "annotations").mkdir(parents=True)
+    (base / "annotations" / "val.json").write_text("{}")
+    (base / "val").mkdir()
+    for i in range(HITUAV_VAL_IMAGES):
+        (base / "val" / f"{i}.jpg").touch()
+    monkeypatch.setenv("SOD2_DATASETS", str(tmp_path))
+    assert hituav_root() == tmp_path
+
+
+def test_real_val_subset_is_unchanged(hituav_full_datasets):
+    """The subset's records are those of the full split for the same images (files and
+    annotations copied unchanged)."""
+    full = {d["file_name"].rsplit("/", 1)[-1]: d for d in DatasetCatalog.get("hituav_val")}
+    sub_root = HITUAV_SUBSET / "hit-uav"
+    sub = load_hituav(str(sub_root / "annotations" / "val.json"), str(sub_root / "val"))
+    assert len(sub) == 17
+    for d in sub:
+        name = d["file_name"].rsplit("/", 1)[-1]
+        ref = full[name]
+        assert {k: v for k, v in d.items() if k != "file_name"} == \
+            {k: v for k, v in ref.items() if k != "file_name"}, name
+        assert (sub_root / "val" / name).read_bytes() == open(ref["file_name"], "rb").read(), name
+
+
+def test_real_val_sample(hituav_full_datasets, round_trip):
+    """The full val split (290 images), when $SOD2_DATASETS has it."""
+    root = hituav_full_datasets
     dicts = DatasetCatalog.get("hituav_val")
     assert len(dicts) == 290
     counts = collections.Counter(a["category_id"] for d in dicts for a in d["annotations"])
@@ -80,7 +133,7 @@ def test_real_val_sample(hituav_datasets, round_trip):
     round_trip(dicts, HITUAV_CLASSES, root / "hit-uav" / "val")
 
 
-def test_val_parts_for_cpu_experiments(hituav_datasets):
+def test_val_parts_for_cpu_experiments(hituav_full_datasets):
     a = DatasetCatalog.get("hituav_val_part1")
     b = DatasetCatalog.get("hituav_val_part2")
     assert len(a) == 200 and len(b) == 90

@@ -11,8 +11,8 @@ from sod2.evaluation.protocols import PROTOCOLS, evaluate_protocol
 
 from .references import PycocoEval, SodaEval, TinyPersonEval
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-FIXTURE = SHARED / "fixtures" / "coco-ranges"
+# 100 COCO val2014 images with fixed detections and pycocotools' numbers (tests/fixtures/coco-ranges/README.md)
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "coco-ranges"
 
 
 def random_case(seed, n_img=12, n_cat=3, n_gt=120, n_dt=300, crowd=0.05, ignore=0.08,
@@ -126,6 +126,7 @@ def test_empty_results_and_empty_ground_truth():
     assert m["AP"] is None and m["AR@100"] is None
 
 
+@pytest.mark.realdata
 def test_fixture_custom_ranges_to_1e9():
     expected = json.loads((FIXTURE / "expected.json").read_text())
     gt = ground_truth_from_coco(json.loads((FIXTURE / "instances_val2014_100.json").read_text()))
