@@ -9,7 +9,13 @@ the ground truth format sod2's evaluation and ``load_coco_style_json`` read.
 ``--root`` is the dataset's folder in the layout of datasets/README.md (default
 ``$SOD2_DATASETS/<folder>``). File names in the output are relative to the split's
 image folder (printed; override with ``--image-root``). The output is written to a
-temporary file and renamed when complete, so a failed or interrupted run leaves no file.
+temporary file and renamed when complete, so a failed or interrupted run leaves no file
+(temporaries of killed runs are removed by the next run).
+
+Every listed image is checked before anything is written (``--verify-images``):
+``header`` (default) reads its header and end marker and compares its size with the
+annotation's, ``full`` decodes it as training does, ``none`` only requires the file.
+A bad image is an error naming it.
 """
 from __future__ import annotations
 
@@ -26,8 +32,9 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sod2.data.datasets import aitod, droneswarms, hituav, sodad, tinyperson, uavdt, visdrone
+from sod2.data.datasets.common import image_verification, verify_records
 from sod2.data.datasets.export import summarize, to_sod2_json
-from sod2.data.io import DataFormatError, atomic_write_json
+from sod2.data.io import VERIFY_LEVELS, DataFormatError, atomic_write_json
 
 # dataset -> (module, split loader, class names, splits)
 DATASETS = {
@@ -42,6 +49,8 @@ DATASETS = {
     "droneswarms": (droneswarms, droneswarms.load_droneswarms_split,
                     droneswarms.DRONESWARMS_CLASSES, droneswarms.DRONESWARMS_SPLITS),
 }
+
+TEXT_FORMATS = ("visdrone", "uavdt")  # loaders that do not check images (see convert)
 
 
 class _WarningTally(logging.Handler):
@@ -71,8 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-root", default=None,
                    help="folder the written file names are relative to (default: the split's "
                         "image folder)")
+    p.add_argument("--verify-images", choices=VERIFY_LEVELS, default="header",
+                   help="check every image: header (size and end marker, cheap), full "
+                        "(decode the pixels), none (the file exists)")
     p.add_argument("--keep-dense", action="store_true",
-                   help="tinyperson: keep dense images (skipped for train by default)")
+                   help="tinyperson: keep dense images (skipped by default, as TinyBenchmark "
+                        "trains and evaluates without them)")
+    p.add_argument("--dense-threshold", type=int, default=tinyperson.DENSE_THRESHOLD,
+                   help="tinyperson: an image with more boxes than this is dense "
+                        f"(default {tinyperson.DENSE_THRESHOLD}, TinyBenchmark's)")
+    p.add_argument("--logo-as-person", action="store_true",
+                   help="tinyperson: keep boxes flagged only 'logo' as persons (default: "
+                        "ignored boxes)")
     return p
 
 
@@ -81,12 +100,25 @@ def convert(args) -> dict:
     module, load, classes, splits = DATASETS[args.dataset]
     if args.split not in splits:
         raise SystemExit(f"error: {args.dataset} split must be one of {', '.join(splits)}")
-    kwargs = {"skip_dense": False} if args.dataset == "tinyperson" and args.keep_dense else {}
+    if os.path.isdir(args.output):
+        raise SystemExit(f"error: --output {args.output} is a folder; give the path of the "
+                         f".json file to write")
+    kwargs = {}
+    if args.dataset == "tinyperson":
+        if args.dense_threshold < 0:
+            raise SystemExit(f"error: --dense-threshold must be >= 0, got {args.dense_threshold}")
+        kwargs = {"skip_dense": not args.keep_dense, "dense_threshold": args.dense_threshold,
+                  "logo_as_ignore": not args.logo_as_person}
     tally = _WarningTally()
     log = logging.getLogger("sod2")
     log.addHandler(tally)
     try:
-        dicts = load(args.split, args.root, **kwargs)
+        # the loaders of json formats check the images at this level; those of the text
+        # formats read only the headers for the sizes, so their images are checked here
+        with image_verification(args.verify_images):
+            dicts = load(args.split, args.root, **kwargs)
+        if args.dataset in TEXT_FORMATS:
+            verify_records(dicts, f"the {args.dataset} {args.split} split", level=args.verify_images)
     finally:
         log.removeHandler(tally)
     image_root = args.image_root or module.split_paths(args.split, args.root)["image_root"]
@@ -123,6 +155,9 @@ def main(argv=None) -> int:
         summary = convert(args)
     except DataFormatError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {e.filename or args.output}: {e.strerror or e}", file=sys.stderr)
         return 1
     print_summary(summary)
     return 0

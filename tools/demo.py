@@ -12,6 +12,12 @@ Images are read like training images (grayscale and 16-bit files become 3-channe
 8-bit) and go through the config's test-time mapper (resizing) before the model.
 ``--with-ground-truth`` (datasets only) draws predictions next to the annotations,
 ignore regions included. Videos are written as mp4 with the detections drawn.
+
+Outputs are named after the input's path, extension included, relative to the folder
+holding all inputs (``a/x.jpg`` -> ``<output>/a/x.jpg.png``, ``clip.mp4`` ->
+``<output>/clip.mp4.mp4``), so inputs of the same name never overwrite each other.
+An image or video that cannot be read is skipped with a message naming it; the others
+are drawn, and the run ends with the number skipped (exit status 1 if any).
 """
 import argparse
 import glob
@@ -29,11 +35,12 @@ import cv2
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from sod2.data.io import read_image, to_uint8_rgb
-from sod2.engine.lazy_train import resolve_device
+from sod2.data.datasets.common import require_registered
+from sod2.data.io import DataFormatError, read_image, relative_names, to_uint8_rgb
+from sod2.engine.lazy_train import ConfigError, load_config, resolve_device
 from sod2.utils.visualization import draw_ground_truth, draw_predictions, side_by_side
 
 logger = logging.getLogger("sod2.demo")
@@ -86,17 +93,27 @@ class Predictor:
 
 
 def _inputs(paths):
+    """The files that ``--input`` names (folders: their images), each once, in order.
+
+    Raises:
+        FileNotFoundError: an input that is neither a file, a folder nor a matching pattern.
+    """
+    out = []
     for p in paths:
         if os.path.isdir(p):
-            for f in sorted(glob.glob(os.path.join(p, "*"))):
-                if f.lower().endswith(IMAGE_EXT):
-                    yield f
+            out += [f for f in sorted(glob.glob(os.path.join(p, "*")))
+                    if f.lower().endswith(IMAGE_EXT)]
         elif any(ch in p for ch in "*?["):
-            yield from sorted(glob.glob(p))
+            matched = sorted(f for f in glob.glob(p) if os.path.isfile(f))
+            if not matched:
+                raise FileNotFoundError(f"{p}: no file matches")
+            out += matched
         elif os.path.isfile(p):
-            yield p
+            out.append(p)
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
+    seen = set()
+    return [f for f in out if not (os.path.abspath(f) in seen or seen.add(os.path.abspath(f)))]
 
 
 def _save(path: str, rgb: np.ndarray) -> None:
@@ -105,12 +122,11 @@ def _save(path: str, rgb: np.ndarray) -> None:
         raise OSError(f"cannot write {path}")
 
 
-def run_video(pred: Predictor, path: str, out_dir: str, meta, args) -> str:
+def run_video(pred: Predictor, path: str, out_path: str, meta, args) -> str:
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
-        raise OSError(f"{path}: cannot open video")
+        raise DataFormatError(f"{path}: cannot open video")
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    out_path = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + "_det.mp4")
     writer = None
     n = 0
     while True:
@@ -121,14 +137,15 @@ def run_video(pred: Predictor, path: str, out_dir: str, meta, args) -> str:
         vis = draw_predictions(rgb, pred(rgb), meta, args.scale, args.confidence_threshold,
                                not args.no_labels)
         if writer is None:
-            os.makedirs(out_dir, exist_ok=True)
+            os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
             writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                      (vis.shape[1], vis.shape[0]))
         writer.write(np.ascontiguousarray(vis[:, :, ::-1]))
         n += 1
     cap.release()
-    if writer is not None:
-        writer.release()
+    if writer is None:
+        raise DataFormatError(f"{path}: no frame could be read")
+    writer.release()
     logger.info("%s: %d frames -> %s", path, n, out_path)
     return out_path
 
@@ -151,13 +168,27 @@ def main(argv=None):
                         help="SR-TOD models: also draw the reconstructed image and the thresholded "
                              "difference map next to the detections")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                        help="config overrides key=value (e.g. train.init_checkpoint=...)")
+                        help="config overrides key=value (e.g. train.init_checkpoint=...), "
+                             "checked as the trainer checks them")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
-    resolve_device(cfg)
-    pred = Predictor(cfg, visuals=args.show_reconstruction)
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        parser.exit(2, f"error: --output {args.output} is a file; give a folder\n")
+    try:
+        if args.dataset:
+            require_registered(args.dataset)
+        inputs = None if args.dataset else _inputs(args.input)
+        cfg = load_config(args.config_file, args.opts)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        parser.exit(2, f"error: {e}\n")
+    ckpt = cfg.train.get("init_checkpoint")
+    if ckpt and "://" not in ckpt and not os.path.isfile(ckpt):
+        parser.exit(2, f"error: train.init_checkpoint {ckpt}: no such file\n")
+    try:
+        resolve_device(cfg)
+        pred = Predictor(cfg, visuals=args.show_reconstruction)
+    except (ValueError, RuntimeError) as e:  # no SR-TOD model, no CUDA
+        parser.exit(2, f"error: {e}\n")
 
     def with_reconstruction(vis):
         if not args.show_reconstruction:
@@ -165,18 +196,32 @@ def main(argv=None):
         panels = [p for p in pred.reconstruction_panels() if p is not None]
         scaled = [cv2.resize(p, (vis.shape[1], vis.shape[0]), interpolation=cv2.INTER_NEAREST) for p in panels]
         return side_by_side([vis] + scaled)
-    written = []
+
+    written, skipped = [], []
+
+    def skip(e):
+        logger.warning("skipped: %s", e)
+        skipped.append(str(e))
+
     if args.dataset:
         meta = MetadataCatalog.get(args.dataset)
-        records = DatasetCatalog.get(args.dataset)[: args.max_images]
-        for rec in records:
-            rgb = read_image(rec["file_name"], format="RGB")
+        try:
+            records = DatasetCatalog.get(args.dataset)[: args.max_images]
+        except DataFormatError as e:
+            parser.exit(1, f"error: {e}\n")
+        names = relative_names([r["file_name"] for r in records])
+        for rec, name in zip(records, names):
+            try:
+                rgb = read_image(rec["file_name"], format="RGB")
+            except DataFormatError as e:
+                skip(e)
+                continue
             vis = with_reconstruction(draw_predictions(rgb, pred(rgb), meta, args.scale,
                                                        args.confidence_threshold, not args.no_labels))
             if args.with_ground_truth:
                 vis = side_by_side([vis, draw_ground_truth(rgb, rec, meta, args.scale,
                                                            not args.no_labels)])
-            out = os.path.join(args.output, os.path.splitext(os.path.basename(rec["file_name"]))[0] + ".png")
+            out = os.path.join(args.output, name + ".png")
             _save(out, vis)
             written.append(out)
     else:
@@ -185,17 +230,25 @@ def main(argv=None):
         if not meta.get("thing_classes"):
             k = cfg.model.get("num_classes") or cfg.model.roi_heads.num_classes
             meta.thing_classes = [str(i) for i in range(k)]
-        for path in _inputs(args.input):
-            if path.lower().endswith(VIDEO_EXT):
-                written.append(run_video(pred, path, args.output, meta, args))
+        for path, name in zip(inputs, relative_names(inputs)):
+            try:
+                if path.lower().endswith(VIDEO_EXT):
+                    written.append(run_video(pred, path, os.path.join(args.output, name + ".mp4"),
+                                             meta, args))
+                    continue
+                rgb = read_image(path, format="RGB")
+            except DataFormatError as e:
+                skip(e)
                 continue
-            rgb = read_image(path, format="RGB")
             vis = with_reconstruction(draw_predictions(rgb, pred(rgb), meta, args.scale,
                                                        args.confidence_threshold, not args.no_labels))
-            out = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
+            out = os.path.join(args.output, name + ".png")
             _save(out, vis)
             written.append(out)
     print(f"wrote {len(written)} visualization(s) to {args.output}")
+    if skipped:
+        sys.exit(f"error: {len(skipped)} input(s) could not be read and were skipped "
+                 f"(first: {skipped[0]})")
     return written
 
 

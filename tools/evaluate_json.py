@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """
 Evaluate a COCO-format results file against a COCO-format ground-truth file with a
-scale-bucket protocol (sod2/evaluation/protocols.py, ../shared/specs/evaluation.md).
+scale-bucket protocol (sod2/evaluation/protocols.py; the protocols are described in the
+README's evaluation section).
 
     python tools/evaluate_json.py --gt GT.json --dt DT.json --protocol aitod \
         [--ranges name=lo,hi ...] [--max-dets a,b,c] [--iou-thrs t ...] [--output metrics.json]
 
 Numbers are in percent; a bucket without ground truth is null. Custom ``--ranges``
-replace the protocol's buckets (an ``all`` range is implied). The ground truth may use
+replace the protocol's buckets (an ``all`` range is implied and cannot be redefined; a
+name may be given once). ``--max-dets`` are positive integers. The ground truth may use
 the sod2 dialect (``ignore`` on annotations, ``ignore_regions`` on images; see
 datasets/README.md).
 
@@ -17,9 +19,9 @@ itself would import torch and Detectron2 to register models (seconds of start-up
 import argparse
 import importlib.util
 import json
+import math
 import os
 import sys
-import tempfile
 import time
 import types
 
@@ -42,6 +44,18 @@ def _import_eval_core():
     return coco_json, protocols
 
 
+def _atomic_write_json(obj, dest: str) -> None:
+    """sod2.data.io's atomic JSON write (which also removes a killed earlier run's
+    temporaries), loaded from its file: importing ``sod2.data`` would load Detectron2."""
+    import sod2
+
+    path = os.path.join(list(sod2.__path__)[0], "data", "io.py")
+    spec = importlib.util.spec_from_file_location("_sod2_data_io", path)
+    io = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(io)
+    io.atomic_write_json(obj, dest, indent=1)
+
+
 def _parse_ranges(items):
     ranges = {}
     for item in items or []:
@@ -52,6 +66,15 @@ def _parse_ranges(items):
             sep = ""
         if not sep or not name:
             raise argparse.ArgumentTypeError(f"--ranges: expected name=lo,hi, got {item!r}")
+        if name == "all":
+            raise argparse.ArgumentTypeError(
+                f"--ranges: {item!r}: 'all' is implied (the protocol's whole range) and cannot "
+                f"be redefined; give the range another name")
+        if name in ranges:
+            raise argparse.ArgumentTypeError(f"--ranges: {name!r} is given twice")
+        if math.isnan(lo) or math.isnan(hi) or lo < 0 or hi < lo or math.isinf(lo):
+            raise argparse.ArgumentTypeError(
+                f"--ranges: {item!r}: need 0 <= lo <= hi (areas in px^2; hi may be inf)")
         ranges[name] = (lo, hi)
     return ranges or None
 
@@ -60,9 +83,34 @@ def _parse_floats(items, what):
     if not items:
         return None
     try:
-        return [float(v) for item in items for v in str(item).split(",") if v]
+        vals = [float(v) for item in items for v in str(item).split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{what}: expected numbers, got {items!r}") from None
+        raise argparse.ArgumentTypeError(f"{what}: expected numbers, got {' '.join(map(str, items))!r}") from None
+    if not vals:
+        raise argparse.ArgumentTypeError(f"{what}: no value given")
+    return vals
+
+
+def _parse_max_dets(text):
+    if not text:
+        return None
+    out = []
+    for v in _parse_floats([text], "--max-dets"):
+        if not math.isfinite(v) or v != int(v) or v < 1:
+            raise argparse.ArgumentTypeError(
+                f"--max-dets: {v:g} is not a positive integer (got {text!r})")
+        out.append(int(v))
+    if len(set(out)) != len(out):
+        raise argparse.ArgumentTypeError(f"--max-dets: a value is given twice in {text!r}")
+    return out
+
+
+def _parse_iou_thrs(items):
+    vals = _parse_floats(items, "--iou-thrs")
+    for v in vals or []:
+        if not 0.0 < v <= 1.0:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"--iou-thrs: {v:g} is not in (0, 1]")
+    return vals
 
 
 def main(argv=None):
@@ -82,10 +130,12 @@ def main(argv=None):
 
     try:
         ranges = _parse_ranges(args.ranges)
-        max_dets = None if not args.max_dets else [int(float(v)) for v in _parse_floats([args.max_dets], "--max-dets")]
-        iou_thrs = _parse_floats(args.iou_thrs, "--iou-thrs")
+        max_dets = _parse_max_dets(args.max_dets)
+        iou_thrs = _parse_iou_thrs(args.iou_thrs)
     except argparse.ArgumentTypeError as e:
         parser.error(str(e))
+    if args.output and os.path.isdir(args.output):
+        parser.error(f"--output {args.output} is a folder; give the path of the .json file to write")
 
     coco_json, protocols = _import_eval_core()
     t0 = time.perf_counter()
@@ -97,6 +147,8 @@ def main(argv=None):
                                               max_dets=max_dets, iou_thresholds=iou_thrs)
     except (coco_json.EvaluationInputError, ValueError, KeyError) as e:
         sys.exit(f"error: {e}")
+    except OSError as e:
+        sys.exit(f"error: {e.filename}: {e.strerror}")
     elapsed = time.perf_counter() - t0
 
     if not args.quiet:
@@ -106,12 +158,9 @@ def main(argv=None):
             print("\nPer-category AP:\n" + table)
     print(f"evaluated {len(dt.image)} detections on {len(gt.image_ids)} images in {elapsed:.2f}s")
     if args.output:
-        out_dir = os.path.dirname(os.path.abspath(args.output))
-        os.makedirs(out_dir, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".metrics-")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"protocol": args.protocol, "metrics": metrics}, f, indent=1)
-        os.replace(tmp, args.output)
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        # atomic, and a killed earlier run's temporary is removed
+        _atomic_write_json({"protocol": args.protocol, "metrics": metrics}, args.output)
     return metrics
 
 

@@ -9,6 +9,11 @@ Train or evaluate a sod2 (or any Detectron2 LazyConfig) model.
                                                                             # CPU processes with gloo)
 
 Multi-machine: --num-machines, --machine-rank, --dist-url as in Detectron2.
+
+A missing config file, an override key the config does not have (the closest existing
+key is named; ``+key=value`` adds a key on purpose) or a value of the wrong type is an
+error before anything starts (exit status 2). ``train.output_dir`` defaults to
+``./output/<config file name>``.
 """
 import os
 import sys
@@ -21,11 +26,16 @@ except ImportError:  # running from a checkout that is not installed
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import sod2  # noqa: F401
 
-from sod2.engine.lazy_train import main
+from sod2.engine.lazy_train import ConfigError, load_config, main
 
 
 def invoke_main() -> None:
     args = default_argument_parser(epilog=__doc__).parse_args()
+    try:  # in this process, so that a bad config or override is one line, not a traceback per worker
+        load_config(args.config_file, args.opts, warn=False)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))
 

@@ -12,9 +12,14 @@ Cut the images of a dataset into overlapping patches (sod2/data/split.py has the
     python tools/split_images.py --json ann.json --image-root images/ --output out/ \
         --split-name val --patch-size 640 --stride 512
 
-Writes ``<output>/<split-name>/*.png`` and ``<output>/<split-name>.json`` (sod2 dialect,
-with a ``patch`` entry per image naming the whole image and the patch origin). Output
-appears only when complete: an interrupted run leaves the previous output (or none).
+Writes ``<output>/<split-name>/<image>_<n>.png`` and ``<output>/<split-name>.json`` (sod2
+dialect, with a ``patch`` entry per image naming the whole image and the patch origin).
+``<image>`` is the source image's path, extension included, relative to the folder that
+holds all source images (sub-folders are kept), so ``a/x.jpg`` and ``b/x.jpg``, or
+``y.jpg`` and ``y.png``, never share a patch name. The stride may not exceed the patch
+size (parts of the images would be in no patch). Output appears only when complete: an
+interrupted run leaves the previous output (or none), and temporaries of killed runs are
+removed by the next run.
 """
 import argparse
 import json
@@ -33,8 +38,9 @@ import cv2
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from sod2.data.datasets.coco_style import load_coco_style_json
+from sod2.data.datasets.common import require_registered
 from sod2.data.datasets.export import to_sod2_json
-from sod2.data.io import DataFormatError, atomic_path, read_image
+from sod2.data.io import DataFormatError, atomic_path, read_image, relative_names
 from sod2.data.split import iter_patches
 
 logger = logging.getLogger("sod2.split_images")
@@ -63,20 +69,55 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def _check_args(args) -> None:
+    if args.patch_size <= 0 or args.stride <= 0:
+        sys.exit(f"error: --patch-size and --stride must be positive, got {args.patch_size} "
+                 f"and {args.stride}")
+    if args.stride > args.patch_size:
+        sys.exit(f"error: --stride {args.stride} is larger than --patch-size {args.patch_size}: "
+                 f"bands of {args.stride - args.patch_size} px between patches would be in no "
+                 f"patch (and their objects lost); use a stride <= the patch size")
+    if not 0.0 <= args.min_area_frac <= 1.0:
+        sys.exit(f"error: --min-area-frac must be in [0, 1], got {args.min_area_frac}")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        sys.exit(f"error: --output {args.output} is a file; give a folder")
+    if args.json and not args.image_root:
+        sys.exit("error: --json needs --image-root")
+
+
+def _load(args):
+    """(records, class names) of --dataset or --json."""
+    if args.dataset:
+        require_registered(args.dataset)
+        return DatasetCatalog.get(args.dataset), list(MetadataCatalog.get(args.dataset).thing_classes)
+    records = load_coco_style_json(args.json, args.image_root, args.classes)
+    with open(args.json) as f:
+        cats = sorted(json.load(f)["categories"], key=lambda c: c["id"])
+    classes = args.classes or [c["name"] for c in cats if c["name"].lower() not in
+                               ("ignore", "ignored", "dontcare", "ignored regions")]
+    return records, classes
+
+
+def _patch_names(records):
+    """Patch name stem of each record (see the module docstring). An image listed twice, or
+    names that differ only in case (one file on a case-insensitive file system), are errors:
+    their patches would overwrite each other."""
+    stems = relative_names([r["file_name"] for r in records])
+    seen = {}
+    for rec, stem in zip(records, stems):
+        other = seen.setdefault(stem.casefold(), rec)
+        if other is not rec:
+            what = ("is listed twice (image ids {!r} and {!r})".format(other.get("image_id"), rec.get("image_id"))
+                    if other["file_name"] == rec["file_name"] else
+                    f"and {other['file_name']} differ only in case")
+            raise ValueError(f"{rec['file_name']} {what}: their patches would overwrite each other")
+    return stems
+
+
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if args.dataset:
-        records = DatasetCatalog.get(args.dataset)
-        classes = list(MetadataCatalog.get(args.dataset).thing_classes)
-    else:
-        if not args.image_root:
-            sys.exit("error: --json needs --image-root")
-        records = load_coco_style_json(args.json, args.image_root, args.classes)
-        with open(args.json) as f:
-            cats = sorted(json.load(f)["categories"], key=lambda c: c["id"])
-        classes = args.classes or [c["name"] for c in cats if c["name"].lower() not in
-                                   ("ignore", "ignored", "dontcare", "ignored regions")]
+    _check_args(args)
     fill = None
     if args.fill_ignore:
         fill = args.fill_ignore * 3 if len(args.fill_ignore) == 1 else args.fill_ignore
@@ -85,17 +126,19 @@ def main(argv=None):
     json_path = os.path.join(args.output, f"{args.split_name}.json")
     patch_records, stats = [], Counter()
     try:
+        records, classes = _load(args)
+        stems = _patch_names(records)
         # the folder is renamed into place first, the json last; the old json is removed
         # before, so a crash in between leaves no json (an error when loading), never a
         # json that describes other patches
         with atomic_path(json_path) as tmp_json, atomic_path(out_dir, is_dir=True) as tmp:
-            for rec in records:
+            for rec, stem in zip(records, stems):
                 image = read_image(rec["file_name"], format="BGR")
-                stem = os.path.splitext(os.path.basename(rec["file_name"]))[0]
                 n = 0
                 for patch, prec in iter_patches(rec, image, args.patch_size, args.stride,
                                                 args.min_area_frac, args.train_mode, fill):
                     name = f"{stem}_{n}{args.ext}"
+                    os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
                     if not cv2.imwrite(os.path.join(tmp, name), patch):
                         raise OSError(f"cannot write {os.path.join(tmp, name)}")
                     prec["file_name"] = os.path.join(out_dir, name)

@@ -35,7 +35,7 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 
-from .io import atomic_path
+from .io import atomic_path, remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -278,7 +278,10 @@ def _file_lock(path: str):
 
 
 def ensure_synthetic(dest: str, cfg: SyntheticConfig = SyntheticConfig()) -> str:
-    """Generate the dataset at ``dest`` unless an up-to-date copy is there; return ``dest``."""
+    """Generate the dataset at ``dest`` unless an up-to-date copy is there; return ``dest``.
+
+    Temporary folders that a killed generation left next to ``dest`` are removed."""
+    remove_stale_temporaries(dest)
     if _is_current(dest, cfg):
         return dest
     with _file_lock(dest.rstrip("/") + ".lock"):
@@ -295,12 +298,23 @@ def synthetic_root() -> str:
 
 
 def load_synthetic(split: str, cfg: SyntheticConfig = SyntheticConfig()) -> List[Dict]:
-    """Dataset dicts of a split, generating the dataset first if needed."""
+    """Dataset dicts of a split, generating the dataset first if needed.
+
+    Every image is checked (header, end marker, size: see
+    :func:`sod2.data.datasets.common.verify_records`), so a damaged copy fails here,
+    naming the file, rather than during training or evaluation."""
     from .datasets.coco_style import load_coco_style_json
+    from .datasets.common import verify_records
+    from .io import DataFormatError
 
     root = ensure_synthetic(synthetic_root(), cfg)
-    return load_coco_style_json(os.path.join(root, "annotations", f"{split}.json"), root,
-                                SYNTHETIC_CLASSES)
+    json_file = os.path.join(root, "annotations", f"{split}.json")
+    dicts = load_coco_style_json(json_file, root, SYNTHETIC_CLASSES)
+    try:
+        return verify_records(dicts, json_file)
+    except DataFormatError as e:
+        raise DataFormatError(f"{e}; the generated dataset is damaged: delete {root} and it "
+                              f"is generated again on next use") from None
 
 
 def register_synthetic() -> None:

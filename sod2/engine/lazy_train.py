@@ -8,12 +8,20 @@ Detectron2's training semantics (``SimpleTrainer``/``AMPTrainer`` and its hooks,
   ``--num-gpus N`` starts N processes that train with DDP over gloo;
 * ``dataloader.evaluator`` may be one evaluator or a list;
 * evaluation results are printed as tables by the evaluators and as Detectron2
-  ``copypaste:`` lines, and written to ``metrics.json`` with the training metrics.
+  ``copypaste:`` lines, and written to ``metrics.json`` with the training metrics;
+* ``key=value`` overrides are checked (:func:`load_config`): a key the config does not
+  have is refused with the closest existing key (``+key=value`` adds one on purpose), and
+  so is a value of another type than the config's (``train.max_iter=abc``);
+* a config that leaves ``train.output_dir`` unset (or at the common default
+  ``./output``) writes to ``./output/<config file name>`` (:func:`derive_output_dir`).
 """
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
-from typing import Dict, Optional
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -27,7 +35,187 @@ from omegaconf import OmegaConf
 
 logger = logging.getLogger("detectron2")
 
-__all__ = ["resolve_device", "do_test", "do_train", "setup", "main"]
+__all__ = ["resolve_device", "do_test", "do_train", "setup", "main", "ConfigError", "load_config",
+           "apply_checked_overrides", "derive_output_dir"]
+
+
+class ConfigError(ValueError):
+    """A config file or ``key=value`` override that cannot be used; the message is one line
+    naming the file or the override."""
+
+
+def _parse_override(o: str) -> Tuple[str, Any, bool]:
+    """(key, value, add) of ``key=value``; a leading ``+`` (``add``) adds a new key.
+
+    Values are parsed as Detectron2's ``LazyConfig.apply_overrides`` parses them (Hydra's
+    override grammar when Hydra is installed, else Python literals)."""
+    add = o.startswith("+")
+    text = o.lstrip("+")
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {o!r}: expected key=value")
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+    except ImportError:  # pragma: no cover - Hydra comes with Detectron2's dependencies
+        import ast
+
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        return key.strip(), value, add
+    try:
+        parsed = OverridesParser.create().parse_overrides([text])[0]
+    except Exception as e:  # Hydra's OverrideParseException (message spans lines)
+        raise ConfigError(f"override {o!r}: cannot parse it ({str(e).splitlines()[0]})") from None
+    if parsed.is_delete():
+        raise ConfigError(f"override {o!r}: deleting keys is not supported")
+    return parsed.key_or_group, parsed.value(), add
+
+
+def _closest(word: str, candidates: Sequence[str], prefix: str, cutoff: float = 0.6) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=cutoff)
+    return f" (did you mean {prefix + close[0]!r}?)" if close else ""
+
+
+def _target_params(node) -> Optional[List[str]]:
+    """Keyword names the ``_target_`` of a LazyCall node accepts; None when it takes
+    ``**kwargs`` or cannot be inspected."""
+    target = node.get("_target_")
+    if isinstance(target, str):
+        try:
+            from detectron2.utils.registry import locate
+
+            target = locate(target)
+        except Exception:
+            return None
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    # a class whose __init__ passes **kwargs on (a mixin) takes what the next __init__ in
+    # its MRO takes: follow the chain to the first __init__ without **kwargs
+    inits = ([c.__dict__["__init__"] for c in target.__mro__ if "__init__" in c.__dict__ and c is not object]
+             if inspect.isclass(target) else [target])
+    names: List[str] = []
+    for fn in inits:
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        names += [p.name for p in params if p.kind in named and p.name != "self"]
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return names
+    return None  # **kwargs all the way: anything may be accepted
+
+
+def _type_problem(old: Any, new: Any) -> Optional[str]:
+    """What ``new`` should be to replace ``old`` (None when it fits)."""
+    if new is None or old is None:
+        return None
+    if isinstance(old, bool):
+        return None if isinstance(new, bool) else "true or false"
+    if isinstance(old, int):
+        return None if isinstance(new, int) and not isinstance(new, bool) else "an integer"
+    if isinstance(old, float):
+        return None if isinstance(new, (int, float)) and not isinstance(new, bool) else "a number"
+    if OmegaConf.is_list(old) or isinstance(old, (list, tuple)):
+        return None if isinstance(new, (list, tuple)) else "a list such as [1,2]"
+    if OmegaConf.is_dict(old):
+        return None if isinstance(new, (dict, str)) else "a config (override its keys instead)"
+    return None
+
+
+def _check_override(cfg, o: str, key: str, value: Any, add: bool) -> Optional[str]:
+    """Raise ConfigError for an override the config cannot take; return a warning (or None)."""
+    parts = key.split(".")
+    node = cfg
+    for i, part in enumerate(parts):
+        here = ".".join(parts[:i + 1])
+        parent = ".".join(parts[:i])
+        if not OmegaConf.is_dict(node):
+            raise ConfigError(f"override {o!r}: {parent!r} is {type(node).__name__} "
+                              f"{_short(node)}, not a config with keys")
+        if part in node:
+            try:
+                node = node[part]
+            except Exception:  # an interpolation that does not resolve here: leave it be
+                return None
+            continue
+        if add:
+            return None
+        prefix = parent + "." if parent else ""
+        keys = [k for k in node.keys() if k != "_target_"]
+        if i < len(parts) - 1 or i == 0:
+            raise ConfigError(f"override {o!r}: the config has no key {here!r}"
+                              f"{_closest(part, keys, prefix)}; write +{o} to add it")
+        if "_target_" in node:
+            params = _target_params(node)
+            if params is not None and part not in params:
+                name = getattr(node["_target_"], "__qualname__", str(node["_target_"]))
+                raise ConfigError(f"override {o!r}: {parent!r} ({name}) takes no argument "
+                                  f"{part!r}{_closest(part, sorted(set(params + keys)), prefix)}")
+            return None
+        close = _closest(part, keys, prefix, cutoff=0.8)
+        if close:
+            raise ConfigError(f"override {o!r}: the config has no key {here!r}{close}; "
+                              f"write +{o} to add it")
+        return f"override {o!r} adds {here!r}, which the config did not have"
+    want = _type_problem(node, value)
+    if want:
+        now = "a config" if OmegaConf.is_dict(node) else _short(node)
+        raise ConfigError(f"override {o!r}: {key} is {now} in the config, so the value "
+                          f"must be {want}, got {_short(value)}")
+    return None
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    text = repr(OmegaConf.to_container(v) if OmegaConf.is_config(v) else v)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def apply_checked_overrides(cfg, overrides: Sequence[str], warn: bool = True):
+    """Apply ``key=value`` overrides like ``LazyConfig.apply_overrides``, after checking them.
+
+    Refused (:class:`ConfigError`): a key under a missing key or at the top level that the
+    config does not have; an argument that a LazyCall's target does not take; a new key of
+    a plain dict that is close to an existing one (a typo such as ``train.max_iters``); a
+    value of another type than the existing one (an integer, number, boolean, list or
+    config; ``None`` is always accepted). A leading ``+`` adds a key without these checks.
+    Other new keys of plain dicts (``train.float32_precision``) are added with a warning.
+    """
+    for o in overrides:
+        key, value, add = _parse_override(o)
+        note = _check_override(cfg, o, key, value, add)
+        if note and warn:
+            logger.warning(note)
+        OmegaConf.update(cfg, key, value, merge=True)
+    return cfg
+
+
+def load_config(config_file: str, overrides: Sequence[str] = (), warn: bool = True):
+    """Load a LazyConfig file and apply checked overrides (:func:`apply_checked_overrides`).
+
+    Raises:
+        ConfigError: the file does not exist, or an override is refused.
+    """
+    if not os.path.isfile(config_file):
+        raise ConfigError(f"--config-file {config_file}: no such file")
+    return apply_checked_overrides(LazyConfig.load(config_file), overrides, warn=warn)
+
+
+DEFAULT_OUTPUT_DIRS = (None, "", "./output", "output")
+
+
+def derive_output_dir(cfg, config_file: str, overrides: Sequence[str] = ()) -> Optional[str]:
+    """Set ``train.output_dir`` to ``./output/<config file name>`` when the config leaves it
+    unset or at the common default ``./output`` (so that two configs never share an output
+    folder) and no override sets it. Returns the output folder."""
+    train = cfg.get("train")
+    if train is None:
+        return None
+    explicit = any(o.lstrip("+").partition("=")[0].strip() == "train.output_dir" for o in overrides)
+    if not explicit and train.get("output_dir") in DEFAULT_OUTPUT_DIRS:
+        stem = os.path.splitext(os.path.basename(config_file))[0]
+        train.output_dir = os.path.join("./output", stem)
+    return train.get("output_dir")
 
 
 def resolve_device(cfg) -> str:
@@ -99,9 +287,11 @@ def do_train(args, cfg) -> None:
 
 
 def setup(args):
-    """Load the config file, apply ``key=value`` overrides, resolve the device, set up logging."""
-    cfg = LazyConfig.load(args.config_file)
-    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    """Load the config file, apply checked ``key=value`` overrides (:func:`load_config`),
+    derive ``train.output_dir`` if unset (:func:`derive_output_dir`), resolve the device,
+    set up logging."""
+    cfg = load_config(args.config_file, args.opts)
+    derive_output_dir(cfg, args.config_file, args.opts)
     resolve_device(cfg)
     default_setup(cfg, args)
     # sod2's own loggers (evaluation tables, dataset warnings) go to the same log

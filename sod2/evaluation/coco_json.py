@@ -55,6 +55,30 @@ def _box(entry: Dict, where: str) -> List[float]:
     return vals
 
 
+def _id(v: Any, where: str, field: str):
+    """An id field: an integer or a string (JSON has no other hashable scalar)."""
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        raise EvaluationInputError(f"{where}: {field!r} must be an integer or a string, got {v!r}")
+    return v
+
+
+def _flag(entry: Dict, key: str, where: str) -> bool:
+    """A 0/1 flag (``iscrowd``, ``ignore``, ``uncertain``): absent is 0; "false" is refused."""
+    v = entry.get(key, 0)
+    if v is True or v is False or (isinstance(v, int) and v in (0, 1)):
+        return bool(v)
+    raise EvaluationInputError(f"{where}: {key!r} must be true/false or 0/1, got {v!r}")
+
+
+def _nonneg(entry: Dict, key: str, where: str) -> float:
+    v = entry[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise EvaluationInputError(f"{where}: {key!r} must be a finite number >= 0, got {v!r}")
+    return float(v)
+
+
 def ground_truth_from_coco(dataset: Dict, source: str = "<ground truth>",
                            ignore_from: str = "iscrowd") -> GroundTruth:
     """Build :class:`GroundTruth` from a COCO-format dict.
@@ -68,16 +92,34 @@ def ground_truth_from_coco(dataset: Dict, source: str = "<ground truth>",
             flag; iscrowd is forced to 0 in matching) or ``"ignore_or_crowd"``
             (TinyPerson: ignored if ``ignore``, ``iscrowd`` or ``uncertain``; crowd kept).
     """
+    if not isinstance(dataset, dict):
+        raise EvaluationInputError(f"{source}: expected a JSON object with images, annotations "
+                                   f"and categories")
     for key in ("images", "annotations", "categories"):
         if not isinstance(dataset.get(key), list):
             raise EvaluationInputError(f"{source}: missing list '{key}'")
+    images, cats = {}, {}
+    for n, img in enumerate(dataset["images"]):
+        where = f"{source}: image #{n}"
+        if not isinstance(img, dict) or "id" not in img:
+            raise EvaluationInputError(f"{where}: expected an object with an 'id'")
+        iid = _id(img["id"], where, "id")
+        for key in ("width", "height"):
+            if key in img:
+                _nonneg(img, key, f"{where} (id {iid!r})")
+        if iid in images:
+            raise EvaluationInputError(f"{where}: duplicate image id {iid!r}")
+        images[iid] = img
+    for n, c in enumerate(dataset["categories"]):
+        where = f"{source}: category #{n}"
+        if not isinstance(c, dict) or "id" not in c:
+            raise EvaluationInputError(f"{where}: expected an object with an 'id'")
+        cats[_id(c["id"], where, "id")] = str(c.get("name", c["id"]))
     try:
-        images = {img["id"]: img for img in dataset["images"]}
         image_ids = sorted(images)
-        cats = {c["id"]: c.get("name", str(c["id"])) for c in dataset["categories"]}
-    except (KeyError, TypeError) as e:
-        raise EvaluationInputError(f"{source}: an image or category entry has no 'id' ({e})") from None
-    category_ids = sorted(cats)
+        category_ids = sorted(cats)
+    except TypeError:
+        raise EvaluationInputError(f"{source}: image or category ids mix integers and strings") from None
     img_index = {i: n for n, i in enumerate(image_ids)}
     cat_index = {c: n for n, c in enumerate(category_ids)}
 
@@ -94,28 +136,32 @@ def ground_truth_from_coco(dataset: Dict, source: str = "<ground truth>",
     keep = np.ones(n, bool)
     missing_area = 0
     for j, ann in enumerate(anns):
+        if not isinstance(ann, dict):
+            raise EvaluationInputError(f"{source}: annotation #{j}: expected an object, got "
+                                       f"{type(ann).__name__}")
         where = f"{source}: annotation #{j} (id {ann.get('id')!r})"
-        ii = img_index.get(ann.get("image_id"))
-        cc = cat_index.get(ann.get("category_id"))
+        ii = img_index.get(_id(ann.get("image_id"), where, "image_id"))
+        cc = cat_index.get(_id(ann.get("category_id"), where, "category_id"))
         if ii is None or cc is None:  # pycocotools never evaluates these
             keep[j] = False
             continue
         image[j], category[j] = ii, cc
         boxes[j] = _box(ann, where)
         if "area" in ann:
-            area[j] = float(ann["area"])
+            area[j] = _nonneg(ann, "area", where)
         else:
             missing_area += 1
             area[j] = boxes[j, 2] * boxes[j, 3]
-        is_crowd = bool(ann.get("iscrowd", 0))
-        flagged[j] = bool(ann.get("ignore", 0)) or bool(ann.get("uncertain", 0))
+        is_crowd = _flag(ann, "iscrowd", where)
+        is_ignore, is_uncertain = _flag(ann, "ignore", where), _flag(ann, "uncertain", where)
+        flagged[j] = is_ignore or is_uncertain
         if ignore_from == "iscrowd":
             crowd[j] = ignore[j] = is_crowd
         elif ignore_from == "ignore":
-            ignore[j] = bool(ann.get("ignore", 0))
+            ignore[j] = is_ignore
         elif ignore_from == "ignore_or_crowd":
             crowd[j] = is_crowd
-            ignore[j] = is_crowd or bool(ann.get("ignore", 0)) or bool(ann.get("uncertain", 0))
+            ignore[j] = is_crowd or is_ignore or is_uncertain
         else:
             raise ValueError(f"unknown ignore_from {ignore_from!r}")
         id_nonzero[j] = ann.get("id", 1) != 0
@@ -165,11 +211,11 @@ def detections_from_coco(results: Sequence[Dict], gt: GroundTruth,
         where = f"{source}: detection #{j}"
         if not isinstance(r, dict):
             raise EvaluationInputError(f"{where}: expected an object, got {type(r).__name__}")
-        ii = img_index.get(r.get("image_id"))
+        ii = img_index.get(_id(r.get("image_id"), where, "image_id"))
         if ii is None:
             raise EvaluationInputError(
                 f"{where}: image_id {r.get('image_id')!r} is not in the ground truth")
-        cc = cat_index.get(r.get("category_id"))
+        cc = cat_index.get(_id(r.get("category_id"), where, "category_id"))
         if cc is None:
             keep[j] = False  # pycocotools evaluates only the ground truth's categories
             continue

@@ -153,3 +153,22 @@ def test_script_runs_from_a_checkout(tmp_path, write_image):
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "images: 2" in r.stdout and out.is_file()
+
+
+def test_tinyperson_threshold_and_logo_options(sod2_root, write_image, write_json, convert_tool, tmp_path):
+    tiny = sod2_root / "TinyPerson" / "tiny_set"
+    write_image(tiny / "train" / "a.jpg", 30, 20)
+    anns = [{"id": k, "image_id": 0, "category_id": 1, "bbox": [1, 1, 2, 2]} for k in range(3)]
+    anns[0]["logo"] = True
+    write_json(tiny / "annotations" / "tiny_set_train.json", {
+        "images": [{"id": 0, "file_name": "a.jpg", "width": 30, "height": 20}],
+        "annotations": anns, "categories": [{"id": 1, "name": "sea_person"}]})
+    runs = {"default": [], "thr2": ["--dense-threshold", "2"], "logo": ["--logo-as-person"]}
+    got = {}
+    for name, extra in runs.items():
+        out = tmp_path / f"{name}.json"
+        assert convert_tool.main(["tinyperson", "--split", "train", "--output", str(out)] + extra) == 0
+        got[name] = json.loads(out.read_text())
+    assert [a.get("ignore", 0) for a in got["default"]["annotations"]] == [1, 0, 0]
+    assert got["thr2"]["images"] == []  # 3 boxes > 2: dense
+    assert [a.get("ignore", 0) for a in got["logo"]["annotations"]] == [0, 0, 0]

@@ -37,7 +37,7 @@ def make_split(root, write_image, write_json, split="train", annotations=None, i
             ann(3, 0, [40, 40, 3, 3], cat=1, uncertain=True),
             ann(4, 0, [75, 55, 10, 10], cat=2),
             ann(5, 2, [1, 1, 2, 2], cat=1, in_dense_image=True),
-        ] + [ann(100 + k, 3, [k % 70, 1, 2, 2], cat=2) for k in range(201)]
+        ] + [ann(100 + k, 3, [k % 70, 1, 2, 2], cat=2) for k in range(221)]
     for im in images:
         write_image(tiny / split / im["file_name"], im["width"], im["height"])
     write_json(tiny / "annotations" / f"tiny_set_{split}.json",
@@ -50,7 +50,7 @@ def test_merged_class_ignore_flags_and_dense_skip(sod2_root, write_image, write_
     make_split(sod2_root, write_image, write_json)
     with caplog.at_level(logging.WARNING):
         dicts = DatasetCatalog.get("tinyperson_train")
-    # both dense images (flagged, and > 200 boxes) are skipped for training
+    # both dense images (flagged, and > 220 boxes) are skipped for training
     assert [d["image_id"] for d in dicts] == [0, 1]
     assert "2 dense image(s) skipped" in caplog.text
     got = [(a["category_id"], a["bbox"], a["ignore"], a["iscrowd"]) for a in dicts[0]["annotations"]]
@@ -66,12 +66,39 @@ def test_merged_class_ignore_flags_and_dense_skip(sod2_root, write_image, write_
     assert dicts[0]["file_name"].endswith("tiny_set/train/labeled_images/a.jpg")
 
 
-def test_dense_images_kept_on_request_and_for_test(sod2_root, write_image, write_json):
+def test_dense_images_kept_on_request_and_skipped_for_test(sod2_root, write_image, write_json):
     make_split(sod2_root, write_image, write_json)
     assert len(load_tinyperson_split("train", skip_dense=False)) == 4
+    # TinyBenchmark does not use dense images in evaluation either
     make_split(sod2_root, write_image, write_json, split="test")
-    dicts = DatasetCatalog.get("tinyperson_test")
-    assert len(dicts) == 4 and len(dicts[3]["annotations"]) == 201
+    assert [d["image_id"] for d in DatasetCatalog.get("tinyperson_test")] == [0, 1]
+    dicts = load_tinyperson_split("test", skip_dense=False)
+    assert len(dicts) == 4 and len(dicts[3]["annotations"]) == 221
+
+
+def test_dense_threshold_is_220_and_configurable(sod2_root, write_image, write_json):
+    images = [{"id": 0, "file_name": "a.jpg", "width": 80, "height": 60},
+              {"id": 1, "file_name": "b.jpg", "width": 80, "height": 60}]
+    annotations = [ann(k, 0, [k % 70, 1, 2, 2]) for k in range(220)] + \
+        [ann(1000 + k, 1, [k % 70, 1, 2, 2]) for k in range(221)]
+    make_split(sod2_root, write_image, write_json, images=images, annotations=annotations)
+    assert [d["image_id"] for d in load_tinyperson_split("train")] == [0]  # 220 boxes: not dense
+    assert load_tinyperson_split("train", dense_threshold=219) == []
+    assert len(load_tinyperson_split("train", dense_threshold=221)) == 2
+    with pytest.raises(ValueError, match="dense_threshold"):
+        load_tinyperson_split("train", dense_threshold=-1)
+
+
+def test_logo_boxes_are_ignored_unless_asked(sod2_root, write_image, write_json, caplog):
+    annotations = [ann(0, 0, [1, 1, 4, 4]), ann(1, 0, [10, 10, 4, 4], logo=True),
+                   ann(2, 0, [20, 20, 4, 4], logo=True, ignore=True)]
+    make_split(sod2_root, write_image, write_json, annotations=annotations)
+    with caplog.at_level(logging.WARNING):
+        dicts = load_tinyperson_split("train")
+    assert [a["ignore"] for a in dicts[0]["annotations"]] == [0, 1, 1]
+    assert "1 box(es) flagged only 'logo' ignored" in caplog.text
+    kept = load_tinyperson_split("train", logo_as_ignore=False)
+    assert [a["ignore"] for a in kept[0]["annotations"]] == [0, 0, 1]
 
 
 def test_all_task_file_with_person_category(sod2_root, write_image, write_json):

@@ -165,3 +165,72 @@ def test_split_images_cli(tmp_path):
     assert proc.returncode != 0 and "1.png" in proc.stderr
     assert sorted(p.name for p in out.iterdir()) == before
     assert len(json.loads((out / "val.json").read_text())["images"]) == 12
+
+
+def _split_cli(tmp_path, files, *extra):
+    """Run tools/split_images.py on ``files`` (path relative to img/ -> BGR image), one
+    object box per image; return (process, output folder)."""
+    images, anns = [], []
+    for i, (rel, img) in enumerate(sorted(files.items())):
+        p = tmp_path / "img" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(p), img)
+        h, w = img.shape[:2]
+        images.append({"id": i + 1, "file_name": rel, "width": w, "height": h})
+        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [5, 5, 10, 10], "area": 100})
+    (tmp_path / "ann.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                   "categories": [{"id": 1, "name": "car"}]}))
+    out = tmp_path / "patches"
+    cmd = [sys.executable, str(REPO / "tools" / "split_images.py"), "--json", str(tmp_path / "ann.json"),
+           "--image-root", str(tmp_path / "img"), "--output", str(out), "--split-name", "val", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True), out
+
+
+def test_split_images_same_names_do_not_collide(tmp_path):
+    """a/x.jpg and b/x.jpg, y.jpg and y.png: every patch file holds its own image's pixels."""
+    files = {name: np.full((60, 80, 3), 40 * (k + 1), np.uint8)
+             for k, name in enumerate(["a/x.jpg", "b/x.jpg", "c/y.jpg", "c/y.png"])}
+    proc, out = _split_cli(tmp_path, files, "--patch-size", "50", "--stride", "40", "--ext", ".png")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((out / "val.json").read_text())
+    names = [im["file_name"] for im in data["images"]]
+    assert len(names) == len(set(names)) == 4 * 4  # 80x60 -> origins x 0, 30; y 0, 10
+    assert "a/x.jpg_0.png" in names and "c/y.png_3.png" in names
+    assert len(list(p for p in out.rglob("*.png"))) == 16
+    for im in data["images"]:
+        source = Path(im["patch"]["file_name"]).relative_to(tmp_path / "img").as_posix()
+        patch = cv2.imread(str(out / "val" / im["file_name"]))
+        # the jpg encoder keeps a flat image flat: within a few grey levels of the source
+        assert abs(int(patch.mean()) - int(files[source].mean())) <= 2, (im["file_name"], source)
+        assert im["file_name"].startswith(source + "_")
+
+
+def test_split_images_refuses_gaps_between_patches(tmp_path):
+    files = {"x.png": np.zeros((300, 300, 3), np.uint8)}
+    proc, out = _split_cli(tmp_path, files, "--patch-size", "100", "--stride", "200")
+    assert proc.returncode != 0
+    assert "--stride 200 is larger than --patch-size 100" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+    assert not out.exists()
+    proc, out = _split_cli(tmp_path, files, "--patch-size", "100", "--stride", "100")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_split_images_clean_errors_and_stale_temporaries(tmp_path):
+    from sod2.data import io as sod2_io
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "patches"
+    stale = out / f".val.tmp-{sod2_io._HOST}-{dead.pid}-k2j3"  # a killed run's patch folder
+    stale.mkdir(parents=True)
+    (stale / "x.png_0.png").write_bytes(b"x" * 5000)
+    proc, out = _split_cli(tmp_path, {"x.png": np.zeros((50, 50, 3), np.uint8)}, "--patch-size", "50",
+                           "--stride", "50")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["val", "val.json"]
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "split_images.py"), "--dataset",
+                           "sodad_tran", "--output", str(out), "--split-name", "v"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "'sodad_tran' is not registered (did you mean 'sodad_train'" in proc.stderr

@@ -94,3 +94,76 @@ def test_two_cpu_processes_gloo(tmp_path):
     its = [m["iteration"] for m in _metrics(out) if "total_loss" in m]
     assert its[-1] == 2
     assert (out / "model_final.pth").exists()
+
+
+def test_override_checks():
+    from sod2.engine.lazy_train import ConfigError, load_config
+
+    srtod = str(REPO / "configs" / "srtod" / "faster_rcnn_srtod_R18s_fpn_synthetic.py")
+    refused = {
+        "nokey=1": "the config has no key 'nokey'; write +nokey=1 to add it",
+        "train.max_iters=10": "no key 'train.max_iters' (did you mean 'train.max_iter'?)",
+        "train.nosuch.x=1": "the config has no key 'train.nosuch'",
+        "train.max_iter.x=1": "'train.max_iter' is int 600, not a config with keys",
+        "model.nokey=1": "'model' (SRTODRCNN) takes no argument 'nokey'",
+        "model.backbone.enablde=False": "(did you mean 'model.backbone.enabled'?)",
+        "train.max_iter=abc": "train.max_iter is 600 in the config, so the value must be an integer, got 'abc'",
+        "train.max_iter=1.5": "must be an integer, got 1.5",
+        "train.amp.enabled=1": "must be true or false, got 1",
+        "optimizer.lr=fast": "must be a number, got 'fast'",
+        "lr_multiplier.scheduler.milestones=3": "must be a list",
+        "model.backbone=3": "must be a config",
+        "a=b=c": "cannot parse it",
+        "novalue": "expected key=value",
+    }
+    for o, message in refused.items():
+        with pytest.raises(ConfigError) as e:
+            load_config(srtod, [o])
+        assert message in str(e.value) and "\n" not in str(e.value), (o, str(e.value))
+    # what the repository's tests, Makefile and READMEs pass keeps working
+    cfg = load_config(srtod, SMALL + [
+        "train.init_checkpoint=/x/model.pth", "model.backbone.enabled=False", "train.seed=0",
+        "lr_multiplier.scheduler.milestones=[3,5]", "optimizer.lr=1", "model.backbone.dgfe=None",
+        "dataloader.test.dataset.names=sod2_synthetic_val", "train.max_iter=6",
+        "+train.brand_new=1", "train.float32_precision=high"])
+    assert cfg.model.backbone.enabled is False and cfg.train.max_iter == 6
+    assert cfg.dataloader.train.total_batch_size == 2 and cfg.optimizer.lr == 1
+    assert cfg.train.brand_new == 1 and cfg.train.float32_precision == "high"
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(str(REPO / "configs" / "nope.py"))
+
+
+def test_trainer_cli_refuses_bad_override_in_one_line(tmp_path):
+    for extra, message in ((["nokey=1"], "error: override 'nokey=1': the config has no key 'nokey'"),
+                           ([], "error: --config-file ")):
+        cfg = CONFIG if extra else str(tmp_path / "missing.py")
+        proc = subprocess.run([sys.executable, str(REPO / "tools" / "lazyconfig_train_net.py"),
+                               "--config-file", cfg, *extra, f"train.output_dir={tmp_path / 'o'}"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert proc.stderr.strip().startswith(message) and "Traceback" not in proc.stderr
+        assert not (tmp_path / "o").exists()
+
+
+def test_output_dir_derived_from_config_name(tmp_path):
+    from detectron2.config import LazyConfig
+
+    from sod2.engine.lazy_train import derive_output_dir
+
+    common = REPO / "configs" / "common" / "train.py"
+    plain = tmp_path / "my_experiment.py"
+    plain.write_text(f"from detectron2.config import LazyConfig\ntrain = LazyConfig.load({str(common)!r}).train\n")
+    cfg = LazyConfig.load(str(plain))
+    assert cfg.train.output_dir == "./output"  # the common default, shared by every config
+    assert derive_output_dir(cfg, str(plain)) == "./output/my_experiment"
+    cfg = LazyConfig.load(str(plain))
+    cfg.train.output_dir = None
+    assert derive_output_dir(cfg, str(plain)) == "./output/my_experiment"
+    # an explicit override or the config's own folder is kept
+    cfg = LazyConfig.load(str(plain))
+    assert derive_output_dir(cfg, str(plain), ["train.output_dir=./output"]) == "./output"
+    cfg = LazyConfig.load(CONFIG)
+    assert derive_output_dir(cfg, CONFIG) == "./output/faster_rcnn_R18s_fpn_synthetic"
+    own = tmp_path / "own.py"
+    own.write_text(plain.read_text() + "train.output_dir = '/somewhere'\n")
+    assert derive_output_dir(LazyConfig.load(str(own)), str(own)) == "/somewhere"

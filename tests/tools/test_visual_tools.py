@@ -51,12 +51,14 @@ def test_demo_on_images_folder_and_video(tmp_path, weights, synthetic_dataset):
     _run(REPO / "tools" / "demo.py", "--config-file", CONFIG, "--input", folder, tmp_path / "thermal16.png",
          video, "--output", out, "--confidence-threshold", "0.5", "--scale", "2",
          "--opts", f"train.init_checkpoint={weights}", "train.device=cpu")
-    names = sorted(p.name for p in out.iterdir())
-    assert names == sorted([Path(val[0]["file_name"]).stem + ".png", Path(val[1]["file_name"]).stem + ".png",
-                            "thermal16.png", "clip_det.mp4"])
-    vis = cv2.imread(str(out / names[0]))
+    # named after the inputs' paths relative to their common folder, extension included
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert names == sorted([f"imgs/{Path(val[0]['file_name']).name}.png",
+                            f"imgs/{Path(val[1]['file_name']).name}.png",
+                            "thermal16.png.png", "clip.mp4.mp4"])
+    vis = cv2.imread(str(out / "thermal16.png.png"))
     assert vis.shape[:2] == (512, 512)  # --scale 2
-    cap = cv2.VideoCapture(str(out / "clip_det.mp4"))
+    cap = cv2.VideoCapture(str(out / "clip.mp4.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
 
 
@@ -75,7 +77,52 @@ def test_demo_missing_input(tmp_path, weights):
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "demo.py"), "--config-file", CONFIG,
                            "--input", str(tmp_path / "nope.jpg"), "--output", str(tmp_path / "o"),
                            "--opts", f"train.init_checkpoint={weights}"], capture_output=True, text=True)
-    assert proc.returncode != 0 and "nope.jpg" in proc.stderr
+    assert proc.returncode == 2 and "nope.jpg: no such file or folder" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_demo_same_names_and_unreadable_images(tmp_path, weights, synthetic_dataset):
+    """a/x.jpg and b/x.jpg are both drawn; an unreadable image is skipped, named, counted,
+    and the images after it are still drawn."""
+    from detectron2.data import DatasetCatalog
+
+    img = cv2.imread(DatasetCatalog.get("sod2_synthetic_val")[0]["file_name"])
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        cv2.imwrite(str(tmp_path / d / "x.jpg"), img)
+    (tmp_path / "a" / "0_broken.jpg").write_bytes(b"")  # sorted first in its folder
+    cv2.imwrite(str(tmp_path / "a" / "x.png"), img)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "demo.py"), "--config-file", CONFIG,
+                           "--input", str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(out),
+                           "--opts", f"train.init_checkpoint={weights}", "train.device=cpu"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == \
+        ["a/x.jpg.png", "a/x.png.png", "b/x.jpg.png"]
+    assert "wrote 3 visualization(s)" in proc.stdout
+    assert "0_broken.jpg" in proc.stderr and "1 input(s) could not be read" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_tools_refuse_bad_names_in_one_line(tmp_path, weights):
+    def run(*args):
+        proc = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        return proc.stderr.strip()
+
+    err = run(REPO / "tools" / "visualize_data.py", "--dataset", "hituav_vall", "--output", tmp_path / "v")
+    assert err.startswith("error: dataset 'hituav_vall' is not registered (did you mean 'hituav_val'")
+    assert "\n" not in err
+    (tmp_path / "f").write_text("")
+    err = run(REPO / "tools" / "visualize_data.py", "--dataset", "hituav_val", "--output", tmp_path / "f")
+    assert "--output" in err and "is a file" in err
+    err = run(REPO / "tools" / "demo.py", "--config-file", tmp_path / "missing.py", "--dataset",
+              "sod2_synthetic_val", "--output", tmp_path / "o")
+    assert err == f"error: --config-file {tmp_path / 'missing.py'}: no such file"
+    err = run(REPO / "tools" / "demo.py", "--config-file", CONFIG, "--dataset", "sod2_synthetic_val",
+              "--output", tmp_path / "o", "--opts", f"train.init_checkpoint={weights}", "train.devise=cpu")
+    assert "no key 'train.devise' (did you mean 'train.device'?)" in err
 
 
 def test_visualize_data_annotations(tmp_path, hituav_datasets):

@@ -35,5 +35,5 @@ def split_paths(split: str, root: Optional[str] = None) -> Dict[str, str]:
 
 def load_aitod_split(split: str, root: Optional[str] = None) -> List[Dict]:
     p = split_paths(split, root)
-    require_split(p, "AI-TOD")
+    require_split(p, "AI-TOD", root=root)
     return load_aitod(p["annotations"], p["image_root"])

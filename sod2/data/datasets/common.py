@@ -28,26 +28,33 @@ back to identical dicts.
 A registered dataset whose files are absent fails with :func:`require_path`'s error,
 which names the expected path and points to datasets/README.md. Formats without image
 sizes (VisDrone, UAVDT) read them from the image header with :func:`image_size`.
+Loaders of formats that list sizes check every image when they load it
+(:func:`finish_records`): by default its header, end marker and size (cheap: no pixels
+are decoded); :func:`image_verification` selects ``"full"`` decoding or ``"none"``.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
+import difflib
 import logging
 import math
 import os
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from PIL import Image, UnidentifiedImageError
 
-from ..io import DataFormatError
+from ..io import VERIFY_LEVELS, DataFormatError, verify_image
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["dataset_root", "register_dataset", "make_annotation", "BoxChecker",
            "IGNORE_REGION", "DataFormatError", "require_path", "regions_first", "image_size",
-           "finish_records", "require_split"]
+           "finish_records", "require_split", "image_verification", "verify_records",
+           "require_registered"]
 
 IGNORE_REGION = -1  # category_id of a class-agnostic ignore region
 
@@ -57,26 +64,87 @@ def dataset_root() -> str:
     return os.path.expanduser(os.environ.get("SOD2_DATASETS", "datasets"))
 
 
-def require_path(path: str, dataset: str, is_dir: bool = False) -> str:
+def require_path(path: str, dataset: str, is_dir: bool = False, root: Optional[str] = None) -> str:
     """Return ``path`` if it exists, else raise DataFormatError naming it.
 
     Args:
         dataset: the dataset's name as datasets/README.md lists it (for the message).
+        root: the dataset folder the caller was given (``--root``), if any: the message
+            then names it instead of ``$SOD2_DATASETS``.
     """
     if (os.path.isdir(path) if is_dir else os.path.isfile(path)):
         return path
+    where = (f"the given root {os.path.abspath(root)!r}" if root else
+             f"$SOD2_DATASETS (now {os.path.abspath(dataset_root())!r})")
     raise DataFormatError(
         f"{path}: {'folder' if is_dir else 'file'} not found. {dataset} is expected under "
-        f"$SOD2_DATASETS (now {os.path.abspath(dataset_root())!r}) in the layout described "
-        f"in datasets/README.md")
+        f"{where} in the layout described in datasets/README.md")
 
 
-def require_split(paths: Dict[str, str], dataset: str, annotations_is_dir: bool = False
-                  ) -> Dict[str, str]:
+def require_split(paths: Dict[str, str], dataset: str, annotations_is_dir: bool = False,
+                  root: Optional[str] = None) -> Dict[str, str]:
     """:func:`require_path` on a split's ``annotations`` (file, or folder) and ``image_root``."""
-    require_path(paths["annotations"], dataset, is_dir=annotations_is_dir)
-    require_path(paths["image_root"], dataset, is_dir=True)
+    require_path(paths["annotations"], dataset, is_dir=annotations_is_dir, root=root)
+    require_path(paths["image_root"], dataset, is_dir=True, root=root)
     return paths
+
+
+_verify_level = "header"
+
+
+@contextlib.contextmanager
+def image_verification(level: str) -> Iterator[None]:
+    """Within the block, loaders check images at ``level`` (``"none"``, ``"header"``:
+    the default, or ``"full"``; see :func:`sod2.data.io.verify_image`)."""
+    global _verify_level
+    if level not in VERIFY_LEVELS:
+        raise ValueError(f"image verification must be one of {VERIFY_LEVELS}, got {level!r}")
+    before, _verify_level = _verify_level, level
+    try:
+        yield
+    finally:
+        _verify_level = before
+
+
+def _check_one(d: Dict, level: str) -> Optional[str]:
+    """The error message for one record's image, or None when it is usable."""
+    try:
+        size = verify_image(d["file_name"], level)
+    except DataFormatError as e:
+        return str(e)
+    if size is not None and "width" in d and "height" in d and \
+            size != (int(d["width"]), int(d["height"])):
+        return (f"{d['file_name']}: image is {size[0]}x{size[1]} but the annotation says "
+                f"{d['width']}x{d['height']}")
+    return None
+
+
+def verify_records(dicts: List[Dict], source: str, level: Optional[str] = None) -> List[Dict]:
+    """Check every record's image file (missing, undecodable, truncated, or of another size
+    than the record says) at ``level`` (default: the :func:`image_verification` level).
+
+    Raises:
+        DataFormatError: naming the first bad image (in dataset order), ``source`` and how
+            many images are bad.
+    """
+    level = level or _verify_level
+    missing = [d["file_name"] for d in dicts if not os.path.isfile(d["file_name"])]
+    if missing:
+        raise DataFormatError(f"{missing[0]}: image file not found (listed in {source}; "
+                              f"{len(missing)} of {len(dicts)} images missing)")
+    if level == "none" or not dicts:
+        return dicts
+    workers = 1 if len(dicts) < 64 else min(8, (os.cpu_count() or 1) * 2)
+    if workers == 1:
+        errors = [_check_one(d, level) for d in dicts]
+    else:  # header reads are I/O bound
+        with ThreadPoolExecutor(workers) as pool:
+            errors = list(pool.map(lambda d: _check_one(d, level), dicts))
+    bad = [e for e in errors if e]
+    if bad:
+        raise DataFormatError(f"{bad[0]} (listed in {source}; {len(bad)} of {len(dicts)} "
+                              f"images unusable)")
+    return dicts
 
 
 def image_size(path: str) -> tuple:
@@ -97,15 +165,25 @@ def regions_first(annotations: List[Dict]) -> List[Dict]:
 
 
 def finish_records(dicts: List[Dict], source: str) -> List[Dict]:
-    """Put each image's regions first (:func:`regions_first`) and require every image
-    file to exist, so that a missing image fails at load time naming it and ``source``."""
-    missing = [d["file_name"] for d in dicts if not os.path.isfile(d["file_name"])]
-    if missing:
-        raise DataFormatError(f"{missing[0]}: image file not found (listed in {source}; "
-                              f"{len(missing)} of {len(dicts)} images missing)")
+    """Put each image's regions first (:func:`regions_first`) and check every image file
+    (:func:`verify_records`), so that a missing, empty, truncated or undecodable image,
+    or one of another size than listed, fails at load time naming it and ``source``."""
+    verify_records(dicts, source)
     for d in dicts:
         d["annotations"] = regions_first(d["annotations"])
     return dicts
+
+
+def require_registered(name: str) -> str:
+    """Return ``name`` if it is a registered dataset, else raise ValueError naming the
+    closest registered names."""
+    names = DatasetCatalog.list()
+    if name in names:
+        return name
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    hint = (f"did you mean {' or '.join(repr(c) for c in close)}?" if close else
+            "datasets/README.md lists the registered names")
+    raise ValueError(f"dataset {name!r} is not registered ({hint})")
 
 
 def register_dataset(name: str, loader: Callable[[], List[Dict]], **metadata) -> None:

@@ -36,5 +36,5 @@ def split_paths(split: str, root: Optional[str] = None) -> Dict[str, str]:
 
 def load_droneswarms_split(split: str, root: Optional[str] = None) -> List[Dict]:
     p = split_paths(split, root)
-    require_split(p, "DroneSwarms")
+    require_split(p, "DroneSwarms", root=root)
     return load_droneswarms(p["annotations"], p["image_root"])

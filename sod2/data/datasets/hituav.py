@@ -43,5 +43,5 @@ def split_paths(split: str, root: Optional[str] = None) -> Dict[str, str]:
 
 def load_hituav_split(split: str, root: Optional[str] = None) -> List[Dict]:
     p = split_paths(split, root)
-    require_split(p, "HIT-UAV")
+    require_split(p, "HIT-UAV", root=root)
     return load_hituav(p["annotations"], p["image_root"])

@@ -54,14 +54,14 @@ def patch_split_paths(split: str, root: Optional[str] = None) -> Dict[str, str]:
             "annotations": os.path.join(patches, f"{split}.json")}
 
 
-def _load(p: Dict[str, str], what: str) -> List[Dict]:
-    require_split(p, what)
+def _load(p: Dict[str, str], what: str, root: Optional[str]) -> List[Dict]:
+    require_split(p, what, root=root)
     return load_sodad(p["annotations"], p["image_root"])
 
 
 def load_sodad_split(split: str, root: Optional[str] = None) -> List[Dict]:
-    return _load(split_paths(split, root), "SODA-D")
+    return _load(split_paths(split, root), "SODA-D", root)
 
 
 def load_sodad_patches_split(split: str, root: Optional[str] = None) -> List[Dict]:
-    return _load(patch_split_paths(split, root), "SODA-D patches (tools/split_images.py)")
+    return _load(patch_split_paths(split, root), "SODA-D patches (tools/split_images.py)", root)

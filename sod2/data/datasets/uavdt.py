@@ -50,13 +50,14 @@ def _frame(v: float, path: str, lineno: int) -> int:
     return int(v)
 
 
-def load_uavdt_sequence(seq: str, image_dir: str, gt_dir: str) -> List[Dict]:
-    """Dataset dicts of one sequence, one per frame file in ``image_dir/seq``."""
+def load_uavdt_sequence(seq: str, image_dir: str, gt_dir: str, root: Optional[str] = None) -> List[Dict]:
+    """Dataset dicts of one sequence, one per frame file in ``image_dir/seq`` (``root``: the
+    dataset folder the caller was given, for messages)."""
     if not re.fullmatch(r"M\d{4}", seq):
         raise ValueError(f"UAVDT sequence names look like 'M0101', got {seq!r}")
-    seq_dir = require_path(os.path.join(image_dir, seq), "UAVDT", is_dir=True)
-    whole = require_path(os.path.join(gt_dir, f"{seq}_gt_whole.txt"), "UAVDT")
-    ignore = require_path(os.path.join(gt_dir, f"{seq}_gt_ignore.txt"), "UAVDT")
+    seq_dir = require_path(os.path.join(image_dir, seq), "UAVDT", is_dir=True, root=root)
+    whole = require_path(os.path.join(gt_dir, f"{seq}_gt_whole.txt"), "UAVDT", root=root)
+    ignore = require_path(os.path.join(gt_dir, f"{seq}_gt_ignore.txt"), "UAVDT", root=root)
 
     frames = {}
     for f in os.listdir(seq_dir):
@@ -97,18 +98,20 @@ def load_uavdt_sequence(seq: str, image_dir: str, gt_dir: str) -> List[Dict]:
             for k in sorted(frames)]
 
 
-def load_uavdt(image_dir: str, gt_dir: str, sequences: Sequence[str]) -> List[Dict]:
+def load_uavdt(image_dir: str, gt_dir: str, sequences: Sequence[str],
+               root: Optional[str] = None) -> List[Dict]:
     """Load UAVDT sequences as dataset dicts (sod2 conventions).
 
     Args:
         image_dir: ``UAV-benchmark-M`` (one folder per sequence).
         gt_dir: ``UAV-benchmark-MOTD_v1.0/GT``.
         sequences: sequence names such as ``"M0101"``.
+        root: the dataset folder the caller was given (named in messages).
     """
     image_dir, gt_dir = os.path.abspath(image_dir), os.path.abspath(gt_dir)
     dicts = []
     for seq in sorted(sequences):
-        dicts.extend(load_uavdt_sequence(seq, image_dir, gt_dir))
+        dicts.extend(load_uavdt_sequence(seq, image_dir, gt_dir, root))
     return dicts
 
 
@@ -123,6 +126,6 @@ def split_paths(split: str, root: Optional[str] = None) -> Dict[str, str]:
 
 def load_uavdt_split(split: str, root: Optional[str] = None) -> List[Dict]:
     p = split_paths(split, root)
-    require_path(p["image_root"], "UAVDT", is_dir=True)
-    require_path(p["annotations"], "UAVDT", is_dir=True)
-    return load_uavdt(p["image_root"], p["annotations"], UAVDT_SEQUENCES[split])
+    require_path(p["image_root"], "UAVDT", is_dir=True, root=root)
+    require_path(p["annotations"], "UAVDT", is_dir=True, root=root)
+    return load_uavdt(p["image_root"], p["annotations"], UAVDT_SEQUENCES[split], root)

@@ -121,5 +121,5 @@ def split_paths(split: str, root: Optional[str] = None) -> Dict[str, str]:
 
 def load_visdrone_split(split: str, root: Optional[str] = None) -> List[Dict]:
     p = split_paths(split, root)
-    require_split(p, "VisDrone2019-DET", annotations_is_dir=True)
+    require_split(p, "VisDrone2019-DET", annotations_is_dir=True, root=root)
     return load_visdrone(p["annotations"], p["image_root"])
