@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["aligned_iou", "iou_loss", "supervised_contrastive_loss"]
+__all__ = ["aligned_iou", "iou_loss", "supervised_contrastive_loss", "box_iou_loss"]
 
 
 def aligned_iou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -74,4 +74,51 @@ def supervised_contrastive_loss(anchors: torch.Tensor, samples: torch.Tensor,
     loss = -(pos * log_prob).sum(dim=1) / n_pos.clamp(min=1)
     if weights is not None:
         loss = loss * weights
+    return loss
+
+
+def box_iou_loss(pred: torch.Tensor, target: torch.Tensor, loss_type: str = "iou",
+                 eps: float = 1e-16, reduction: str = "none") -> torch.Tensor:
+    """IoU-family box losses of YOLOX and its descendants.
+
+    * "iou": ``1 - IoU^2`` (YOLOX's default ``IOUloss``; IoU = inter / (union + eps));
+    * "giou": ``1 - clamp(GIoU, -1, 1)`` with GIoU = IoU - (C - union) / max(C, eps), C the
+      area of the smallest enclosing box (YOLOX's option);
+    * "ciou": ``1 - CIoU`` = 1 - IoU + rho^2 / c^2 + alpha v (Zheng et al.; v = 4/pi^2
+      (atan(w_t/h_t) - atan(w_p/h_p))^2, alpha = v / (1 - IoU + v) without gradient), through
+      ``torchvision.ops.complete_box_iou_loss`` (its own eps 1e-7).
+
+    Args:
+        pred, target: (N, 4) XYXY boxes.
+        loss_type: "iou", "giou" or "ciou".
+        eps: for "iou"/"giou" (1e-16 as YOLOX).
+        reduction: "none" (default), "sum" or "mean".
+    Returns:
+        (N,) losses for "none", else a scalar.
+    """
+    if loss_type == "ciou":
+        from torchvision.ops import complete_box_iou_loss
+        loss = complete_box_iou_loss(pred, target, reduction="none")
+    elif loss_type in ("iou", "giou"):
+        lt = torch.max(pred[:, :2], target[:, :2])
+        rb = torch.min(pred[:, 2:], target[:, 2:])
+        overlap = (lt < rb).all(dim=1).to(pred.dtype)
+        inter = (rb - lt).prod(dim=1) * overlap
+        area_p = (pred[:, 2:] - pred[:, :2]).prod(dim=1)
+        area_t = (target[:, 2:] - target[:, :2]).prod(dim=1)
+        union = area_p + area_t - inter
+        iou = inter / (union + eps)
+        if loss_type == "iou":
+            loss = 1.0 - iou ** 2
+        else:
+            c_wh = torch.max(pred[:, 2:], target[:, 2:]) - torch.min(pred[:, :2], target[:, :2])
+            area_c = c_wh.prod(dim=1)
+            giou = iou - (area_c - union) / area_c.clamp(min=eps)
+            loss = 1.0 - giou.clamp(min=-1.0, max=1.0)
+    else:
+        raise ValueError(f"box_iou_loss: loss_type must be 'iou', 'giou' or 'ciou', got {loss_type!r}")
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.mean() if loss.numel() else loss.sum()
     return loss

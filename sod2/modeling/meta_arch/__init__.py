@@ -1,1 +1,2 @@
 from .srtod import ReconstructionTargetMixin, SRTODRCNN, SRTODRetinaNet  # noqa: F401
+from .yolox import YOLOX, YOLOXPredictions  # noqa: F401

@@ -1,0 +1,2 @@
+"""Label assigners of dense detectors."""
+from .simota import SimOTAAssigner, SimOTAResult  # noqa: F401
