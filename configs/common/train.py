@@ -10,4 +10,12 @@ train = dict(
     log_period=20,
     device="auto",  # "cuda" when available, else "cpu"
     seed=-1,  # >= 0 for reproducible runs
+    # model EMA (sod2/engine/ema.py): evaluation and checkpoints' "model" use the EMA weights
+    ema=dict(enabled=False, decay=0.9998, ramp=2000.0),
+    # no-aug tail (sod2/engine/hooks.py NoAugTail): from start_iter on, strong augmentation
+    # (MosaicDataset) off and model.<model_attr> = True; None: never
+    no_aug=dict(start_iter=None, model_attr="use_l1"),
+    # multi-scale batches (sod2/engine/multiscale.py): every `period` iterations a size in
+    # size_range (pixels, multiples of 32) for images of input_size (h, w)
+    multiscale=dict(enabled=False, input_size=[640, 640], size_range=[480, 800], period=10),
 )

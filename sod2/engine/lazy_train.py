@@ -256,6 +256,10 @@ def do_train(args, cfg) -> None:
     model = instantiate(cfg.model)
     logger.info("Model:\n%s", model)
     model.to(cfg.train.device)
+    # sod2 training recipe (train.ema / train.no_aug / train.multiscale; all off by default)
+    from .ema import EMACheckpointer, build_model_ema
+    from .hooks import build_recipe_hooks
+    ema = build_model_ema(cfg, model)  # None unless train.ema.enabled
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
@@ -266,14 +270,18 @@ def do_train(args, cfg) -> None:
         ddp_kwargs["device_ids"] = None  # DDP on CPU modules takes no device ids (gloo)
     model = create_ddp_model(model, **ddp_kwargs)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optim)
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    # with EMA, checkpoints hold the EMA weights as "model" and evaluation uses them
+    checkpointer = (DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer) if ema is None
+                    else EMACheckpointer(model, cfg.train.output_dir, ema=ema, trainer=trainer))
+    eval_model = model if ema is None else ema.module
     trainer.register_hooks([
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+        *build_recipe_hooks(cfg, ema),  # after the optimizer step, before checkpoints and eval
         hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
         if comm.is_main_process() else None,
         # EvalHook also puts the results into the event storage (metrics.json, tensorboard)
-        hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+        hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, eval_model)),
         hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter),
                              period=cfg.train.log_period) if comm.is_main_process() else None,
     ])
