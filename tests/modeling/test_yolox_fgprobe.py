@@ -1,0 +1,140 @@
+"""Foreground Probing inside sod2's YOLOX: training with empty and non-empty ground truth
+(L_ref on SimOTA's positives), inference that replaces the objectness of the selected tokens,
+padding never selected, the plain twin by one override, the maps for drawing."""
+import pytest
+import torch
+from detectron2.config import instantiate
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from sod2.config import get_config_file
+
+
+def _module(path):
+    """A config file without relative imports, as a module (its helper functions too)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.replace("/", "_")[:-3], get_config_file(path))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _cfg(num_tokens=20, **probe):
+    from omegaconf import OmegaConf
+
+    yolox, fg = _module("common/models/yolox.py"), _module("common/models/fgprobe.py")
+    cfg = OmegaConf.create({"model": yolox.model})
+    yolox.yolox_size(cfg.model, "nano")
+    cfg.model.num_classes = 3
+    fg.with_fgprobe(cfg.model, num_tokens=num_tokens)
+    for k, v in probe.items():
+        cfg.model.head.probe[k] = v
+    return cfg
+
+
+def _batch(sizes=((96, 128), (64, 64)), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i, (h, w) in enumerate(sizes):
+        n = 0 if i == 1 else 3
+        xy = torch.rand(n, 2, generator=g) * 40
+        inst = Instances((h, w), gt_boxes=Boxes(torch.cat([xy, xy + 6 + torch.rand(n, 2, generator=g) * 12], 1)),
+                         gt_classes=torch.randint(0, 3, (n,), generator=g))
+        out.append({"image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8),
+                    "height": h, "width": w, "instances": inst})
+    return out
+
+
+def test_training_adds_l_ref_on_simota_positives():
+    torch.manual_seed(0)
+    model = instantiate(_cfg().model).train()
+    assert model.iou_loss_type == "ciou" and len(model.head_strides) == 4 and model.head_strides[0] == 4
+    seen = {}
+    real = model.head.probe.losses
+
+    def spy(refined, idx, fg):
+        seen.update(refined=refined, idx=idx, fg=fg)
+        return real(refined, idx, fg)
+
+    model.head.probe.losses = spy
+    batch = _batch()  # image 1 has no objects
+    with EventStorage(0) as st:
+        losses = model(batch)
+        assert {"loss_ref", "loss_iou", "loss_obj", "loss_cls", "loss_l1"} <= set(losses)
+        assert all(torch.isfinite(v) for v in losses.values())
+        sum(losses.values()).backward()
+        assert "fgprobe/lambda" in st.latest()
+    assert seen["idx"].shape == (2, 20)
+    # y_ref: the SimOTA foreground mask; image 1 has no ground truth: all negatives
+    assert seen["fg"][1].sum() == 0 and seen["fg"][0].sum() > 0
+    y = torch.gather(seen["fg"].float(), 1, seen["idx"])
+    expect = torch.nn.functional.binary_cross_entropy_with_logits(seen["refined"], y)
+    assert losses["loss_ref"].item() == pytest.approx(expect.item())
+    probe = model.head.probe
+    assert probe.q_reg.weight.grad is not None and probe.gate.weight.grad is not None
+    # the gathered features carry gradient into the head's branches
+    assert any(q.grad is not None and q.grad.abs().sum() > 0 for q in model.head.reg_convs["p2"].parameters())
+
+
+def test_padding_is_never_selected_and_inference_replaces_objectness():
+    torch.manual_seed(0)
+    model = instantiate(_cfg(num_tokens=30).model).eval()
+    model.keep_visuals = True
+    batch = [{k: v for k, v in b.items() if k != "instances"} for b in _batch()]
+    seen = {}
+    real = model.run_probe
+
+    def spy(preds, cls_feats, reg_feats, image_sizes):
+        out = real(preds, cls_feats, reg_feats, image_sizes)
+        seen.update(preds=preds, out=out)
+        return out
+
+    model.run_probe = spy
+    with torch.no_grad():
+        out = model(batch)
+    preds, (idx, refined, _) = seen["preds"], seen["out"]
+    centers = preds.anchor_centers
+    # image 1 is 64x64 inside a 96x128 batch: every selected cell centre lies inside it
+    c1 = centers[idx[1]]
+    assert (c1[:, 0] < 64).all() and (c1[:, 1] < 64).all()
+    maps = model.last_foreground
+    after = maps.after[1]
+    assert torch.allclose(after[idx[1]], refined[1].sigmoid())
+    rest = torch.ones_like(after, dtype=torch.bool)
+    rest[idx[1]] = False
+    assert torch.equal(after[rest], maps.before[1][rest])
+    assert [m.shape for m in maps.level_maps("after", 0)] == [torch.Size(s) for s in preds.level_sizes]
+    assert len(out) == 2 and out[1]["instances"].image_size == (64, 64)
+
+
+def test_plain_twin_is_one_override_and_equals_yolox():
+    cfg = _cfg()
+    torch.manual_seed(0)
+    with_probe = instantiate(cfg.model).eval()
+    cfg.model.head.probe = None
+    torch.manual_seed(0)
+    plain = instantiate(cfg.model).eval()
+    assert not any("probe" in n for n, _ in plain.named_parameters())
+    # same weights but the probe's: without a probe the objectness is the head's
+    plain.load_state_dict({k: v for k, v in with_probe.state_dict().items() if ".probe." not in k})
+    batch = [{k: v for k, v in b.items() if k != "instances"} for b in _batch()]
+    plain.keep_visuals = True
+    with torch.no_grad():
+        a = plain(batch)
+    assert torch.equal(plain.last_foreground.before, plain.last_foreground.after)
+    with_probe.head.probe = None
+    with torch.no_grad():
+        b = with_probe(batch)
+    for x, y in zip(a, b):
+        assert torch.equal(x["instances"].scores, y["instances"].scores)
+
+
+def test_tokens_only_inference_keeps_only_selected_tokens():
+    torch.manual_seed(0)
+    model = instantiate(_cfg(num_tokens=5, inference="tokens_only").model).eval()
+    with torch.no_grad():
+        model.head.probe.pred.bias.fill_(5.0)  # refined tokens score high
+        model.test_score_thresh = 1e-4  # every refined token passes (prior cls ~0.01), nothing else
+        out = model([{k: v for k, v in _batch()[0].items() if k != "instances"}])
+    assert 0 < len(out[0]["instances"]) <= 5
