@@ -24,6 +24,7 @@ import glob
 import logging
 import os
 import sys
+from typing import Optional
 
 try:
     import sod2  # noqa: F401
@@ -41,7 +42,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from sod2.data.datasets.common import require_registered
 from sod2.data.io import DataFormatError, read_image, relative_names, to_uint8_rgb
 from sod2.engine.lazy_train import ConfigError, load_config, resolve_device
-from sod2.utils.visualization import draw_ground_truth, draw_predictions, side_by_side
+from sod2.utils.visualization import (draw_ground_truth, draw_heatmap, draw_predictions, foreground_map,
+                                      side_by_side)
 
 logger = logging.getLogger("sod2.demo")
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -51,14 +53,24 @@ VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv")
 class Predictor:
     """Model + the config's test mapper; ``__call__(rgb image) -> Instances``.
 
-    With ``visuals=True`` (SR-TOD models), :meth:`reconstruction_panels` returns the last
-    image's reconstruction and thresholded difference map at the original size."""
+    With ``visuals="reconstruction"`` (SR-TOD models), :meth:`reconstruction_panels` returns
+    the last image's reconstruction and thresholded difference map at the original size; with
+    ``visuals="foreground"`` (YOLOX, with or without Foreground Probing),
+    :meth:`foreground_panels` its foreground (objectness) heat maps before and after
+    refinement."""
 
-    def __init__(self, cfg, visuals: bool = False):
-        if visuals:
+    def __init__(self, cfg, visuals: Optional[str] = None):
+        if visuals == "reconstruction":
             if "fpn" not in cfg.model.backbone:
                 raise ValueError("--show-reconstruction needs an SR-TOD model (a ReconstructionFPN backbone)")
             cfg.model.backbone.keep_visuals = True
+        elif visuals == "foreground":
+            from sod2.modeling.meta_arch import YOLOX
+
+            target = cfg.model.get("_target_")
+            if not (isinstance(target, type) and issubclass(target, YOLOX)):
+                raise ValueError("--show-foreground needs a YOLOX model (with or without Foreground Probing)")
+            cfg.model.keep_visuals = True
         self.model = instantiate(cfg.model).to(cfg.train.device).eval()
         if not cfg.train.init_checkpoint:
             logger.warning("train.init_checkpoint is empty: the model has random weights")
@@ -78,6 +90,14 @@ class Predictor:
         tensor = torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1)))
         self._input_hw, self._orig_hw = aug.image.shape[:2], (h, w)
         return self.model([{"image": tensor, "height": h, "width": w}])[0]["instances"]
+
+    def foreground_panels(self, rgb: np.ndarray):
+        """(before, after): the foreground probabilities of the last image before and after
+        Foreground Probing, as heat maps over ``rgb`` (H, W, 3) at the original size."""
+        fm = self.model.last_foreground
+        return tuple(draw_heatmap(rgb, foreground_map([m.cpu().numpy() for m in fm.level_maps(which)],
+                                                      fm.strides, self._input_hw, self._orig_hw))
+                     for which in ("before", "after"))
 
     def reconstruction_panels(self):
         """(reconstruction RGB, binary difference map as grey RGB), uint8 at the original size."""
@@ -167,6 +187,9 @@ def main(argv=None):
     parser.add_argument("--show-reconstruction", action="store_true",
                         help="SR-TOD models: also draw the reconstructed image and the thresholded "
                              "difference map next to the detections")
+    parser.add_argument("--show-foreground", action="store_true",
+                        help="YOLOX models: also draw the foreground (objectness) scores before and "
+                             "after Foreground Probing as heat maps next to the detections")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides key=value (e.g. train.init_checkpoint=...), "
                              "checked as the trainer checks them")
@@ -186,14 +209,20 @@ def main(argv=None):
         parser.exit(2, f"error: train.init_checkpoint {ckpt}: no such file\n")
     try:
         resolve_device(cfg)
-        pred = Predictor(cfg, visuals=args.show_reconstruction)
+        if args.show_reconstruction and args.show_foreground:
+            raise ValueError("--show-reconstruction and --show-foreground are for different models")
+        pred = Predictor(cfg, visuals="reconstruction" if args.show_reconstruction else
+                         "foreground" if args.show_foreground else None)
     except (ValueError, RuntimeError) as e:  # no SR-TOD model, no CUDA
         parser.exit(2, f"error: {e}\n")
 
-    def with_reconstruction(vis):
-        if not args.show_reconstruction:
+    def with_panels(vis, rgb):
+        if args.show_foreground:
+            panels = list(pred.foreground_panels(rgb))
+        elif args.show_reconstruction:
+            panels = [p for p in pred.reconstruction_panels() if p is not None]
+        else:
             return vis
-        panels = [p for p in pred.reconstruction_panels() if p is not None]
         scaled = [cv2.resize(p, (vis.shape[1], vis.shape[0]), interpolation=cv2.INTER_NEAREST) for p in panels]
         return side_by_side([vis] + scaled)
 
@@ -216,8 +245,8 @@ def main(argv=None):
             except DataFormatError as e:
                 skip(e)
                 continue
-            vis = with_reconstruction(draw_predictions(rgb, pred(rgb), meta, args.scale,
-                                                       args.confidence_threshold, not args.no_labels))
+            vis = with_panels(draw_predictions(rgb, pred(rgb), meta, args.scale,
+                                                       args.confidence_threshold, not args.no_labels), rgb)
             if args.with_ground_truth:
                 vis = side_by_side([vis, draw_ground_truth(rgb, rec, meta, args.scale,
                                                            not args.no_labels)])
@@ -240,8 +269,8 @@ def main(argv=None):
             except DataFormatError as e:
                 skip(e)
                 continue
-            vis = with_reconstruction(draw_predictions(rgb, pred(rgb), meta, args.scale,
-                                                       args.confidence_threshold, not args.no_labels))
+            vis = with_panels(draw_predictions(rgb, pred(rgb), meta, args.scale,
+                                                       args.confidence_threshold, not args.no_labels), rgb)
             out = os.path.join(args.output, name + ".png")
             _save(out, vis)
             written.append(out)

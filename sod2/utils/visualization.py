@@ -13,7 +13,8 @@ from detectron2.structures import BoxMode, Instances
 from detectron2.utils.colormap import random_color
 from detectron2.utils.visualizer import Visualizer
 
-__all__ = ["draw_ground_truth", "draw_predictions", "side_by_side", "class_colors"]
+__all__ = ["draw_ground_truth", "draw_predictions", "side_by_side", "class_colors", "foreground_map",
+           "draw_heatmap"]
 
 
 def class_colors(num_classes: int):
@@ -82,3 +83,35 @@ def side_by_side(images: Sequence[np.ndarray], gap: int = 8) -> np.ndarray:
         if i + 1 < len(images):
             parts.append(np.full((h, gap, 3), 255, np.uint8))
     return np.concatenate(parts, axis=1)
+
+
+def foreground_map(level_maps: Sequence[np.ndarray], strides: Sequence[int], input_hw, orig_hw) -> np.ndarray:
+    """One foreground map of an image from a dense head's per-level objectness: each input
+    pixel takes the highest probability of the cells (one per level) that cover it, then the
+    map is cropped to the image (not the batch padding) and resized to the original size.
+
+    Args:
+        level_maps: per level (H_l, W_l) probabilities in [0, 1] (cell (i, j) covers input
+            pixels [i*s, (i+1)*s) x [j*s, (j+1)*s)).
+        strides: s per level.
+        input_hw: (h, w) of the network input (before padding); orig_hw: (H, W) of the image.
+    Returns:
+        (H, W) float32 in [0, 1].
+    """
+    import cv2
+
+    h, w = input_hw
+    out = np.zeros((h, w), np.float32)
+    for m, s in zip(level_maps, strides):
+        up = np.repeat(np.repeat(np.asarray(m, np.float32), s, axis=0), s, axis=1)[:h, :w]
+        out[: up.shape[0], : up.shape[1]] = np.maximum(out[: up.shape[0], : up.shape[1]], up)
+    return cv2.resize(out, (orig_hw[1], orig_hw[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def draw_heatmap(image_rgb: np.ndarray, prob: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """(H, W, 3) uint8 image with an (H, W) probability map in [0, 1] blended over it as a
+    JET colour map (blue 0 -> red 1)."""
+    import cv2
+
+    heat = cv2.applyColorMap((np.clip(prob, 0, 1) * 255).round().astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
+    return (image_rgb.astype(np.float32) * (1 - alpha) + heat.astype(np.float32) * alpha).round().astype(np.uint8)

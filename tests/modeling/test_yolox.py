@@ -403,7 +403,10 @@ def test_preprocess_pads_with_114_then_normalises():
     assert images.tensor[0, :, 50:, 60:].flatten(1)[:, 0].tolist() == [(114 - 1) / 2, (114 - 2) / 2, (114 - 3) / 2]
     assert images.tensor[0, 0, 0, 0].item() == -0.5
     model.backbone._square_pad = 96
+    model.eval()  # the square letterbox is the test-time one
     assert model.preprocess_image([{"image": img}]).tensor.shape == (1, 3, 96, 96)
+    model.train()  # training batches are letterboxed (and multi-scale resized) by the data
+    assert model.preprocess_image([{"image": img}]).tensor.shape == (1, 3, 64, 64)
 
 
 # ------------------------------------------------------------------ configs

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import instantiate
 
@@ -169,3 +170,44 @@ def test_demo_shows_srtod_reconstruction(tmp_path, synthetic_dataset):
                            "--dataset", "sod2_synthetic_val", "--max-images", "1", "--show-reconstruction",
                            "--output", str(tmp_path / "x")], capture_output=True, text=True)
     assert proc.returncode != 0 and "SR-TOD" in proc.stderr
+
+
+def test_foreground_map_by_hand():
+    from sod2.utils.visualization import draw_heatmap, foreground_map
+
+    p2 = np.zeros((2, 3), np.float32)
+    p2[1, 2] = 0.25  # covers input rows 4-7, cols 8-11 at stride 4
+    p3 = np.array([[0.5, 0.0]], np.float32)  # covers rows 0-7, cols 0-7 at stride 8
+    m = foreground_map([p2, p3], [4, 8], input_hw=(6, 10), orig_hw=(6, 10))
+    assert m.shape == (6, 10)
+    assert m[0, 0] == 0.5 and m[5, 7] == 0.5  # the stride-8 cell wins where it is higher
+    assert m[4, 8] == 0.25 and m[0, 8] == 0.0 and m[5, 9] == 0.25
+    # the input is cropped to the image, then resized to the original size
+    assert foreground_map([p2, p3], [4, 8], input_hw=(6, 10), orig_hw=(12, 20))[11, 19] == 0.25
+    img = np.zeros((6, 10, 3), np.uint8)
+    heat = draw_heatmap(img, m)
+    assert heat.shape == img.shape and heat[0, 0, 0] > heat[0, 9, 0]  # red where p = 0.5
+
+
+def test_demo_shows_foreground_before_and_after_probing(tmp_path, synthetic_dataset):
+    cfg_file = get_config_file("fgprobe/fgprobe_yolox_tiny_p2_synthetic.py")
+    d = tmp_path / "w"
+    d.mkdir()
+    model = instantiate(get_config("fgprobe/fgprobe_yolox_tiny_p2_synthetic.py").model)
+    with torch.no_grad():
+        model.head.probe.pred.bias.fill_(3.0)  # the refined tokens stand out
+    DetectionCheckpointer(model, str(d)).save("m")
+    out = tmp_path / "fg"
+    _run(REPO / "tools" / "demo.py", "--config-file", cfg_file, "--dataset", "sod2_synthetic_val",
+         "--max-images", "1", "--show-foreground", "--output", out,
+         "--opts", f"train.init_checkpoint={d / 'm.pth'}", "train.device=cpu")
+    vis = cv2.imread(str(next(out.iterdir())))
+    assert vis.shape == (256, 3 * 256 + 2 * 8, 3)  # detections | before | after
+    before, after = vis[:, 256 + 8: 2 * 256 + 8], vis[:, 2 * (256 + 8):]
+    # the refined tokens (probability sigmoid(3) = 0.95) turn red in the "after" map only
+    red = lambda x: ((x[..., 2] > 200) & (x[..., 0] < 80)).sum()  # noqa: E731  (BGR)
+    assert red(after) > red(before)
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "demo.py"), "--config-file", CONFIG,
+                           "--dataset", "sod2_synthetic_val", "--max-images", "1", "--show-foreground",
+                           "--output", str(tmp_path / "x")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "YOLOX" in proc.stderr

@@ -164,10 +164,13 @@ class YOLOX(DenseDetector):
     # ------------------------------------------------------------------ steps
     def preprocess_image(self, batched_inputs: List[Dict[str, Tensor]]) -> ImageList:
         """Pad the raw (3, H_i, W_i) images with ``pad_value`` into (N, 3, H, W) (size
-        divisibility and square size from the backbone), then normalise."""
+        divisibility from the backbone, and its square size at inference), then normalise."""
         images = [self._move_to_current_device(x["image"]).to(self.pixel_mean.dtype) for x in batched_inputs]
+        constraints = dict(self.backbone.padding_constraints or {})
+        if self.training:  # the square is the test-time letterbox; training batches come
+            constraints.pop("square_size", None)  # letterboxed (and multi-scale resized) already
         images = ImageList.from_tensors(images, self.backbone.size_divisibility, pad_value=self.pad_value,
-                                        padding_constraints=self.backbone.padding_constraints)
+                                        padding_constraints=constraints)
         return ImageList((images.tensor - self.pixel_mean) / self.pixel_std, images.image_sizes)
 
     def decode(self, cls_logits: List[Tensor], reg: List[Tensor], obj_logits: List[Tensor]) -> YOLOXPredictions:

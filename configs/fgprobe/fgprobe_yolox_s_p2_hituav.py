@@ -1,0 +1,32 @@
+"""Foreground Probing on YOLOX-S (P2-P5, CIoU; sod2's choice for this small thermal dataset:
+2029 training images of 640x512) on HIT-UAV (CC BY 4.0, Suo et al. 2023): 640 px YOLOX
+recipe, 640 px test, K = 500, SGD lr 0.01 at batch 8, 100 epochs, from the official COCO
+YOLOX-S weights (``python tools/convert_weights.py yolox yolox_s.pth weights/yolox_s_sod2.pth``).
+Plain twin: ``fgprobe-plain_yolox_s_p2_hituav.py``."""
+import detectron2.data.transforms as T
+from detectron2.config import LazyCall as L
+
+from ..common.data.hituav import NUM_TRAIN_IMAGES, dataloader
+from ..common.models.fgprobe import with_fgprobe
+from ..common.models.yolox import model, yolox_size
+from ..common.optim import SGD_nesterov_nodecay_norm_bias as optimizer
+from ..common.train import train
+from ..common.yolox_recipe import yolox_recipe
+
+SIZE, EPOCHS = 640, 100
+dataloader.train.total_batch_size = 8
+ITERS_PER_EPOCH = NUM_TRAIN_IMAGES // 8
+
+yolox_size(model, "s")
+model.num_classes = 4
+with_fgprobe(model, num_tokens=500)
+model.backbone.square_pad = SIZE
+dataloader.test.mapper.augmentations = [L(T.ResizeShortestEdge)(short_edge_length=SIZE, max_size=SIZE)]
+lr_multiplier = yolox_recipe(dataloader, train, input_size=SIZE, epochs=EPOCHS,
+                             iters_per_epoch=ITERS_PER_EPOCH, max_labels=500)
+optimizer.lr = 0.01
+train.init_checkpoint = "./weights/yolox_s_sod2.pth"
+train.max_iter = EPOCHS * ITERS_PER_EPOCH
+train.eval_period = 10 * ITERS_PER_EPOCH
+train.checkpointer.period = 10 * ITERS_PER_EPOCH
+train.output_dir = "./output/fgprobe_yolox_s_p2_hituav"

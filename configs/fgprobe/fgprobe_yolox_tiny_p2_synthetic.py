@@ -1,0 +1,33 @@
+"""Foreground Probing on a small YOLOX (Tiny widths, P2-P5 head) trained from scratch on the
+embedded synthetic dataset on a CPU: 256 px Mosaic/MixUp-free YOLOX recipe (Mosaic + affine
+with scale 0.5-1.5, HSV, flips), EMA, warm-up + cosine, L1 in the last epochs; K = 100 tokens
+(the images hold ~20-60 objects). ``make fgprobe-demo`` trains it next to its plain twin
+``fgprobe-plain_yolox_tiny_p2_synthetic.py`` (= ``model.head.probe=None``)."""
+from ..common.data.synthetic import NUM_TRAIN_IMAGES, dataloader
+from ..common.models.fgprobe import with_fgprobe
+from ..common.models.yolox import model, yolox_size
+from ..common.optim import SGD_nesterov_nodecay_norm_bias as optimizer
+from ..common.train import train
+from ..common.yolox_recipe import yolox_recipe
+
+INPUT_SIZE = 256
+EPOCHS = 16
+dataloader.train.total_batch_size = 8
+ITERS_PER_EPOCH = NUM_TRAIN_IMAGES // 8
+
+yolox_size(model, "tiny")
+model.num_classes = 3
+model.backbone.square_pad = INPUT_SIZE
+with_fgprobe(model, num_tokens=100)
+model.max_detections_per_image = 1500  # the AI-TOD protocol's maxDets
+
+lr_multiplier = yolox_recipe(dataloader, train, input_size=INPUT_SIZE, epochs=EPOCHS,
+                             iters_per_epoch=ITERS_PER_EPOCH, warmup_epochs=1, no_aug_epochs=2,
+                             mosaic_scale=(0.5, 1.5), enable_mixup=False, multiscale_steps=2,
+                             max_labels=500)
+train.ema.ramp = 200.0  # a short run: the EMA follows within a few hundred steps
+optimizer.lr = 0.02
+train.max_iter = EPOCHS * ITERS_PER_EPOCH
+train.eval_period = train.max_iter
+train.checkpointer.period = train.max_iter
+train.output_dir = "./output/fgprobe_yolox_tiny_p2_synthetic"

@@ -1,0 +1,36 @@
+"""Foreground Probing (K = 500, learnable gate) on YOLOX-X with the 4-scale head (P2-P5) and
+the CIoU loss on VisDrone2019-DET, as the paper: 960 px training (YOLOX's recipe: Mosaic,
+MixUp, affine, HSV, multi-scale 800-1120, EMA, L1 in the last epochs), 1504 px test, SGD lr
+0.01 at batch 8, 100 epochs, from the official COCO YOLOX-X weights converted to sod2's names:
+    python tools/convert_weights.py yolox yolox_x.pth weights/yolox_x_sod2.pth
+(yolox_x.pth from the official YOLOX release page; the 80-class prediction layers are skipped
+at loading). Plain twin: ``fgprobe-plain_yolox_x_p2_visdrone.py`` (= ``model.head.probe=None``).
+Ablations: ``model.head.probe.num_tokens=100|300|700``, ``model.head.probe.gate=0.3|0.5|0.7``."""
+import detectron2.data.transforms as T
+from detectron2.config import LazyCall as L
+
+from ..common.data.visdrone import NUM_TRAIN_IMAGES, dataloader
+from ..common.models.fgprobe import with_fgprobe
+from ..common.models.yolox import model, yolox_size
+from ..common.optim import SGD_nesterov_nodecay_norm_bias as optimizer
+from ..common.train import train
+from ..common.yolox_recipe import yolox_recipe
+
+TRAIN_SIZE, TEST_SIZE, EPOCHS = 960, 1504, 100
+dataloader.train.total_batch_size = 8
+ITERS_PER_EPOCH = NUM_TRAIN_IMAGES // 8
+
+yolox_size(model, "x")
+model.num_classes = 10
+with_fgprobe(model, num_tokens=500)
+model.backbone.square_pad = TEST_SIZE
+model.max_detections_per_image = 1500  # at least the protocol's maxDets
+dataloader.test.mapper.augmentations = [L(T.ResizeShortestEdge)(short_edge_length=TEST_SIZE, max_size=TEST_SIZE)]
+lr_multiplier = yolox_recipe(dataloader, train, input_size=TRAIN_SIZE, epochs=EPOCHS,
+                             iters_per_epoch=ITERS_PER_EPOCH, max_labels=1000)
+optimizer.lr = 0.01  # the paper's lr at batch 8
+train.init_checkpoint = "./weights/yolox_x_sod2.pth"
+train.max_iter = EPOCHS * ITERS_PER_EPOCH
+train.eval_period = 10 * ITERS_PER_EPOCH
+train.checkpointer.period = 10 * ITERS_PER_EPOCH
+train.output_dir = "./output/fgprobe_yolox_x_p2_visdrone"
