@@ -138,3 +138,16 @@ def test_tokens_only_inference_keeps_only_selected_tokens():
         model.test_score_thresh = 1e-4  # every refined token passes (prior cls ~0.01), nothing else
         out = model([{k: v for k, v in _batch()[0].items() if k != "instances"}])
     assert 0 < len(out[0]["instances"]) <= 5
+
+
+def test_overflowing_boxes_are_dropped_at_inference():
+    torch.manual_seed(0)
+    cfg = _cfg()
+    cfg.model.head.probe = None
+    model = instantiate(cfg.model).eval()
+    with torch.no_grad():
+        model.head.reg_preds["p3"].bias[2:].fill_(200.0)  # exp(200) overflows in float32
+        model.test_score_thresh = 0.0
+        out = model([{k: v for k, v in _batch()[0].items() if k != "instances"}])
+    boxes = out[0]["instances"].pred_boxes.tensor
+    assert len(boxes) > 0 and torch.isfinite(boxes).all()

@@ -279,7 +279,8 @@ class YOLOX(DenseDetector):
         for i, size in enumerate(image_sizes):
             class_conf, classes = cls_prob[i].max(dim=1)
             scores = obj_prob[i] * class_conf
-            keep = scores >= self.test_score_thresh
+            # a box whose exp(log size) overflowed (an untrained or diverging model) is dropped
+            keep = (scores >= self.test_score_thresh) & torch.isfinite(preds.boxes[i]).all(dim=1)
             boxes, scores, classes = preds.boxes[i][keep], scores[keep], classes[keep]
             if self.class_agnostic_nms:
                 keep = nms(boxes, scores, self.test_nms_thresh)
