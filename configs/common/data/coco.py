@@ -24,7 +24,8 @@ dataloader.evaluator.protocol = "coco"
 
 def set_input_size(dataloader, size: int):
     """Train and test at ``size`` (the longer image side) instead of ``INPUT_SIZE``."""
-    for aug in (dataloader.train.mapper.augmentations[0], dataloader.test.mapper.augmentations[0]):
+    mappers = [dataloader.train.get("mapper"), dataloader.test.mapper]
+    for aug in (m.augmentations[0] for m in mappers if m is not None):  # (yolox_recipe: no train mapper)
         aug.short_edge_length = size
         aug.max_size = size
     return dataloader
