@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Dict, Sequence
 
 import torch
-from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
+from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
 
@@ -97,10 +97,6 @@ class CSPDarknet(Backbone):
             if name in self._out_features:
                 out[name] = x
         return out
-
-    def output_shape(self) -> Dict[str, ShapeSpec]:
-        return {f: ShapeSpec(channels=self._out_feature_channels[f], stride=self._out_feature_strides[f])
-                for f in self._out_features}
 
     @property
     def size_divisibility(self) -> int:

@@ -136,10 +136,6 @@ class YOLOPAFPN(Backbone):
             outs[names[i]] = self.bu_blocks[names[i]](torch.cat([down, reduced[names[i]]], dim=1))
         return outs
 
-    def output_shape(self) -> Dict[str, ShapeSpec]:
-        return {f: ShapeSpec(channels=self._out_feature_channels[f], stride=self._out_feature_strides[f])
-                for f in self._out_features}
-
     @property
     def size_divisibility(self) -> int:
         return 32
