@@ -56,5 +56,6 @@ setup(
         "opencv-python",
         "orjson",
     ],
-    extras_require={"test": ["pytest"]},
+    # sahi: the sliced-inference tests compare sod2's merge and slice geometry with it
+    extras_require={"test": ["pytest", "sahi==0.12.8", "shapely>=2.0.0", "fire"]},
 )

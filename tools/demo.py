@@ -13,6 +13,12 @@ Images are read like training images (grayscale and 16-bit files become 3-channe
 ``--with-ground-truth`` (datasets only) draws predictions next to the annotations,
 ignore regions included. Videos are written as mp4 with the detections drawn.
 
+``--slice SIZE [--overlap R]`` runs sliced inference (sod2/inference): the image is cut at
+its own resolution into SIZE px slices overlapping by R, each slice goes through the test
+mapper's resizing, and the detections are merged (NMS, IoU 0.5, per class);
+``--show-slices`` draws the slice grid over the detections (also for configs whose model is
+already sliced, e.g. made with configs/common/slicing.py).
+
 Outputs are named after the input's path, extension included, relative to the folder
 holding all inputs (``a/x.jpg`` -> ``<output>/a/x.jpg.png``, ``clip.mp4`` ->
 ``<output>/clip.mp4.mp4``), so inputs of the same name never overwrite each other.
@@ -42,6 +48,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from sod2.data.datasets.common import require_registered
 from sod2.data.io import DataFormatError, read_image, relative_names, to_uint8_rgb
 from sod2.engine.lazy_train import ConfigError, load_config, resolve_device
+from sod2.inference import SlicedInference, draw_slice_windows
 from sod2.utils.visualization import (draw_ground_truth, draw_heatmap, draw_predictions, foreground_map,
                                       side_by_side)
 
@@ -59,7 +66,9 @@ class Predictor:
     :meth:`foreground_panels` its foreground (objectness) heat maps before and after
     refinement."""
 
-    def __init__(self, cfg, visuals: Optional[str] = None):
+    def __init__(self, cfg, visuals: Optional[str] = None, slicing: Optional[dict] = None):
+        if slicing is not None and visuals is not None:
+            raise ValueError("--slice cannot be combined with --show-reconstruction or --show-foreground")
         if visuals == "reconstruction":
             if "fpn" not in cfg.model.backbone:
                 raise ValueError("--show-reconstruction needs an SR-TOD model (a ReconstructionFPN backbone)")
@@ -78,6 +87,17 @@ class Predictor:
         mapper_cfg = cfg.dataloader.test.mapper
         self.augs = [instantiate(a) for a in mapper_cfg.get("augmentations", [])]
         self.format = mapper_cfg.get("image_format", "BGR")
+        if slicing is not None:  # the mapper's resizing moves to each slice
+            if isinstance(self.model, SlicedInference):
+                raise ValueError("the config's model is already sliced: change it with --opts model.slice_size=... "
+                                 "instead of --slice")
+            self.model = SlicedInference(self.model, slice_augmentations=self.augs, **slicing).eval()
+            self.augs = []
+
+    @property
+    def sliced(self) -> Optional[SlicedInference]:
+        """The sliced-inference wrapper (--slice, or a config whose model is sliced), or None."""
+        return self.model if isinstance(self.model, SlicedInference) else None
 
     @torch.no_grad()
     def __call__(self, rgb: np.ndarray):
@@ -190,6 +210,13 @@ def main(argv=None):
     parser.add_argument("--show-foreground", action="store_true",
                         help="YOLOX models: also draw the foreground (objectness) scores before and "
                              "after Foreground Probing as heat maps next to the detections")
+    parser.add_argument("--slice", type=int, metavar="SIZE",
+                        help="sliced inference: cut each image into SIZE px slices (at its own "
+                             "resolution) and merge their detections")
+    parser.add_argument("--overlap", type=float, default=0.2,
+                        help="with --slice: fraction of a slice shared with its neighbour (default 0.2)")
+    parser.add_argument("--show-slices", action="store_true",
+                        help="draw the slice grid (with --slice, or a config whose model is sliced)")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides key=value (e.g. train.init_checkpoint=...), "
                              "checked as the trainer checks them")
@@ -211,12 +238,21 @@ def main(argv=None):
         resolve_device(cfg)
         if args.show_reconstruction and args.show_foreground:
             raise ValueError("--show-reconstruction and --show-foreground are for different models")
+        slicing = None
+        if args.slice is not None:
+            slicing = {"slice_size": args.slice, "overlap": args.overlap}
+        elif args.overlap != 0.2:
+            raise ValueError("--overlap needs --slice")
         pred = Predictor(cfg, visuals="reconstruction" if args.show_reconstruction else
-                         "foreground" if args.show_foreground else None)
-    except (ValueError, RuntimeError) as e:  # no SR-TOD model, no CUDA
+                         "foreground" if args.show_foreground else None, slicing=slicing)
+        if args.show_slices and pred.sliced is None:
+            raise ValueError("--show-slices needs --slice (or a config whose model is sliced)")
+    except (ValueError, RuntimeError) as e:  # no SR-TOD model, no CUDA, bad slicing
         parser.exit(2, f"error: {e}\n")
 
     def with_panels(vis, rgb):
+        if args.show_slices:
+            vis = draw_slice_windows(vis, pred.sliced.windows(*rgb.shape[:2]), scale=args.scale)
         if args.show_foreground:
             panels = list(pred.foreground_panels(rgb))
         elif args.show_reconstruction:

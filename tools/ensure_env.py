@@ -7,7 +7,12 @@ Make sure the Python environment can run sod2 (used by `make demo` and `make tes
    exact commands to run;
 2. sod2 itself is installed in editable mode (`pip install -e .`, which also installs
    missing pure-Python requirements and compiles the evaluation kernel) unless this
-   checkout is already the installed one and its kernel is up to date.
+   checkout is already the installed one and its kernel is up to date;
+3. the test dependency SAHI (the sliced-inference equivalence tests and
+   `tools/benchmark.py sliced` compare with it) is installed at the tested version with
+   `pip install --no-deps` (its own requirements would not change torch, but could add a
+   second OpenCV distribution), plus those of its light requirements that are missing;
+   if that fails, a warning names the command and the SAHI tests are skipped.
 
 It never reinstalls what already imports (pip would re-clone detectron2 otherwise).
 """
@@ -50,6 +55,15 @@ def _fail(what: str) -> None:
     sys.exit(1)
 
 
+SAHI = "sahi==0.12.8"
+# import name -> requirement, for SAHI's pure-Python requirements (sahi 0.12.8's metadata)
+SAHI_DEPS = {"shapely": "shapely>=2.0.0", "fire": "fire", "termcolor": "termcolor", "click": "click",
+             "tqdm": "tqdm>=4.48.2", "yaml": "pyyaml", "requests": "requests", "PIL": "pillow>=8.2.0",
+             "matplotlib": "matplotlib"}
+SAHI_OK = ("import importlib.metadata as m\n"
+           f"assert m.version('sahi') == {SAHI.split('==')[1]!r}\n"
+           "import sahi.slicing, sahi.predict, sahi.postprocess.combine\n")
+
 TORCH_OK = "import torch, torchvision.ops; torchvision.ops.nms(torch.zeros(1, 4), torch.ones(1), 0.5)"
 D2_OK = "import detectron2, detectron2._C"
 # sod2 resolves to this checkout and its compiled kernel is newer than its source
@@ -72,10 +86,24 @@ def ensure_prerequisites() -> None:
             _fail("detectron2")
 
 
+def ensure_sahi() -> None:
+    """Install SAHI (test dependency) without its dependencies, then its missing light ones."""
+    if _probe(SAHI_OK):
+        return
+    ok = _pip("--no-deps", SAHI)
+    missing = [req for mod, req in SAHI_DEPS.items() if not _probe(f"import {mod}")]
+    if ok and missing:
+        ok = _pip(*missing)
+    if not (ok and _probe(SAHI_OK)):
+        sys.stderr.write(f"\nwarning: the test dependency {SAHI} could not be installed; the tests that "
+                         f"compare with SAHI will be skipped. Install it with:\n  {sys.executable} -m pip "
+                         f"install --no-deps {SAHI} {' '.join(SAHI_DEPS.values())}\n")
+
+
 def main() -> None:
     # one interpreter start when everything is in place (the common case)
-    if _probe("\n".join([TORCH_OK, D2_OK, SOD2_OK])):
-        print("environment ready: torch, torchvision ops, detectron2 and sod2 import", flush=True)
+    if _probe("\n".join([TORCH_OK, D2_OK, SOD2_OK, SAHI_OK])):
+        print("environment ready: torch, torchvision ops, detectron2, sod2 and sahi import", flush=True)
         return
     ensure_prerequisites()
     if not _probe(SOD2_OK):
@@ -87,6 +115,7 @@ def main() -> None:
             sys.exit(1)
     if not _probe("import sod2, sod2.evaluation._box_matching"):
         _fail("sod2 (installed but not importable)")
+    ensure_sahi()
     print("environment ready: torch, torchvision ops, detectron2 and sod2 import", flush=True)
 
 

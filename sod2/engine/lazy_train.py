@@ -191,14 +191,23 @@ def apply_checked_overrides(cfg, overrides: Sequence[str], warn: bool = True):
 
 
 def load_config(config_file: str, overrides: Sequence[str] = (), warn: bool = True):
-    """Load a LazyConfig file and apply checked overrides (:func:`apply_checked_overrides`).
+    """Load a LazyConfig file and apply checked overrides (:func:`apply_checked_overrides`),
+    then a ``slicing`` block if the config or the overrides have one (``+slicing.size=800
+    +slicing.overlap=0.2`` evaluates any config with sliced inference:
+    :func:`sod2.inference.config.apply_slicing_block`).
 
     Raises:
-        ConfigError: the file does not exist, or an override is refused.
+        ConfigError: the file does not exist, or an override or the slicing block is refused.
     """
+    from sod2.inference.config import apply_slicing_block
+
     if not os.path.isfile(config_file):
         raise ConfigError(f"--config-file {config_file}: no such file")
-    return apply_checked_overrides(LazyConfig.load(config_file), overrides, warn=warn)
+    cfg = apply_checked_overrides(LazyConfig.load(config_file), overrides, warn=warn)
+    try:
+        return apply_slicing_block(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 DEFAULT_OUTPUT_DIRS = (None, "", "./output", "output")

@@ -1,12 +1,16 @@
-"""Merging detections made on patches (tiles) back into whole images."""
+"""Merging detections made on patches (tiles) back into whole images.
+
+The merge itself is sod2's one implementation, :func:`sod2.inference.merge.merge_detections`
+(which sliced inference uses too).
+"""
 from __future__ import annotations
 
 from collections import defaultdict
 from typing import Dict, Hashable, List, Sequence
 
 import numpy as np
-import torch
-from detectron2.layers import batched_nms, nms
+
+from ..inference.merge import merge_detections
 
 __all__ = ["merge_patch_predictions"]
 
@@ -23,12 +27,12 @@ def merge_patch_predictions(
             ``origin`` (x0, y0), ``boxes`` (N, 4) XYXY in patch pixels, ``scores`` (N,),
             ``classes`` (N,).
         nms_thresh: a box is suppressed when its IoU with a kept, higher-scoring box of
-            the same class exceeds this (SODA-D: 0.5, per class; TinyPerson: 0.5,
-            class-agnostic).
+            the same class exceeds this (Detectron2's NMS semantics; SODA-D: 0.5, per
+            class; TinyPerson: 0.5, class-agnostic).
         class_agnostic: one NMS across classes.
     Returns:
-        whole-image id -> ``boxes`` (M, 4) XYXY, ``scores`` (M,), ``classes`` (M,), kept
-        boxes sorted by decreasing score.
+        whole-image id -> ``boxes`` (M, 4) float32 XYXY, ``scores`` (M,) float32,
+        ``classes`` (M,) int64, kept boxes sorted by decreasing score.
     """
     grouped: Dict[Hashable, List[Dict]] = defaultdict(list)
     for p in patch_predictions:
@@ -39,8 +43,13 @@ def merge_patch_predictions(
                                 np.tile(np.asarray(p["origin"], np.float32), 2) for p in preds])
         scores = np.concatenate([np.asarray(p["scores"], np.float32).reshape(-1) for p in preds])
         classes = np.concatenate([np.asarray(p["classes"], np.int64).reshape(-1) for p in preds])
-        b, s, c = torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(classes)
-        keep = nms(b, s, nms_thresh) if class_agnostic else batched_nms(b, s, c, nms_thresh)
-        keep = keep.numpy()
-        out[image_id] = {"boxes": boxes[keep], "scores": scores[keep], "classes": classes[keep]}
+        if nms_thresh >= 1.0:  # no IoU exceeds 1: nothing is suppressed
+            order = np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], -scores))
+            out[image_id] = {"boxes": boxes[order], "scores": scores[order], "classes": classes[order]}
+            continue
+        # "exceeds": metric >= the next float64 above the threshold
+        m = merge_detections(boxes, scores, classes, method="nms", metric="iou",
+                             threshold=float(np.nextafter(float(nms_thresh), np.inf)),
+                             class_agnostic=class_agnostic)
+        out[image_id] = {"boxes": boxes[m.keep], "scores": scores[m.keep], "classes": classes[m.keep]}
     return out

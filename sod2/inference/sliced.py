@@ -1,0 +1,252 @@
+"""``SlicedInference``: any Detectron2 detector on images much larger than its input.
+
+Each image is cut into overlapping slices (:mod:`.slicing`), the slices are run through the
+wrapped model in batches, an optional full-image pass is added, and the detections are
+mapped back to image coordinates and merged (:func:`.merge.merge_detections`: NMS or
+GREEDYNMM, IoU or IoS, class-wise or class-agnostic, a per-image limit).
+
+The wrapper is an ``nn.Module`` with the model's interface (``model(list of dicts) ->
+list of {"instances": Instances}``), so ``inference_on_dataset``, the evaluators and the
+demo use it unchanged. In training mode it is the wrapped model (it starts in the wrapped
+model's mode; ``train()``/``eval()`` set both). Its ``state_dict`` is
+the wrapped model's, so checkpoints load into either; attributes it does not have are
+the wrapped model's (``device``, ``backbone``, ...).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .merge import check_merge_args, merge_detections
+from .slicing import slice_strides, slice_windows
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SlicedInference", "above"]
+
+
+def above(threshold: float) -> float:
+    """The smallest float64 above ``threshold``: ``metric >= above(t)`` is ``metric > t``
+    (Detectron2's NMS suppresses above its threshold, SAHI matches at or above)."""
+    return float(np.nextafter(float(threshold), np.inf))
+
+
+class SlicedInference(nn.Module):
+    """Run ``model`` on overlapping slices of each image and merge the detections.
+
+    Input: the wrapped model's, a list of dicts with ``image`` (C, H', W') tensor in the
+    model's input format and optional ``height``, ``width`` (the output resolution, default
+    H', W'). Slices are cut from ``image`` as given, in its pixels; the detections are
+    scaled by (width / W', height / H').
+
+    Output: per input ``{"instances": Instances((height, width))}`` with ``pred_boxes``
+    (M, 4) XYXY, ``scores`` (M,), ``pred_classes`` (M,), by decreasing score, on the
+    model's output device. Other prediction fields (masks, ...) are not carried over.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        slice_size=800,
+        overlap=0.2,
+        stride=None,
+        batch_size: int = 4,
+        full_image: bool = False,
+        slice_augmentations: Optional[Sequence] = None,
+        merge: str = "nms",
+        match_metric: str = "iou",
+        match_threshold: float = 0.5,
+        class_agnostic: bool = False,
+        max_detections: Optional[int] = None,
+        pad_value: Optional[float] = None,
+        enabled: bool = True,
+    ):
+        """
+        Args:
+            model: a Detectron2 detector (``model(list of dicts) -> list of {"instances"}``).
+            slice_size: slice side, or (height, width), in pixels of the input image.
+            overlap: fraction of a slice shared with its neighbour, [0, 1) (or (y, x));
+                the step is ``slice - int(overlap * slice)`` as in SAHI.
+            stride: the step in pixels instead of ``overlap`` (SODA-D: 800 px slices, 650).
+            batch_size: slices per model call (slices of one size are batched together;
+                the full-image pass runs on its own).
+            full_image: add a pass on the whole image (when it has more than one slice,
+                as SAHI's ``perform_standard_pred``).
+            slice_augmentations: Detectron2 augmentations applied to each slice and to the
+                full image (the model's test-time resizing; the test mapper then leaves
+                the image at its size). None/[]: slices as cut.
+            merge: "nms" or "greedynmm". match_metric: "iou" or "ios".
+            match_threshold: detections match when their metric is >= this (use
+                :func:`above` for Detectron2's "> t").
+            class_agnostic: merge across classes.
+            max_detections: keep the best this many merged detections per image (None: all).
+            pad_value: pad slices that are smaller than ``slice_size`` (images smaller than
+                a slice) at the bottom/right with this value, as tools/split_images.py does;
+                None: run them at their size (SAHI).
+            enabled: False runs only the full-image pass (the plain model, with
+                ``slice_augmentations``) and returns the model's outputs unchanged.
+        """
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"SlicedInference wraps an nn.Module, got {type(model).__name__}")
+        (self.slice_h, self.slice_w), (self.stride_y, self.stride_x) = slice_strides(slice_size, overlap, stride)
+        if int(batch_size) < 1:
+            raise ValueError(f"slice batch size must be >= 1, got {batch_size}")
+        check_merge_args(merge, match_metric, match_threshold)
+        if max_detections is not None and int(max_detections) < 0:
+            raise ValueError(f"max_detections must be >= 0 or None, got {max_detections}")
+        self.batch_size = int(batch_size)
+        self.full_image = bool(full_image)
+        self.slice_augmentations = list(slice_augmentations or [])
+        self.merge = merge
+        self.match_metric = match_metric
+        self.match_threshold = float(match_threshold)
+        self.class_agnostic = bool(class_agnostic)
+        self.max_detections = None if max_detections is None else int(max_detections)
+        self.pad_value = pad_value
+        self.enabled = bool(enabled)
+        self.training = model.training  # the wrapper starts in the model's mode
+        self.model = model  # last: from here on, unknown attributes are the model's
+
+    # ------------------------------------------------------------ the wrapped model's face
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            model = self.__dict__.get("_modules", {}).get("model")
+            if model is None or name.startswith("__"):
+                raise
+            return getattr(model, name)
+
+    def __setattr__(self, name, value):
+        # an attribute only the wrapped model has is set there (e.g. YOLOX's use_l1 by the
+        # no-aug tail hook); the wrapper's own and new attributes stay the wrapper's
+        model = self.__dict__.get("_modules", {}).get("model")
+        if (model is not None and name not in self.__dict__ and not hasattr(type(self), name)
+                and not isinstance(value, (nn.Module, nn.Parameter)) and hasattr(model, name)):
+            setattr(model, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def state_dict(self, *args, **kwargs):
+        return self.model.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        return self.model.load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def extra_repr(self) -> str:
+        return (f"slice=({self.slice_h}, {self.slice_w}), stride=({self.stride_y}, {self.stride_x}), "
+                f"batch_size={self.batch_size}, full_image={self.full_image}, merge={self.merge}/"
+                f"{self.match_metric}@{self.match_threshold:g}, class_agnostic={self.class_agnostic}, "
+                f"max_detections={self.max_detections}, enabled={self.enabled}")
+
+    # ------------------------------------------------------------------------- geometry
+    def windows(self, height: int, width: int) -> np.ndarray:
+        """(S, 4) int64 slice windows ``x0, y0, x1, y1`` of a ``height`` x ``width`` input."""
+        return slice_windows(height, width, (self.slice_h, self.slice_w), stride=(self.stride_y, self.stride_x))
+
+    # ---------------------------------------------------------------------------- running
+    def forward(self, batched_inputs: List[Dict]):
+        if self.training:
+            return self.model(batched_inputs)
+        with torch.no_grad():  # not inference_mode: callers may edit the outputs in place
+            return self.inference(batched_inputs)
+
+    def _prepare(self, image: torch.Tensor, window=None) -> torch.Tensor:
+        """(C, h, w) crop of ``image`` (padded if asked), with the slice augmentations applied."""
+        if window is not None:
+            x0, y0, x1, y1 = (int(v) for v in window)
+            image = image[:, y0:y1, x0:x1]
+            if self.pad_value is not None and (y1 - y0 < self.slice_h or x1 - x0 < self.slice_w):
+                padded = image.new_full((image.shape[0], self.slice_h, self.slice_w), self.pad_value)
+                padded[:, :y1 - y0, :x1 - x0] = image
+                image = padded
+        if not self.slice_augmentations:
+            return image
+        from detectron2.data import transforms as T
+
+        arr = image.permute(1, 2, 0).cpu().numpy()
+        aug = T.AugInput(np.ascontiguousarray(arr))
+        T.AugmentationList(self.slice_augmentations)(aug)
+        return torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1)))
+
+    def _run(self, jobs: List[Dict]) -> List:
+        """Run ``jobs`` (dicts with ``make`` () -> model input) in batches of slices of one
+        shape; return the Instances of each job."""
+        out: List = [None] * len(jobs)
+        by_shape: Dict = {}
+        for i, job in enumerate(jobs):
+            by_shape.setdefault(job["shape"], []).append(i)
+        for idx in by_shape.values():
+            for k in range(0, len(idx), self.batch_size):
+                chunk = idx[k:k + self.batch_size]
+                results = self.model([jobs[i]["make"]() for i in chunk])
+                for i, r in zip(chunk, results):
+                    out[i] = r["instances"]
+        return out
+
+    def _check(self, inp) -> torch.Tensor:
+        image = inp.get("image") if isinstance(inp, dict) else None
+        if not isinstance(image, torch.Tensor) or image.dim() != 3 or min(image.shape[1:]) == 0:
+            what = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise ValueError(f"SlicedInference: each input needs an 'image' tensor (C, H, W) with H, W > 0, "
+                             f"got {what}")
+        return image
+
+    def inference(self, batched_inputs: List[Dict]) -> List[Dict]:
+        """Sliced predictions of ``batched_inputs`` (the class docstring has the formats)."""
+        images = [self._check(inp) for inp in batched_inputs]
+        sizes = [(int(inp.get("height", im.shape[1])), int(inp.get("width", im.shape[2])))
+                 for inp, im in zip(batched_inputs, images)]
+        jobs: List[Dict] = []
+        owner: List = []  # (image index, window or None for the full image)
+        for n, (im, (H, W)) in enumerate(zip(images, sizes)):
+            wins = self.windows(im.shape[1], im.shape[2]) if self.enabled else np.zeros((0, 4), np.int64)
+            if not self.enabled or (self.full_image and len(wins) > 1):
+                jobs.append({"shape": ("full", n),
+                             "make": (lambda im=im, H=H, W=W: {"image": self._prepare(im), "height": H, "width": W})})
+                owner.append((n, None))
+            for w in wins:
+                h, wd = (self.slice_h, self.slice_w) if self.pad_value is not None else (w[3] - w[1], w[2] - w[0])
+                jobs.append({"shape": (int(h), int(wd)),
+                             "make": (lambda im=im, w=w, h=h, wd=wd: {"image": self._prepare(im, w),
+                                                                      "height": int(h), "width": int(wd)})})
+                owner.append((n, w))
+        results = self._run(jobs)
+        if not self.enabled:
+            return [{"instances": r} for r in results]
+
+        per_image = [[] for _ in images]
+        device = None
+        for (n, w), inst in zip(owner, results):
+            device = inst.scores.device
+            boxes = inst.pred_boxes.tensor.detach().cpu().numpy().astype(np.float64)
+            if w is not None:  # slice pixels -> input pixels -> output pixels
+                Hi, Wi = images[n].shape[1:]
+                boxes = boxes + np.array([w[0], w[1], w[0], w[1]], np.float64)
+                if self.pad_value is not None:
+                    boxes = np.minimum(boxes, [Wi, Hi, Wi, Hi])
+                H, W = sizes[n]
+                if (H, W) != (Hi, Wi):
+                    boxes = boxes * np.array([W / Wi, H / Hi, W / Wi, H / Hi])
+            per_image[n].append((boxes, inst.scores.detach().cpu().numpy(),
+                                 inst.pred_classes.detach().cpu().numpy()))
+        return [{"instances": self._merged(parts, size, device)} for parts, size in zip(per_image, sizes)]
+
+    def _merged(self, parts, size, device):
+        from detectron2.structures import Boxes, Instances
+
+        boxes = np.concatenate([p[0] for p in parts]).reshape(-1, 4)
+        scores = np.concatenate([p[1] for p in parts]).reshape(-1)
+        classes = np.concatenate([p[2] for p in parts]).reshape(-1)
+        m = merge_detections(boxes, scores, classes, self.merge, self.match_metric, self.match_threshold,
+                             self.class_agnostic, self.max_detections)
+        inst = Instances(size)
+        inst.pred_boxes = Boxes(torch.as_tensor(m.boxes, dtype=torch.float32, device=device))
+        inst.scores = torch.as_tensor(m.scores, dtype=torch.float32, device=device)
+        inst.pred_classes = torch.as_tensor(m.classes, dtype=torch.int64, device=device)
+        return inst
