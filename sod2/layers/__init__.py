@@ -1,5 +1,10 @@
-"""Small reusable ops: losses and adaptive convolution offsets."""
+"""Small reusable ops: losses, adaptive convolution offsets, CSP and RepVGG blocks, MLP,
+multi-scale deformable attention."""
 from .adaptive_conv import AdaptiveConv, adaptive_conv_offsets  # noqa: F401
 from .losses import iou_loss, supervised_contrastive_loss  # noqa: F401
 from .csp_blocks import BaseConv, Bottleneck, CSPLayer, DWConv, Focus, SPPBottleneck  # noqa: F401
 from .losses import box_iou_loss  # noqa: F401
+from .rep_blocks import ConvNormAct, CSPRepLayer, RepVggBlock  # noqa: F401
+from .losses import varifocal_loss  # noqa: F401
+from .mlp import MLP, bias_init_with_prob, inverse_sigmoid  # noqa: F401
+from .ms_deform_attn import DeformableAttentionOutput, MSDeformableAttention, ms_deform_attn  # noqa: F401

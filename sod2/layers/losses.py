@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["aligned_iou", "iou_loss", "supervised_contrastive_loss", "box_iou_loss"]
+__all__ = ["aligned_iou", "iou_loss", "supervised_contrastive_loss", "box_iou_loss", "varifocal_loss"]
 
 
 def aligned_iou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -122,3 +123,47 @@ def box_iou_loss(pred: torch.Tensor, target: torch.Tensor, loss_type: str = "iou
     if reduction == "mean":
         return loss.mean() if loss.numel() else loss.sum()
     return loss
+
+
+def varifocal_loss(logits: torch.Tensor, target_score: torch.Tensor, alpha: float = 0.75,
+                   gamma: float = 2.0, positive: Optional[torch.Tensor] = None,
+                   positive_weight: Optional[torch.Tensor] = None,
+                   reduction: str = "sum") -> torch.Tensor:
+    """Varifocal loss (Zhang et al., VarifocalNet), in RT-DETR's form: BCE-with-logits against
+    the soft target ``target_score``, weighted elementwise by
+
+    * ``alpha * sigmoid(logits)^gamma`` (the probability detached) on the entries that are not
+      positive: every class channel of an unmatched query, the other classes of a matched one;
+    * ``positive_weight`` on the positive entries, by default ``target_score`` itself (VFL's
+      q-weighting).
+
+    RT-DETR writes this as ``alpha * p^gamma * (1 - onehot) + target_score``: with
+    ``positive`` the one-hot class mask, a matched query whose target is 0 (IoU 0) gets weight
+    0 on its class channel, not the negative weight. Both forms agree when ``target_score`` is
+    0 off the positive entries.
+
+    Args:
+        logits: (..., C) raw class scores.
+        target_score: (..., C) soft targets, e.g. ``onehot(class) * IoU``; 0 off the positives.
+        alpha, gamma: the negative weighting (RT-DETR: 0.75, 2.0).
+        positive: (..., C) bool, the positive entries; None: ``target_score > 0``.
+        positive_weight: weight of the positive entries, (..., C) or broadcastable to it (e.g.
+            a per-query reweighting (..., 1)); None: ``target_score``. Gradients flow through it.
+        reduction: "sum" (default), "mean" or "none" (elementwise, the shape of ``logits``).
+    """
+    target_score = target_score.to(logits.dtype)
+    if positive is None:
+        positive = target_score > 0
+    if positive_weight is None:
+        positive_weight = target_score
+    negative_weight = alpha * torch.sigmoid(logits).detach().pow(gamma)
+    weight = torch.where(positive, positive_weight.to(logits.dtype), negative_weight)
+    # weighted after the BCE: torch's ``weight`` argument takes no gradient (SR's weights need one)
+    loss = F.binary_cross_entropy_with_logits(logits, target_score, reduction="none") * weight
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.mean() if loss.numel() else loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"varifocal_loss: reduction must be 'sum', 'mean' or 'none', got {reduction!r}")
