@@ -1,2 +1,3 @@
 from .srtod import ReconstructionTargetMixin, SRTODRCNN, SRTODRetinaNet  # noqa: F401
 from .yolox import YOLOX, YOLOXPredictions  # noqa: F401
+from .rtdetr import RTDETR  # noqa: F401
