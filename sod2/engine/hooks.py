@@ -131,6 +131,8 @@ def build_recipe_hooks(cfg, ema=None) -> List[HookBase]:
         out.append(NoAugTail(no_aug["start_iter"], model_attr=no_aug.get("model_attr", "use_l1")))
     ms = cfg.train.get("multiscale") or {}
     if ms.get("enabled", False):
+        sizes = ms.get("sizes")  # an explicit list to draw from (RT-DETR), else size_range (YOLOX)
         out.append(MultiScaleHook(input_size=tuple(ms["input_size"]), size_range=tuple(ms["size_range"]),
-                                  period=ms.get("period", 10), divisor=ms.get("divisor", 32)))
+                                  period=ms.get("period", 10), divisor=ms.get("divisor", 32),
+                                  sizes=tuple(sizes) if sizes else None, mode=ms.get("mode", "bilinear")))
     return out
