@@ -55,6 +55,10 @@ model = L(YOLOX)(
     test_nms_thresh=0.65,
     max_detections_per_image=1500,
     pad_value=114.0,
+    # Better Sampling's scale-aligned target and sample reweighting on a dense head
+    # (configs/common/models/dense_better_sampling.py); None: YOLOX's IoU targets, no weights
+    class_target=None,
+    reweighting=None,
 )
 
 

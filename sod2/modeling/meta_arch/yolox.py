@@ -21,11 +21,30 @@ of the local batch, ``max(num_fg, 1)``; not all-reduced across processes unless
 * ``loss_obj`` = w_obj * sum over ALL locations of BCE(obj, fg);
 * ``loss_cls`` = w_cls * sum over fg of BCE(cls, onehot(gt class) * IoU(pred, gt));
 * ``loss_l1``  = w_l1 * sum over fg of |raw reg - encoded gt| while ``use_l1`` (else 0).
+
+Better Sampling's dense parts (Huang et al. 2024; classes in
+``sod2/modeling/criterion/better_sampling.py``, config helper
+``configs/common/models/dense_better_sampling.py``) change only these losses, never
+inference:
+
+* ``class_target`` (ST, :class:`ScaleAlignedTarget`): the soft target ``t`` of each
+  positive's class channel is ``class_target(pred box, gt box)`` (both cxcywh, input pixels,
+  the prediction detached) instead of SimOTA's matched IoU;
+* ``reweighting`` (SR, :class:`SampleReweighting`): per-positive weights ``r_cls``, ``r_reg``
+  from the positive location's last cls- and reg-branch features (D = the head's width), its
+  target ``t`` and its detached class probability ``s = sigmoid(cls)`` on the gt class.
+  ``r_cls`` multiplies the positive's classification BCE (summed over its C channels: YOLOX's
+  classification loss has only positive locations, each weight 1, so the weight of a sample
+  becomes ``r_cls``: ``SampleReweighting.cls_weight`` "replace" and "scale" coincide here);
+  ``r_reg`` multiplies its IoU loss and its L1 loss. ``loss_obj`` is unchanged. The
+  generator's parameters enter ``loss_cls`` with a zero factor (DDP sees them used in every
+  step, even with no positive) and the mean / spread of the weights go to the EventStorage
+  (``better_sampling/r_cls_mean`` ...).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -40,10 +59,15 @@ from torch import Tensor, nn
 
 from ...layers.losses import box_iou_loss
 from ..assigners import SimOTAAssigner, SimOTAResult
+from ..criterion.better_sampling import log_reweighting_stats
 
 __all__ = ["YOLOX", "YOLOXPredictions", "ForegroundMaps"]
 
 DEFAULT_LOSS_WEIGHTS = {"iou": 5.0, "obj": 1.0, "cls": 1.0, "l1": 1.0}
+
+
+def _xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
+    return torch.cat([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], dim=1)
 
 
 @dataclass
@@ -128,6 +152,11 @@ class YOLOX(DenseDetector):
         pad_value: value of the padded pixels before normalisation (114 as YOLOX's letterbox).
         keep_visuals: keep the last inference batch's objectness maps before and after
             Foreground Probing in ``last_foreground`` (:class:`ForegroundMaps`, for drawing).
+        class_target: Better Sampling's ST, ``(pred_boxes (F, 4), gt_boxes (F, 4)) -> (F,)``
+            cxcywh -> detached class target (e.g. ``ScaleAlignedTarget``); None: SimOTA's
+            matched IoU (plain YOLOX).
+        reweighting: Better Sampling's SR, a ``SampleReweighting`` as wide as the head
+            (``hidden_dim = head.feat_channels``); None: every positive weighs 1 (plain YOLOX).
     """
 
     def __init__(self, *, backbone: Backbone, head: nn.Module, assigner: SimOTAAssigner, num_classes: int,
@@ -137,7 +166,9 @@ class YOLOX(DenseDetector):
                  iou_loss_type: str = "iou", use_l1: bool = False, all_reduce_num_fg: bool = False,
                  test_score_thresh: float = 0.01, test_nms_thresh: float = 0.65,
                  max_detections_per_image: int = 1500, class_agnostic_nms: bool = False,
-                 pad_value: float = 114.0, keep_visuals: bool = False):
+                 pad_value: float = 114.0, keep_visuals: bool = False,
+                 class_target: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
+                 reweighting: Optional[nn.Module] = None):
         super().__init__(backbone, head, list(head_in_features) if head_in_features is not None else None,
                          pixel_mean=list(pixel_mean), pixel_std=list(pixel_std))
         self.assigner = assigner
@@ -160,6 +191,12 @@ class YOLOX(DenseDetector):
         self.last_foreground: Optional[ForegroundMaps] = None
         shapes = self.backbone.output_shape()
         self.head_strides = [shapes[f].stride for f in self.head_in_features]
+        width = getattr(head, "feat_channels", None)
+        if reweighting is not None and width is not None and getattr(reweighting, "hidden_dim", width) != width:
+            raise ValueError(f"YOLOX: reweighting.hidden_dim ({reweighting.hidden_dim}) must equal the head's "
+                             f"feat_channels ({width})")
+        self.class_target = class_target
+        self.reweighting = reweighting
 
     # ------------------------------------------------------------------ steps
     def preprocess_image(self, batched_inputs: List[Dict[str, Tensor]]) -> ImageList:
@@ -226,19 +263,64 @@ class YOLOX(DenseDetector):
         wh = gt_boxes[:, 2:] - gt_boxes[:, :2]
         return torch.cat([cxcy / s - grids, torch.log(wh / s + eps)], dim=1)
 
+    @staticmethod
+    def gather_locations(feats: List[Tensor], mask: Tensor) -> Tensor:
+        """The features of the locations in ``mask``, in the order of ``mask.nonzero()`` (that
+        of ``preds.cls_logits[mask]``), gathered straight from the per-level maps.
+
+        Args:
+            feats: per level (N, D, H_l, W_l), levels in the order of the flattened predictions.
+            mask: (N, A) bool.
+        Returns:
+            (F, D), with gradients.
+        """
+        n, a = mask.nonzero(as_tuple=True)
+        out, start = feats[0].new_zeros(n.numel(), feats[0].shape[1]), 0
+        for f in feats:
+            hw = f.shape[2] * f.shape[3]
+            sel = ((a >= start) & (a < start + hw)).nonzero(as_tuple=True)[0]
+            if sel.numel():
+                out = out.index_put((sel,), f.flatten(2)[n[sel], :, a[sel] - start])
+            start += hw
+        return out
+
     def losses(self, preds: YOLOXPredictions, gt_instances: List[Instances],
-               assignments: List[SimOTAResult]) -> Dict[str, Tensor]:
-        """The weighted loss terms (see the module docstring)."""
+               assignments: List[SimOTAResult],
+               features: Optional[Tuple[List[Tensor], List[Tensor]]] = None) -> Dict[str, Tensor]:
+        """The weighted loss terms (see the module docstring).
+
+        Args:
+            features: the head's ``(cls_feats, reg_feats)`` (per level (N, D, H_l, W_l)); needed
+                with ``reweighting`` (SR) only.
+        """
         C = self.num_classes
+        dtype = preds.cls_logits.dtype
         fg = torch.stack([a.fg_mask for a in assignments])  # (N, A)
-        cls_t, box_t, l1_t = [], [], []
+        onehot, ious, labels, box_t, l1_t = [], [], [], [], []
         for a, gt in zip(assignments, gt_instances):
             boxes = gt.gt_boxes.tensor[a.matched_gt]
-            cls_t.append(F.one_hot(gt.gt_classes[a.matched_gt].long(), C).to(preds.cls_logits.dtype)
-                         * a.matched_iou[:, None].to(preds.cls_logits.dtype))
+            classes = gt.gt_classes[a.matched_gt].long()
+            onehot.append(F.one_hot(classes, C).to(dtype))
+            ious.append(a.matched_iou.to(dtype))
+            labels.append(classes)
             box_t.append(boxes)
             if self.use_l1:
                 l1_t.append(self.l1_targets(boxes, preds.grids[a.fg_mask], preds.strides[a.fg_mask]))
+        box_t = torch.cat(box_t).to(preds.boxes.dtype)
+        if self.class_target is None:
+            target = torch.cat(ious)
+        else:  # ST: on cxcywh boxes in input pixels, the prediction detached
+            target = self.class_target(_xyxy_to_cxcywh(preds.boxes[fg].detach().float()),
+                                       _xyxy_to_cxcywh(box_t.float())).to(dtype)
+        cls_t = torch.cat(onehot) * target[:, None]
+        r_cls = r_reg = None
+        if self.reweighting is not None:
+            if features is None:
+                raise ValueError("YOLOX: sample reweighting needs the head's features (losses(..., features=))")
+            labels = torch.cat(labels)
+            score = torch.sigmoid(preds.cls_logits[fg].detach().gather(1, labels[:, None])[:, 0])
+            r_cls, r_reg = self.reweighting(self.gather_locations(features[0], fg),
+                                            self.gather_locations(features[1], fg), target, score)
         num_fg = self.normalizer(assignments)
         try:
             storage = get_event_storage()
@@ -247,18 +329,32 @@ class YOLOX(DenseDetector):
         except AssertionError:  # outside a trainer
             pass
         w = self.loss_weights
-        loss_iou = box_iou_loss(preds.boxes[fg], torch.cat(box_t).to(preds.boxes.dtype),
-                                self.iou_loss_type, reduction="sum") / num_fg
+        if r_reg is None:
+            loss_iou = box_iou_loss(preds.boxes[fg], box_t, self.iou_loss_type, reduction="sum") / num_fg
+        else:
+            loss_iou = (box_iou_loss(preds.boxes[fg], box_t, self.iou_loss_type) * r_reg).sum() / num_fg
         loss_obj = F.binary_cross_entropy_with_logits(preds.obj_logits, fg.to(preds.obj_logits.dtype),
                                                       reduction="sum") / num_fg
-        loss_cls = F.binary_cross_entropy_with_logits(preds.cls_logits[fg], torch.cat(cls_t),
-                                                      reduction="sum") / num_fg
+        if r_cls is None:
+            loss_cls = F.binary_cross_entropy_with_logits(preds.cls_logits[fg], cls_t, reduction="sum") / num_fg
+        else:
+            loss_cls = (F.binary_cross_entropy_with_logits(preds.cls_logits[fg], cls_t, reduction="none").sum(dim=1)
+                        * r_cls).sum() / num_fg
         out = {"loss_iou": w["iou"] * loss_iou, "loss_obj": w["obj"] * loss_obj, "loss_cls": w["cls"] * loss_cls}
         if self.use_l1:
-            out["loss_l1"] = w["l1"] * F.l1_loss(preds.reg[fg], torch.cat(l1_t).to(preds.reg.dtype),
-                                                 reduction="sum") / num_fg
+            l1_target = torch.cat(l1_t).to(preds.reg.dtype)
+            if r_reg is None:
+                out["loss_l1"] = w["l1"] * F.l1_loss(preds.reg[fg], l1_target, reduction="sum") / num_fg
+            else:
+                out["loss_l1"] = w["l1"] * (F.l1_loss(preds.reg[fg], l1_target, reduction="none").sum(dim=1)
+                                            * r_reg).sum() / num_fg
         else:
             out["loss_l1"] = preds.reg.sum() * 0.0
+        if self.reweighting is not None:
+            # every generator parameter takes part in the graph even when it gets no gradient
+            # (no positive in the batch), so DDP needs no find_unused_parameters
+            out["loss_cls"] = out["loss_cls"] + 0.0 * sum(p.sum() for p in self.reweighting.parameters())
+            log_reweighting_stats(r_cls, r_reg)
         return out
 
     def inference(self, preds: YOLOXPredictions, obj_logits: Tensor,
@@ -344,7 +440,7 @@ class YOLOX(DenseDetector):
             assert "instances" in batched_inputs[0], "Instance annotations are missing in training!"
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
             assignments = self.label(preds, gt_instances)
-            losses = self.losses(preds, gt_instances, assignments)
+            losses = self.losses(preds, gt_instances, assignments, features=(cls_feats, reg_feats))
             if probe is not None:
                 losses.update(probe.losses(refined, idx, self.probe_targets(preds, gt_instances, assignments)))
                 get_event_storage().put_scalar("fgprobe/lambda", lam.detach().mean().item())
