@@ -8,6 +8,16 @@ Convert an official checkpoint to sod2's parameter names (a Detectron2 checkpoin
 Subcommands (one per model family; the mapping lives in :mod:`sod2.utils.convert`):
 
 * ``yolox IN OUT``: Megvii-BaseDetection/YOLOX ``yolox_{nano,tiny,s,m,l,x}.pth``.
+* ``rtdetr IN OUT``: lyuwenyu/RT-DETR (v1, ``rtdetr_pytorch``) COCO checkpoints, e.g.
+  ``rtdetr_r50vd_6x_coco_from_paddle.pth``, for ``configs/rtdetr/rtdetr_r{18,34,50,50_m,101}vd_coco.py``
+  (``{"ema": {"module": ...}}`` and/or ``{"model": ...}``: the EMA weights when both are there,
+  as the reference evaluates them).
+* ``presnet IN OUT``: the reference's ImageNet ResNet-vd backbones
+  (``ResNet{18,34}_vd_pretrained_from_paddle.pth``, ``ResNet50_vd_ssld_v2_pretrained_from_paddle.pth``,
+  ``ResNet101_vd_ssld_pretrained_from_paddle.pth``) -> ``backbone.*`` of sod2's RT-DETR, for
+  ``train.init_checkpoint`` (the configs expect ``./weights/<name>_sod2.pth``, e.g.
+  ``python tools/convert_weights.py presnet ResNet50_vd_ssld_v2_pretrained_from_paddle.pth
+  weights/ResNet50_vd_ssld_v2_pretrained_sod2.pth``).
 
 Errors (missing file, not a checkpoint of that family, an unknown key) are one line on
 stderr and exit status 1.
@@ -28,10 +38,16 @@ from sod2.utils.convert import ConversionError, convert_checkpoint
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    sub = parser.add_subparsers(dest="kind", required=True, metavar="{yolox}")
-    p = sub.add_parser("yolox", help="Megvii-BaseDetection/YOLOX checkpoint ({'model': state_dict, ...})")
-    p.add_argument("input", help="official checkpoint (.pth)")
-    p.add_argument("output", help="converted Detectron2 checkpoint (.pth)")
+    sub = parser.add_subparsers(dest="kind", required=True, metavar="{yolox,rtdetr,presnet}")
+    helps = {
+        "yolox": "Megvii-BaseDetection/YOLOX checkpoint ({'model': state_dict, ...})",
+        "rtdetr": "lyuwenyu/RT-DETR checkpoint ({'ema': {'module': state_dict}} and/or {'model': state_dict})",
+        "presnet": "RT-DETR's ImageNet PResNet-vd weights (a bare state dict) -> backbone.* of sod2's RT-DETR",
+    }
+    for kind, text in helps.items():
+        p = sub.add_parser(kind, help=text)
+        p.add_argument("input", help="official checkpoint (.pth)")
+        p.add_argument("output", help="converted Detectron2 checkpoint (.pth)")
     return parser
 
 
@@ -42,7 +58,11 @@ def main(argv=None) -> int:
     except ConversionError as e:
         print(f"convert_weights: error: {e}", file=sys.stderr)
         return 1
-    print(f"converted {len(sd)} tensors ({args.kind}) -> {args.output}")
+    source = getattr(sd, "source", "")
+    note = f", from {source}" if source else ""
+    if source == "ema.module":
+        note += " (the EMA weights, which the reference evaluates)"
+    print(f"converted {len(sd)} tensors ({args.kind}{note}) -> {args.output}")
     return 0
 
 

@@ -14,6 +14,37 @@ YOLOX (Megvii-BaseDetection/YOLOX ``yolox_<size>.pth``, ``{"model": state_dict, 
   ``td_blocks.p4/p3``, ``bu_conv2``/``bu_conv1`` -> ``bu_convs.p3/p4``, ``C3_n3``/``C3_n4`` ->
   ``bu_blocks.p4/p5``;
 * the head's per-level lists ``head.<name>.<i>`` -> ``head.<name>.p<i+3>``.
+
+RT-DETR (lyuwenyu/RT-DETR v1 ``rtdetr_pytorch``, e.g. ``rtdetr_r50vd_6x_coco_from_paddle.pth``)
+-> :class:`sod2.modeling.meta_arch.RTDETR` (``configs/rtdetr/rtdetr_r{18,34,50,50_m,101}vd_coco.py``):
+
+* which weights: an official checkpoint holds ``{"ema": {"module": state_dict, "updates": n}}``
+  and/or ``{"model": state_dict}``; when both are there the EMA weights are taken, because they
+  are the ones the reference evaluates and publishes (``det_solver.py``: ``module =
+  self.ema.module if self.ema else self.model``; its ``export_onnx.py`` and fine-tuning
+  ``load_tuning_state`` also prefer ``ema``); a bare state dict is accepted too;
+* ``backbone.*`` (PResNet) -> ``backbone.*`` of :class:`~sod2.modeling.backbone.ResNetVd` with
+  :func:`~sod2.modeling.backbone.presnet_key_to_sod2`;
+* ``encoder.*`` (HybridEncoder) keeps its names;
+* the decoder: ``decoder.input_proj.<i>.conv.weight`` -> ``decoder.input_proj.<i>.weight``
+  (Detectron2's ``Conv2d`` holds its ``norm``; ``decoder.input_proj.<i>.norm.*`` keeps),
+  ``decoder.decoder.layers.*`` -> ``decoder.layers.*``, ``decoder.enc_{output,score_head,
+  bbox_head}.*`` -> ``decoder.query_selection.enc_*``, ``decoder.denoising_class_embed.weight``
+  -> ``denoising.class_embed.weight`` (the meta-architecture's denoising module);
+  ``query_pos_head``, ``dec_score_head``, ``dec_bbox_head`` keep their names;
+* dropped: ``decoder.anchors``, ``decoder.valid_mask`` and ``encoder.pos_embed<i>``, should a
+  checkpoint hold them (the v1 code keeps them out of its state dict; RT-DETRv2's decoder
+  registers the anchors as persistent buffers): they are not weights but the anchors and the
+  sine position embedding precomputed for a 640x640 input, which sod2 recomputes for its
+  ``eval_spatial_size`` in non-persistent buffers.
+
+PResNet ImageNet weights (the Paddle-converted ``ResNet{18,34}_vd_pretrained_from_paddle.pth``,
+``ResNet50_vd_ssld_v2_pretrained_from_paddle.pth``, ``ResNet101_vd_ssld_pretrained_from_paddle
+.pth`` that the reference's ``PResNet(pretrained=True)`` loads with a strict
+``load_state_dict``): a bare PResNet state dict (``conv1.conv1_1.conv.weight``,
+``res_layers.<i>.blocks.<j>...``, no classifier) -> ``backbone.*`` of sod2's RT-DETR, for
+``train.init_checkpoint`` (the encoder and decoder are then reported missing: they start from
+their initialisation, as in the reference).
 """
 from __future__ import annotations
 
@@ -23,7 +54,8 @@ from typing import Callable, Dict, Mapping
 
 import torch
 
-__all__ = ["ConversionError", "convert_yolox_state_dict", "convert_checkpoint", "CONVERTERS"]
+__all__ = ["ConversionError", "convert_yolox_state_dict", "convert_rtdetr_state_dict",
+           "convert_presnet_state_dict", "convert_checkpoint", "CONVERTERS"]
 
 
 class ConversionError(ValueError):
@@ -82,14 +114,137 @@ def _yolox_checkpoint(ckpt) -> Dict[str, torch.Tensor]:
     return convert_yolox_state_dict(sd)
 
 
-CONVERTERS: Dict[str, Callable] = {"yolox": _yolox_checkpoint}
-_AUTHORS = {"yolox": "Megvii-BaseDetection/YOLOX (converted by sod2)"}
+class ConvertedStateDict(dict):
+    """A converted state dict that says which part of the checkpoint it came from
+    (``source``, e.g. ``"ema.module"``)."""
+
+    def __init__(self, *args, source: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.source = source
+
+
+# ------------------------------------------------------------------------ RT-DETR
+_RTDETR_ENCODER = re.compile(r"^(input_proj\.\d+\.[01]|encoder\.\d+\.layers\.\d+|lateral_convs\.\d+|"
+                             r"downsample_convs\.\d+|(fpn|pan)_blocks\.\d+)\.\w[\w.]*$")
+_RTDETR_DECODER_KEEP = re.compile(r"^(query_pos_head|dec_score_head\.\d+|dec_bbox_head\.\d+)\.\w[\w.]*$")
+_RTDETR_QUERY_SELECTION = re.compile(r"^(enc_output|enc_score_head|enc_bbox_head)\.\w[\w.]*$")
+# precomputed for the reference's eval size (640x640), not weights (module docstring)
+_RTDETR_DROPPED = re.compile(r"^(decoder\.(anchors|valid_mask)|encoder\.pos_embed\d+)$")
+
+
+def _presnet_key(key: str, what: str, full_key: str) -> str:
+    from sod2.modeling.backbone.resnet_vd import presnet_key_to_sod2
+
+    try:
+        return presnet_key_to_sod2(key)
+    except KeyError:
+        raise ConversionError(f"unexpected key in the {what}: {full_key}") from None
+
+
+def _rtdetr_key(key: str):
+    """sod2's name for a reference RT-DETR key, or None for a dropped one."""
+    what = "RT-DETR checkpoint"
+    if _RTDETR_DROPPED.match(key):
+        return None
+    module, _, rest = key.partition(".")
+    if module == "backbone" and rest:
+        return "backbone." + _presnet_key(rest, what, key)
+    if module == "encoder" and _RTDETR_ENCODER.match(rest):
+        return key
+    if module == "decoder":
+        m = re.fullmatch(r"input_proj\.(\d+)\.(conv\.(weight|bias)|norm\.\w+)", rest)
+        if m:
+            tail = m.group(3) if m.group(3) else m.group(2)
+            return f"decoder.input_proj.{m.group(1)}.{tail}"
+        m = re.fullmatch(r"decoder\.(layers\.\d+\.\w[\w.]*)", rest)
+        if m:
+            return f"decoder.{m.group(1)}"
+        if _RTDETR_QUERY_SELECTION.match(rest):
+            return f"decoder.query_selection.{rest}"
+        if rest == "denoising_class_embed.weight":
+            return "denoising.class_embed.weight"
+        if _RTDETR_DECODER_KEEP.match(rest):
+            return key
+    raise ConversionError(f"unexpected key in the {what}: {key}")
+
+
+def convert_rtdetr_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Rename an official RT-DETR (PResNet + HybridEncoder + RTDETRTransformer) state dict to
+    sod2's names (module docstring); tensors are kept as they are, the precomputed anchors
+    and position embeddings are dropped. Raises :class:`ConversionError` naming the first
+    key it does not know."""
+    if not any(k.startswith("backbone.") for k in state_dict) or \
+            not any(k.startswith("decoder.") for k in state_dict):
+        raise ConversionError("not an RT-DETR state dict (no 'backbone.*' and 'decoder.*' keys)")
+    out = {}
+    for k, v in state_dict.items():
+        if not isinstance(v, torch.Tensor):
+            raise ConversionError(f"unexpected non-tensor entry in the RT-DETR checkpoint: {k}")
+        new = _rtdetr_key(k)
+        if new is not None:
+            out[new] = v
+    return out
+
+
+def _rtdetr_checkpoint(ckpt) -> ConvertedStateDict:
+    """The EMA weights when the checkpoint has them, else ``model``, else the checkpoint
+    itself as a bare state dict (module docstring)."""
+    if not isinstance(ckpt, Mapping):
+        raise ConversionError(f"not an RT-DETR checkpoint: a {type(ckpt).__name__}, expected a dict with "
+                              "'ema' and/or 'model'")
+    if "ema" in ckpt:
+        ema = ckpt["ema"]
+        if not isinstance(ema, Mapping) or not isinstance(ema.get("module"), Mapping):
+            raise ConversionError("not an RT-DETR checkpoint: its 'ema' entry has no 'module' state dict")
+        sd, source = ema["module"], "ema.module"
+    elif "model" in ckpt:
+        sd, source = ckpt["model"], "model"
+        if not isinstance(sd, Mapping):
+            raise ConversionError("not an RT-DETR checkpoint: its 'model' entry is not a state dict")
+    else:
+        sd, source = ckpt, "a bare state dict"
+    return ConvertedStateDict(convert_rtdetr_state_dict(sd), source=source)
+
+
+# ---------------------------------------------------------- PResNet (ImageNet)
+def convert_presnet_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Rename a reference PResNet-vd state dict (the Paddle-converted ImageNet weights: keys
+    ``conv1.conv1_k.*`` and ``res_layers.<i>.blocks.<j>.*``) to ``backbone.*`` of sod2's
+    RT-DETR. Raises :class:`ConversionError` naming the first key it does not know (a
+    classifier, or an RT-DETR checkpoint's prefixed keys)."""
+    if not any(k.startswith("conv1.conv1_1.") for k in state_dict) or \
+            not any(k.startswith("res_layers.") for k in state_dict):
+        hint = " (an RT-DETR checkpoint? use 'rtdetr')" if any(k.startswith("backbone.") for k in state_dict) else ""
+        raise ConversionError(f"not a PResNet state dict (no 'conv1.conv1_1.*' and 'res_layers.*' keys){hint}")
+    out = {}
+    for k, v in state_dict.items():
+        if not isinstance(v, torch.Tensor):
+            raise ConversionError(f"unexpected non-tensor entry in the PResNet checkpoint: {k}")
+        out["backbone." + _presnet_key(k, "PResNet checkpoint", k)] = v
+    return out
+
+
+def _presnet_checkpoint(ckpt) -> ConvertedStateDict:
+    if not isinstance(ckpt, Mapping):
+        raise ConversionError(f"not a PResNet checkpoint: a {type(ckpt).__name__}, expected a state dict")
+    if any(isinstance(ckpt.get(k), Mapping) for k in ("ema", "model")):
+        raise ConversionError("not a PResNet state dict: it holds 'ema'/'model' entries (an RT-DETR checkpoint? "
+                              "use 'rtdetr')")
+    return ConvertedStateDict(convert_presnet_state_dict(ckpt), source="a bare state dict")
+
+
+CONVERTERS: Dict[str, Callable] = {"yolox": _yolox_checkpoint, "rtdetr": _rtdetr_checkpoint,
+                                   "presnet": _presnet_checkpoint}
+_AUTHORS = {"yolox": "Megvii-BaseDetection/YOLOX (converted by sod2)",
+            "rtdetr": "lyuwenyu/RT-DETR (converted by sod2)",
+            "presnet": "lyuwenyu/RT-DETR PResNet ImageNet weights (converted by sod2)"}
 
 
 def convert_checkpoint(kind: str, src: str, dst: str) -> Dict[str, torch.Tensor]:
     """Read the official checkpoint ``src`` (torch.load on CPU), convert it with converter
-    ``kind`` ("yolox") and save the Detectron2 checkpoint to ``dst``. Returns the new
-    state dict."""
+    ``kind`` ("yolox", "rtdetr", "presnet") and save the Detectron2 checkpoint to ``dst``.
+    Returns the new state dict (for "rtdetr" and "presnet" a :class:`ConvertedStateDict`
+    whose ``source`` says which part of the checkpoint was converted)."""
     if kind not in CONVERTERS:
         raise ConversionError(f"unknown checkpoint kind {kind!r}; known: {sorted(CONVERTERS)}")
     if not os.path.isfile(src):
@@ -101,5 +256,5 @@ def convert_checkpoint(kind: str, src: str, dst: str) -> Dict[str, torch.Tensor]
                               f"{str(e).splitlines()[0] if str(e) else ''}") from e
     sd = CONVERTERS[kind](ckpt)
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    torch.save({"model": sd, "__author__": _AUTHORS[kind], "matching_heuristics": False}, dst)
+    torch.save({"model": dict(sd), "__author__": _AUTHORS[kind], "matching_heuristics": False}, dst)
     return sd
