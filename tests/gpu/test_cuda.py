@@ -27,6 +27,10 @@ METHOD_CONFIGS = [
     "srtod/faster_rcnn_srtod_R18s_fpn_synthetic.py",
     "srtod/retinanet_srtod_R18s_fpn_synthetic.py",
     "srtod/cfinet_srtod_R18s_fpn_synthetic.py",
+    "fgprobe/fgprobe_yolox_tiny_p2_synthetic.py",
+    "bsdetr/bs_yolox_tiny_p2_synthetic.py",
+    "bsdetr/bsdetr-plain_r18s_synthetic.py",
+    "bsdetr/bsdetr_r18s_synthetic.py",
 ]
 
 

@@ -2,7 +2,7 @@
 Detection", 2024) on sod2's RT-DETR: three changes of the training objective, set on the
 model config's criterion; inference is RT-DETR's. Classes in
 ``sod2/modeling/criterion/better_sampling.py``; facts and [ours] readings in the project's
-spec (bsdetr.md).
+README (projects/BetterSampling/README.md).
 
 ``with_better_sampling(model, st=True, sr=True, spr=True)`` sets
 

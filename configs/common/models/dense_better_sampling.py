@@ -3,7 +3,7 @@ Small Object Detection", 2024: scale-aligned target ST and task-decoupled sample
 SR; the paper also reports them on the dense GFL and TOOD) on sod2's YOLOX. They change only
 the training losses; inference is YOLOX's. Classes in
 ``sod2/modeling/criterion/better_sampling.py``, the wiring in ``YOLOX.losses``; facts and
-[ours] readings in the project's spec (bsdetr.md).
+[ours] readings in the project's README (projects/BetterSampling/README.md).
 
 ``with_dense_better_sampling(model, st=True, sr=True)`` sets on a YOLOX model config
 
