@@ -5,7 +5,7 @@ distortion, zoom-out, IoU crop, flip, resize; multi-scale 480-800; EMA 0.9999; g
 clipping 0.1) with the paper's AdamW lr 2e-4 (backbone 0.1x), 2000-iteration linear warm-up,
 VFL alpha 0.5 gamma 1.5, 72 epochs, batch 16 (RT-DETR's; the paper does not give its batch).
 
-72 epochs depend on your split: set ``NUM_TRAIN_PATCHES`` below (or ``train.max_iter``) to the
+72 epochs depend on your split: check ``NUM_TRAIN_PATCHES`` below (or ``train.max_iter``) against the
 number of training patches ``tools/split_images.py`` prints.
 
 Weights: the ImageNet ResNet50-vd (SSLD v2) backbone, converted to sod2's names, at
@@ -22,7 +22,10 @@ from ..common.rtdetr_recipe import rtdetr_recipe
 from ..common.train import train
 
 SIZE, EPOCHS, BATCH = 640, 72, 16
-NUM_TRAIN_PATCHES = 40000  # placeholder: the count tools/split_images.py prints for your split
+# SODA-D's training split cut into 800 px patches with stride 650: ~30000 patches, the number the
+# CFINet SODA-D config assumes too (12 epochs = 90000 iterations of batch 4); use the count
+# tools/split_images.py prints for your copy
+NUM_TRAIN_PATCHES = 30000
 dataloader.train.total_batch_size = BATCH
 ITERS_PER_EPOCH = NUM_TRAIN_PATCHES // BATCH
 
