@@ -5,7 +5,6 @@ from .better_sampling import (  # noqa: F401
     SampleReweighting,
     ScaleAlignedTarget,
     aligned_iou_giou,
-    box_cxcywh_to_xyxy,
     log_reweighting_stats,
 )
 from .set_criterion import DEFAULT_WEIGHT_DICT, MatchedPositives, SetCriterion  # noqa: F401

@@ -24,15 +24,10 @@ import torch
 import torch.nn.functional as F
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
+from torchvision.ops import box_convert
 
-__all__ = ["box_cxcywh_to_xyxy", "aligned_iou_giou", "IoUTarget", "ScaleAlignedTarget", "SampleReweighting",
+__all__ = ["aligned_iou_giou", "IoUTarget", "ScaleAlignedTarget", "SampleReweighting",
            "SamplePointRefinement", "log_reweighting_stats"]
-
-
-def box_cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
-    """(..., 4) (cx, cy, w, h) -> (..., 4) (x0, y0, x1, y1)."""
-    cxcy, wh = boxes[..., :2], boxes[..., 2:]
-    return torch.cat([cxcy - wh / 2, cxcy + wh / 2], dim=-1)
 
 
 def aligned_iou_giou(boxes1: Tensor, boxes2: Tensor) -> Tuple[Tensor, Tensor]:
@@ -69,7 +64,7 @@ class IoUTarget:
 
     @torch.no_grad()
     def __call__(self, pred_boxes: Tensor, gt_boxes: Tensor) -> Tensor:
-        iou, _ = aligned_iou_giou(box_cxcywh_to_xyxy(pred_boxes.detach()), box_cxcywh_to_xyxy(gt_boxes))
+        iou, _ = aligned_iou_giou(box_convert(pred_boxes.detach(), "cxcywh", "xyxy"), box_convert(gt_boxes, "cxcywh", "xyxy"))
         return iou
 
     def __repr__(self) -> str:
@@ -100,7 +95,7 @@ class ScaleAlignedTarget:
     @torch.no_grad()
     def __call__(self, pred_boxes: Tensor, gt_boxes: Tensor) -> Tensor:
         pred_boxes = pred_boxes.detach()
-        u, _ = aligned_iou_giou(box_cxcywh_to_xyxy(pred_boxes), box_cxcywh_to_xyxy(gt_boxes))
+        u, _ = aligned_iou_giou(box_convert(pred_boxes, "cxcywh", "xyxy"), box_convert(gt_boxes, "cxcywh", "xyxy"))
         area_pred = pred_boxes[:, 2].clamp(min=0) * pred_boxes[:, 3].clamp(min=0)
         area_gt = gt_boxes[:, 2].clamp(min=0) * gt_boxes[:, 3].clamp(min=0)
         rho = area_pred / area_gt.clamp(min=torch.finfo(area_gt.dtype).tiny)

@@ -38,9 +38,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from detectron2.utils import comm
 from torch import Tensor, nn
+from torchvision.ops import box_convert
 
 from ...layers.losses import varifocal_loss
-from .better_sampling import IoUTarget, aligned_iou_giou, box_cxcywh_to_xyxy, log_reweighting_stats
+from .better_sampling import IoUTarget, aligned_iou_giou, log_reweighting_stats
 
 __all__ = ["SetCriterion", "MatchedPositives", "DEFAULT_WEIGHT_DICT"]
 
@@ -186,7 +187,7 @@ class SetCriterion(nn.Module):
             pred_boxes, gt_boxes: (P, 4) normalised cxcywh; r_reg: (P,) or None.
         """
         l1 = F.l1_loss(pred_boxes, gt_boxes, reduction="none").sum(dim=1)
-        _, giou = aligned_iou_giou(box_cxcywh_to_xyxy(pred_boxes), box_cxcywh_to_xyxy(gt_boxes))
+        _, giou = aligned_iou_giou(box_convert(pred_boxes, "cxcywh", "xyxy"), box_convert(gt_boxes, "cxcywh", "xyxy"))
         loss_giou = 1.0 - giou
         if r_reg is not None:
             l1, loss_giou = l1 * r_reg, loss_giou * r_reg

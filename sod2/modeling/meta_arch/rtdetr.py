@@ -53,8 +53,9 @@ import torch
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import Tensor, nn
+from torchvision.ops import box_convert
 
-__all__ = ["RTDETR", "box_cxcywh_to_xyxy"]
+__all__ = ["RTDETR"]
 
 # keys of a decoder layer's dict that are not per-query tensors (kept as they are when the
 # denoising queries are split off)
@@ -71,13 +72,6 @@ def _split_queries(outputs: Dict, num_denoising: int) -> Tuple[Dict, Dict]:
         else:
             dn[k], match[k] = v[:, :num_denoising], v[:, num_denoising:]
     return dn, match
-
-
-def box_cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
-    """(..., 4) (cx, cy, w, h) -> (x0, y0, x1, y1), as ``cx - 0.5 * w`` etc. (the reference's
-    ``torchvision.ops.box_convert``)."""
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
 
 
 @META_ARCH_REGISTRY.register()
@@ -220,7 +214,7 @@ class RTDETR(nn.Module):
         scores, index = logits.sigmoid().flatten(1).topk(k, dim=1)
         labels = index % C
         query = torch.div(index, C, rounding_mode="floor")
-        xyxy = box_cxcywh_to_xyxy(boxes).gather(1, query.unsqueeze(-1).expand(-1, -1, 4))
+        xyxy = box_convert(boxes, "cxcywh", "xyxy").gather(1, query.unsqueeze(-1).expand(-1, -1, 4))
         hp, wp = padded_size
         results = []
         for i, ((h, w), (out_h, out_w)) in enumerate(zip(image_sizes, output_sizes)):

@@ -56,6 +56,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
+from torchvision.ops import box_convert
 
 from ...layers.losses import box_iou_loss
 from ..assigners import SimOTAAssigner, SimOTAResult
@@ -64,10 +65,6 @@ from ..criterion.better_sampling import log_reweighting_stats
 __all__ = ["YOLOX", "YOLOXPredictions", "ForegroundMaps"]
 
 DEFAULT_LOSS_WEIGHTS = {"iou": 5.0, "obj": 1.0, "cls": 1.0, "l1": 1.0}
-
-
-def _xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
-    return torch.cat([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], dim=1)
 
 
 @dataclass
@@ -310,8 +307,8 @@ class YOLOX(DenseDetector):
         if self.class_target is None:
             target = torch.cat(ious)
         else:  # ST: on cxcywh boxes in input pixels, the prediction detached
-            target = self.class_target(_xyxy_to_cxcywh(preds.boxes[fg].detach().float()),
-                                       _xyxy_to_cxcywh(box_t.float())).to(dtype)
+            target = self.class_target(box_convert(preds.boxes[fg].detach().float(), "xyxy", "cxcywh"),
+                                       box_convert(box_t.float(), "xyxy", "cxcywh")).to(dtype)
         cls_t = torch.cat(onehot) * target[:, None]
         r_cls = r_reg = None
         if self.reweighting is not None:
