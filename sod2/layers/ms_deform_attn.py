@@ -14,12 +14,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["ms_deform_attn", "MSDeformableAttention", "DeformableAttentionOutput"]
+__all__ = ["ms_deform_attn", "MSDeformableAttention", "DeformableAttentionOutput", "SpatialShapes", "as_shape_list"]
 
 SpatialShapes = Union[Sequence[Tuple[int, int]], Tensor]
 
 
-def _as_shape_list(spatial_shapes: SpatialShapes) -> List[Tuple[int, int]]:
+def as_shape_list(spatial_shapes: SpatialShapes) -> List[Tuple[int, int]]:
     """(H_l, W_l) python ints from a list of pairs or an (L, 2) integer tensor."""
     if isinstance(spatial_shapes, Tensor):
         spatial_shapes = spatial_shapes.tolist()
@@ -44,7 +44,7 @@ def ms_deform_attn(value: Tensor, spatial_shapes: SpatialShapes, sampling_locati
     Returns:
         (B, Q, M * D): per query the heads' results concatenated (head-major).
     """
-    shapes = _as_shape_list(spatial_shapes)
+    shapes = as_shape_list(spatial_shapes)
     B, S, M, D = value.shape
     _, Q, _, L, P, _ = sampling_locations.shape
     if len(shapes) != L:

@@ -13,22 +13,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sod2.layers.mlp import MLP, inverse_sigmoid
-from sod2.modeling.transformer import DecoderOutput, RTDETRDecoder, RTDETRDecoderLayer
+from sod2.modeling.transformer import DecoderOutput, RTDETRDecoder, RTDETRDecoderLayer, SelectedQueries
 
 HIDDEN, CLASSES, HEADS, POINTS, LAYERS, QUERIES = 16, 5, 2, 2, 3, 6
 IN_CHANNELS = (8, 12, 16)
 MAP_SIZES = [(6, 5), (3, 3), (2, 1)]  # non-square, S = 41
-
-
-@dataclass
-class Selected:
-    target: Tensor
-    ref_unact: Tensor
-    logits: Tensor
-    boxes: Tensor
-    hidden: Tensor
-    box_hidden: Tensor
-    index: Tensor
 
 
 class StubSelection(nn.Module):
@@ -58,7 +47,7 @@ class StubSelection(nn.Module):
         def take(x):
             return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
 
-        return Selected(target=take(out).detach(), ref_unact=take(unact), logits=take(logits),
+        return SelectedQueries(target=take(out).detach(), ref_unact=take(unact), logits=take(logits),
                         boxes=take(unact).sigmoid(), hidden=take(out), box_hidden=take(box_hidden), index=index)
 
 

@@ -23,23 +23,15 @@ the same queries.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ...layers.mlp import MLP, bias_init_with_prob
+from ...layers.ms_deform_attn import SpatialShapes, as_shape_list
 
 __all__ = ["QuerySelection", "SelectedQueries", "generate_anchors"]
-
-SpatialShapes = Union[Sequence[Tuple[int, int]], Tensor]
-
-
-def _shape_list(spatial_shapes: SpatialShapes) -> List[Tuple[int, int]]:
-    if isinstance(spatial_shapes, Tensor):
-        spatial_shapes = spatial_shapes.tolist()
-    return [(int(h), int(w)) for h, w in spatial_shapes]
-
 
 def generate_anchors(spatial_shapes: SpatialShapes, grid_size: float = 0.05, eps: float = 1e-2
                      ) -> Tuple[Tensor, Tensor]:
@@ -58,7 +50,7 @@ def generate_anchors(spatial_shapes: SpatialShapes, grid_size: float = 0.05, eps
         invalid; valid_mask (1, S, 1) bool. S = sum_l H_l * W_l, row-major per level.
     """
     per_level = []
-    for lvl, (h, w) in enumerate(_shape_list(spatial_shapes)):
+    for lvl, (h, w) in enumerate(as_shape_list(spatial_shapes)):
         ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32),
                                 torch.arange(w, dtype=torch.float32), indexing="ij")
         centres = (torch.stack([xs, ys], dim=-1) + 0.5) / torch.tensor([w, h], dtype=torch.float32)
@@ -165,7 +157,7 @@ class QuerySelection(nn.Module):
 
     def get_anchors(self, spatial_shapes: SpatialShapes, device: torch.device) -> Tuple[Tensor, Tensor]:
         """(anchors (1, S, 4) float32, valid_mask (1, S, 1) bool) on ``device``."""
-        shapes = _shape_list(spatial_shapes)
+        shapes = as_shape_list(spatial_shapes)
         if not self.training and self._eval_shapes is not None and shapes == self._eval_shapes:
             return self.anchors.to(device), self.valid_mask.to(device)
         anchors, valid_mask = generate_anchors(shapes, self.grid_size, self.eps)
