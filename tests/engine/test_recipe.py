@@ -3,7 +3,6 @@ groups without decay on norms and biases, the no-aug tail hook, multi-scale batc
 the config keys that switch them on."""
 import multiprocessing as mp
 import os
-import socket
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,6 +19,8 @@ from sod2.config import get_config
 from sod2.engine.hooks import NoAugTail, build_recipe_hooks
 from sod2.engine.multiscale import MultiScaleHook, draw_size, resize_batch
 from sod2.solver import WarmupCosineNoAugParamScheduler
+
+from ..distributed import free_port, leave
 
 
 # --------------------------------------------------------------------------- schedule
@@ -195,12 +196,6 @@ def test_multiscale_hook_resizes_batches_every_period():
         MultiScaleHook(size_range=(500, 800))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_sizes(rank, port, queue):
     import torch.distributed as dist
 
@@ -214,13 +209,12 @@ def _rank_sizes(rank, port, queue):
         hook.after_step()
         sizes.append(hook.size)
     queue.put((rank, sizes))
-    dist.barrier()
-    dist.destroy_process_group()
+    leave(queue)
 
 
 def test_multiscale_sizes_agree_across_processes():
     ctx = mp.get_context("fork")
-    queue, port = ctx.Queue(), _free_port()
+    queue, port = ctx.Queue(), free_port()
     procs = [ctx.Process(target=_rank_sizes, args=(r, port, queue)) for r in range(2)]
     for p in procs:
         p.start()

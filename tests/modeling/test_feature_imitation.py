@@ -115,10 +115,8 @@ def work(out):
         labels = torch.tensor([(r + step + i) % 3 for i in range(n)], dtype=torch.int64)
         bank.add_from_all_processes(feats, labels)
     torch.save({k: v for k, v in bank.state_dict().items()}, f"{out}/bank{r}.pt")
-    # leave together and close gloo before exiting: a process that exits while its peer still
-    # holds the group can abort in gloo's destructor ("terminate called without an active exception")
-    comm.synchronize()
-    torch.distributed.destroy_process_group()
+    from tests.distributed import leave
+    leave()  # together, without gloo's destructors (see tests/distributed.py)
 
 if __name__ == "__main__":
     launch(work, 2, dist_url="auto", args=(sys.argv[2],))

@@ -11,7 +11,6 @@ import importlib.util
 import json
 import math
 import multiprocessing as mp
-import socket
 from pathlib import Path
 
 import cv2
@@ -29,6 +28,8 @@ from sod2.engine.multiscale import resize_batch
 from sod2.modeling.criterion import SamplePointRefinement, SampleReweighting, ScaleAlignedTarget
 from sod2.modeling.meta_arch import RTDETR
 from sod2.modeling.transformer.rtdetr_decoder import DecoderOutput
+
+from ..distributed import free_port, leave
 
 REPO = Path(__file__).resolve().parents[2]
 REF_KEYS = REPO / "tests" / "fixtures" / "reference-keys"
@@ -371,12 +372,6 @@ def test_better_sampling_changes_losses_only():
 
 
 # ------------------------------------------------------------------- DDP
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank, port, queue):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -402,9 +397,10 @@ def _ddp_worker(rank, port, queue):
         gathered = [torch.zeros_like(checksum) for _ in range(2)]
         dist.all_gather(gathered, checksum)
         queue.put((rank, bool(torch.equal(gathered[0], gathered[1])), None))
-        dist.destroy_process_group()
     except Exception as e:  # reported to the test
         queue.put((rank, False, repr(e)))
+        return
+    leave(queue)
 
 
 def test_ddp_two_processes_one_without_gt():
@@ -413,7 +409,7 @@ def test_ddp_two_processes_one_without_gt():
     the gradients are reduced and the replicas stay identical (without it the reduction of
     that process would never complete)."""
     ctx = mp.get_context("fork")
-    queue, port = ctx.Queue(), _free_port()
+    queue, port = ctx.Queue(), free_port()
     procs = [ctx.Process(target=_ddp_worker, args=(r, port, queue)) for r in range(2)]
     for p in procs:
         p.start()
