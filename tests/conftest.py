@@ -19,6 +19,21 @@ HITUAV_VAL_IMAGES = 290  # the full val split
 HITUAV_FIXTURES = ("hituav_datasets", "hituav_full_datasets", "hituav_subset_datasets")
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same random state (torch, numpy, random), whatever ran
+    before it: a test that depends on random weights or data gives the same answer in every
+    order and on every run."""
+    import random
+
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests on the real HIT-UAV images are marked ``realdata`` (with the fixture-file tests
     that carry the marker themselves): the set .ci/run reruns from a copy of the checkout."""
