@@ -20,7 +20,7 @@ SLICING_KEYS = ("size", "overlap", "stride", "batch_size", "full_image", "merge"
                 "class_agnostic", "max_detections", "pad_value")
 
 
-def with_slicing(model, size=800, overlap=0.2, stride=None, batch_size=4, full_image=False,
+def with_slicing(model, size=800, overlap=0.2, stride=None, batch_size=None, full_image=False,
                  merge="nms", metric="iou", threshold=0.5, class_agnostic=False,
                  max_detections=None, pad_value=None, dataloader=None):
     """``L(SlicedInference)(model=model, ...)``.

@@ -21,6 +21,7 @@ def test_benchmark_sliced_small(tmp_path):
     report = (tmp_path / "r.md").read_text()
     rows = [r for r in report.splitlines() if r.startswith("| no |") or r.startswith("| yes |")]
     assert len(rows) == 2 and all("| yes (" in r for r in rows)  # the same detections as SAHI
+    assert "The model's forward alone on the same 6 prepared slices" in report  # 200x300, 128 px, stride 96
     assert "| sliced + full-image pass |" in report and "whole image resized to 128 px" in report
 
 

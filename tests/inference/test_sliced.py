@@ -69,6 +69,19 @@ def test_batching_does_not_change_results(batch_size):
     assert max(model.model.calls) == min(batch_size, n_slices - 1)
 
 
+def test_default_batch_size_follows_the_device():
+    """None: one slice per call on the CPU (batching measured slower there), four on an
+    accelerator (a parameter on the meta device stands in for one here)."""
+    model = _sliced()
+    assert model.batch_size is None and model.resolved_batch_size() == 1
+    model([{"image": scene(240, 400, RECTS)}])
+    assert set(model.model.calls) == {1}
+    on_meta = SlicedInference(torch.nn.Linear(1, 1, device="meta"))
+    assert on_meta.resolved_batch_size() == 4
+    assert SlicedInference(torch.nn.Identity()).resolved_batch_size() == 1  # no parameters: CPU
+    assert _sliced(batch_size=3).resolved_batch_size() == 3
+
+
 def test_full_image_pass_and_single_slice_images():
     img = scene(240, 400, RECTS)
     m = _sliced(full_image=True)
