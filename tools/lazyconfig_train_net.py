@@ -26,7 +26,7 @@ except ImportError:  # running from a checkout that is not installed
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import sod2  # noqa: F401
 
-from sod2.engine.lazy_train import ConfigError, load_config, main
+from sod2.engine.lazy_train import ConfigError, load_config, worker_main
 
 
 def invoke_main() -> None:
@@ -36,7 +36,7 @@ def invoke_main() -> None:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+    launch(worker_main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))
 
 

@@ -324,6 +324,28 @@ def _leave_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
+def worker_main(args) -> Optional[Dict]:
+    """:func:`main` as the function each process of ``launch`` runs.
+
+    A process of a multi-process run (``--num-gpus 2`` ...) that finished without error
+    leaves the group (:func:`main`), flushes its logs and exits at once with status 0
+    instead of through the interpreter's shutdown: gloo's C++ threads can abort a process in
+    their destructors there ("terminate called without an active exception", SIGABRT), rarely
+    and after all the work is done, even when the group was destroyed first, and ``launch``
+    would report the run as failed. A single-process run returns as :func:`main` does.
+    """
+    distributed = comm.get_world_size() > 1
+    result = main(args)
+    if distributed:
+        import sys
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return result
+
+
 def main(args) -> Optional[Dict]:
     cfg = setup(args)
     result = None
