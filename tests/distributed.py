@@ -4,8 +4,7 @@ Gloo can abort a process in its destructors at interpreter exit ("terminate call
 active exception"), rarely and only after all the work is done, even when the group was
 destroyed first. A test checks what the processes computed, not how the C++ runtime tears
 down, so a worker hands in its results, waits for its peer and leaves with ``os._exit(0)``
-(no destructors run). sod2's training tool itself still leaves the normal way
-(``sod2.engine.lazy_train``).
+(no destructors run), as sod2's training tool does (``sod2.engine.lazy_train.worker_main``).
 """
 import os
 import socket
