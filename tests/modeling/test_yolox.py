@@ -261,16 +261,16 @@ def test_box_iou_losses_against_formulas():
         box_iou_loss(pred, tgt, "diou")
 
 
-def _loss_setup():
-    """2 images x 3 locations x 2 classes; image 0 has 2 gts and 2 fg locations, image 1 none."""
-    g = torch.Generator().manual_seed(0)
+def _loss_setup(grids=((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)), level_sizes=((2, 2),), g=None):
+    """2 images x 3 locations x 2 classes; image 0 has 2 gts and 2 fg locations, image 1 none.
+    ``g``: the generator to draw the predictions from (default: a new one seeded 0)."""
+    g = torch.Generator().manual_seed(0) if g is None else g
     cls = torch.randn(2, 3, 2, generator=g)
     obj = torch.randn(2, 3, generator=g)
     reg = torch.randn(2, 3, 4, generator=g)
     boxes = torch.tensor([[[2.0, 2.0, 18.0, 14.0], [0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 10.0, 10.0]],
                           [[0.0, 0.0, 1.0, 1.0]] * 3])
-    grids = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    preds = YOLOXPredictions(cls, reg, obj, boxes, grids, torch.full((3,), 8.0), [(2, 2)])
+    preds = YOLOXPredictions(cls, reg, obj, boxes, torch.tensor(grids), torch.full((3,), 8.0), list(level_sizes))
     gts = [Instances((32, 32), gt_boxes=Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0], [4.0, 4.0, 20.0, 12.0]])),
                      gt_classes=torch.tensor([0, 1])),
            Instances((32, 32), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.long))]

@@ -15,11 +15,13 @@ from torch import nn
 
 from sod2.config import get_config, get_config_file
 from sod2.layers.losses import box_iou_loss
-from sod2.modeling.assigners import SimOTAAssigner, SimOTAResult
+from sod2.modeling.assigners import SimOTAAssigner
 from sod2.modeling.backbone import CSPDarknet, YOLOPAFPN, pafpn_output_shape
 from sod2.modeling.criterion import SampleReweighting, ScaleAlignedTarget
 from sod2.modeling.heads import YOLOXHead
-from sod2.modeling.meta_arch import YOLOX, YOLOXPredictions
+from sod2.modeling.meta_arch import YOLOX
+
+from .test_yolox import _loss_setup
 
 CONFIG = "bsdetr/bs_yolox_tiny_p2_synthetic.py"
 
@@ -48,18 +50,7 @@ def _setup():
     locations (0 -> gt 1 of class 1, 2 -> gt 0 of class 0), image 1 has none; branch
     features (2, D, 1, 3)."""
     g = torch.Generator().manual_seed(0)
-    cls = torch.randn(2, 3, 2, generator=g)
-    obj = torch.randn(2, 3, generator=g)
-    reg = torch.randn(2, 3, 4, generator=g)
-    boxes = torch.tensor([[[2.0, 2.0, 18.0, 14.0], [0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 10.0, 10.0]],
-                          [[0.0, 0.0, 1.0, 1.0]] * 3])
-    grids = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
-    preds = YOLOXPredictions(cls, reg, obj, boxes, grids, torch.full((3,), 8.0), [(1, 3)])
-    gts = [Instances((32, 32), gt_boxes=Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0], [4.0, 4.0, 20.0, 12.0]])),
-                     gt_classes=torch.tensor([0, 1])),
-           Instances((32, 32), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.long))]
-    assign = [SimOTAResult(torch.tensor([True, False, True]), torch.tensor([1, 0]), torch.tensor([0.5, 0.25]), 2),
-              SimOTAResult(torch.zeros(3, dtype=torch.bool), torch.zeros(0, dtype=torch.long), torch.zeros(0), 0)]
+    preds, gts, assign = _loss_setup(grids=((0.0, 0.0), (1.0, 0.0), (2.0, 0.0)), level_sizes=((1, 3),), g=g)
     cls_feats = [torch.randn(2, D, 1, 3, generator=g)]
     reg_feats = [torch.randn(2, D, 1, 3, generator=g)]
     return preds, gts, assign, (cls_feats, reg_feats)
