@@ -5,32 +5,13 @@ import math
 
 import pytest
 import torch
-from detectron2.layers import FrozenBatchNorm2d
 from torch import nn
 from torch.nn import functional as F
 
 from sod2.layers import ConvNormAct, CSPRepLayer, RepVggBlock
 from sod2.layers.rep_blocks import get_rep_activation
 
-
-def _randomize_norms(module: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN statistics and affine parameters (identity BNs would hide fusion bugs)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g))
-                m.running_mean.copy_(torch.randn(n, generator=g))
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.2)
-
-
-def _bn_eval(x, bn):
-    """(x - mean) / sqrt(var + eps) * gamma + beta, per channel."""
-    shape = (1, -1, 1, 1)
-    return ((x - bn.running_mean.reshape(shape)) / torch.sqrt(bn.running_var.reshape(shape) + bn.eps)
-            * bn.weight.reshape(shape) + bn.bias.reshape(shape))
+from ..norms import bn_eval, randomize_norms
 
 
 def test_activations():
@@ -48,24 +29,24 @@ def test_activations():
 def test_conv_norm_act_matches_formula(k, stride, size, out):
     torch.manual_seed(0)
     m = ConvNormAct(4, 6, k, stride, act="silu").eval()
-    _randomize_norms(m)
+    randomize_norms(m)
     x = torch.randn(2, 4, size, size)
     y = m(x)
     assert y.shape == (2, 6, out, out)
     assert m.conv.bias is None
-    expected = _bn_eval(F.conv2d(x, m.conv.weight, stride=stride, padding=(k - 1) // 2), m.norm)
+    expected = bn_eval(F.conv2d(x, m.conv.weight, stride=stride, padding=(k - 1) // 2), m.norm)
     assert torch.allclose(y, F.silu(expected), atol=1e-5)
 
 
 def test_repvgg_block_matches_formula_train_and_eval():
     torch.manual_seed(0)
     m = RepVggBlock(5, 7, act="relu")
-    _randomize_norms(m)
+    randomize_norms(m)
     x = torch.randn(3, 5, 6, 8)
     # eval: running statistics
     m.eval()
-    b3 = _bn_eval(F.conv2d(x, m.conv1.conv.weight, padding=1), m.conv1.norm)
-    b1 = _bn_eval(F.conv2d(x, m.conv2.conv.weight), m.conv2.norm)
+    b3 = bn_eval(F.conv2d(x, m.conv1.conv.weight, padding=1), m.conv1.norm)
+    b1 = bn_eval(F.conv2d(x, m.conv2.conv.weight), m.conv2.norm)
     assert m.conv1.conv.weight.shape == (7, 5, 3, 3) and m.conv2.conv.weight.shape == (7, 5, 1, 1)
     assert torch.allclose(m(x), F.relu(b3 + b1), atol=1e-5)
     # train: batch statistics (biased variance), per branch
@@ -85,7 +66,7 @@ def test_repvgg_block_matches_formula_train_and_eval():
 def test_repvgg_deploy_fusion_is_equivalent(norm):
     torch.manual_seed(1)
     m = RepVggBlock(6, 4, act="silu", norm=norm)
-    _randomize_norms(m, seed=3)
+    randomize_norms(m, seed=3)
     m.eval()
     x = torch.randn(2, 6, 7, 5)
     before = m(x)
@@ -122,7 +103,7 @@ def test_csp_rep_layer_structure_and_forward():
     assert all(isinstance(b, RepVggBlock) for b in half.bottlenecks)
     x = torch.randn(2, 8, 5, 6)
     for m in (full, half):
-        _randomize_norms(m)
+        randomize_norms(m)
         m.eval()
         # the two branches are ADDED: conv3(RepVGG^n(conv1(x)) + conv2(x))
         a = m.conv1(x)
@@ -134,4 +115,4 @@ def test_csp_rep_layer_structure_and_forward():
         assert torch.allclose(y, expected, atol=1e-6)
     # conv1/conv2 are 1x1 conv + BN + SiLU
     c = full.conv2
-    assert torch.allclose(c(x), F.silu(_bn_eval(F.conv2d(x, c.conv.weight), c.norm)), atol=1e-5)
+    assert torch.allclose(c(x), F.silu(bn_eval(F.conv2d(x, c.conv.weight), c.norm)), atol=1e-5)

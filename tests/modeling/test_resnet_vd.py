@@ -25,6 +25,8 @@ from torch.nn import functional as F
 
 from sod2.modeling.backbone import AvgPoolShortcut, DeepStem, ResNetVd, presnet_key_to_sod2
 
+from ..norms import bn_eval, randomize_norms
+
 REPO = Path(__file__).resolve().parents[2]
 REF_KEYS = REPO / "tests" / "fixtures" / "reference-keys"
 STATS = ("running_mean", "running_var", "num_batches_tracked")
@@ -44,24 +46,6 @@ def _on_meta(**kwargs):
     """Build on the meta device: names, shapes and counts without allocating R101's weights."""
     with torch.device("meta"):
         return ResNetVd(**kwargs)
-
-
-def _randomize_norms(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-
-
-def _bn(x, bn):
-    shape = (1, -1, 1, 1)
-    return ((x - bn.running_mean.reshape(shape)) / torch.sqrt(bn.running_var.reshape(shape) + bn.eps)
-            * bn.weight.reshape(shape) + bn.bias.reshape(shape))
 
 
 def _naive_avgpool_ceil(x):
@@ -141,12 +125,12 @@ def test_structure_reuses_detectron2_blocks(depth):
 def test_deep_stem_matches_functional_code():
     torch.manual_seed(0)
     stem = DeepStem(3, 64, norm="BN")
-    _randomize_norms(stem)
+    randomize_norms(stem, spread=0.1, min_var=0.5)
     stem.eval()
     x = torch.randn(2, 3, 32, 40)
     h = x
     for conv, stride in ((stem.conv1_1, 2), (stem.conv1_2, 1), (stem.conv1_3, 1)):
-        h = F.relu(_bn(F.conv2d(h, conv.weight, stride=stride, padding=1), conv.norm))
+        h = F.relu(bn_eval(F.conv2d(h, conv.weight, stride=stride, padding=1), conv.norm))
     expected = F.max_pool2d(h, 3, 2, 1)
     y = stem(x)
     assert y.shape == (2, 64, 8, 10)
@@ -156,7 +140,7 @@ def test_deep_stem_matches_functional_code():
 def test_avgpool_shortcut_and_downsampling_block_match_functional_code():
     torch.manual_seed(0)
     m = ResNetVd(50, out_features=("res3",), freeze_at=0, norm="BN")
-    _randomize_norms(m)
+    randomize_norms(m, spread=0.1, min_var=0.5)
     m.eval()
     block = m.res3[0]
     x = torch.randn(1, 256, 9, 7)  # odd sizes: the pooling windows at the border are cut
@@ -164,11 +148,11 @@ def test_avgpool_shortcut_and_downsampling_block_match_functional_code():
     pooled = _naive_avgpool_ceil(x)
     assert pooled.shape == (1, 256, 5, 4)
     assert torch.allclose(sc.pool(x), pooled, atol=1e-6)
-    short = _bn(F.conv2d(pooled, sc.conv.weight), sc.conv.norm)
+    short = bn_eval(F.conv2d(pooled, sc.conv.weight), sc.conv.norm)
     assert torch.allclose(sc(x), short, atol=1e-5)
-    h = F.relu(_bn(F.conv2d(x, block.conv1.weight), block.conv1.norm))
-    h = F.relu(_bn(F.conv2d(h, block.conv2.weight, stride=2, padding=1), block.conv2.norm))
-    h = _bn(F.conv2d(h, block.conv3.weight), block.conv3.norm)
+    h = F.relu(bn_eval(F.conv2d(x, block.conv1.weight), block.conv1.norm))
+    h = F.relu(bn_eval(F.conv2d(h, block.conv2.weight, stride=2, padding=1), block.conv2.norm))
+    h = bn_eval(F.conv2d(h, block.conv3.weight), block.conv3.norm)
     expected = F.relu(h + short)
     with torch.no_grad():
         y = block(x.clone())

@@ -15,31 +15,19 @@ from torch import nn
 
 from sod2.config import get_config, get_config_file
 from sod2.layers.losses import box_iou_loss
-from sod2.modeling.assigners import SimOTAAssigner
-from sod2.modeling.backbone import CSPDarknet, YOLOPAFPN, pafpn_output_shape
 from sod2.modeling.criterion import SampleReweighting, ScaleAlignedTarget
-from sod2.modeling.heads import YOLOXHead
 from sod2.modeling.meta_arch import YOLOX
 
-from .test_yolox import _loss_setup
+from .test_yolox import _loss_setup, bce_logit
+from .test_yolox import build_yolox as _build_yolox
+from .test_yolox import sigmoid
 
 CONFIG = "bsdetr/bs_yolox_tiny_p2_synthetic.py"
 
 
-def build_yolox(width=0.125, num_classes=2, **kwargs):
-    in_features = ("dark3", "dark4", "dark5")
-    backbone = YOLOPAFPN(CSPDarknet(0.33, width, out_features=in_features), in_features, depth=0.33)
-    head = YOLOXHead(pafpn_output_shape(in_features, width), num_classes, int(256 * width))
-    return YOLOX(backbone=backbone, head=head, assigner=SimOTAAssigner(), num_classes=num_classes, **kwargs)
-
-
-def bce_logit(x, t):
-    s = 1.0 / (1.0 + math.exp(-x))
-    return -(t * math.log(s) + (1 - t) * math.log(1 - s))
-
-
-def sigmoid(x):
-    return 1.0 / (1.0 + math.exp(-x))
+def build_yolox(num_classes=2, **kwargs):
+    """test_yolox's small YOLOX (width 0.125, P3-P5) with 2 classes by default."""
+    return _build_yolox(num_classes=num_classes, **kwargs)
 
 
 D = 3  # feature width of the hand-built setup
