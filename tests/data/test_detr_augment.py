@@ -2,7 +2,6 @@
 colour formulas, torchvision's own IoU crop + sanitize, image content under the boxes, and
 hand-computed crops; the mapper keeps ignore regions ignored; the recipe wires them."""
 import colorsys
-import importlib.util
 
 import numpy as np
 import pytest
@@ -12,11 +11,13 @@ from detectron2.structures import BoxMode
 from fvcore.transforms.transform import NoOpTransform
 from PIL import Image
 
-from sod2.config import get_config, get_config_file
+from sod2.config import get_config
 from sod2.data import DETRDatasetMapper
 from sod2.data.detr_augment import (IoUCropTransform, PhotometricDistortTransform, RandomIoUCrop,
                                     RandomPhotometricDistort, RandomZoomOut, SanitizeBoxes, SanitizeBoxesTransform,
                                     ZoomOutTransform, sample_iou_crop)
+
+from ..modules import config_module
 
 
 def _gray(x):
@@ -390,10 +391,7 @@ def test_mapper_without_objects_and_in_inference(tmp_path):
 # --------------------------------------------------------------------------- recipe (data side)
 
 def _recipe_module():
-    spec = importlib.util.spec_from_file_location("_sod2_rtdetr_recipe", get_config_file("common/rtdetr_recipe.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return config_module("common/rtdetr_recipe.py")
 
 
 def test_recipe_sets_the_reference_pipeline():

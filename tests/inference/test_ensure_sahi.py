@@ -5,15 +5,14 @@ from pathlib import Path
 
 import pytest
 
+from ..modules import tool_module
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def ensure_env():
-    spec = importlib.util.spec_from_file_location("_ensure_env", REPO / "tools" / "ensure_env.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return tool_module("ensure_env")
 
 
 def test_sahi_is_pinned_to_the_tested_version(ensure_env):

@@ -1,6 +1,5 @@
 """SlicedInference with a deterministic stand-in detector: coordinates mapped back exactly,
 batching, the full-image pass, padding, resized inputs, empty images, the module's face."""
-import numpy as np
 import pytest
 import torch
 from detectron2.data import transforms as T

@@ -24,14 +24,9 @@ MODELS = ["baselines/faster_rcnn_R18s_fpn_synthetic.py", "baselines/retinanet_R1
 
 def _config_module(path):
     """A configs/ helper file as a Python module (its functions; LazyConfig.load keeps only configs)."""
-    import importlib.util
+    from ..modules import config_module
 
-    from sod2.config import get_config_file
-
-    spec = importlib.util.spec_from_file_location("_sod2_cfg_" + path.replace("/", "_")[:-3], get_config_file(path))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return config_module(path)
 
 
 def _image(seed=0, h=200, w=300):

@@ -7,7 +7,6 @@ padded inputs, the multi-scale hook's batches, and 2-process DDP (gloo) where on
 no ground truth, without ``find_unused_parameters``. Expected values are computed by hand or
 by naive loops here."""
 import copy
-import importlib.util
 import json
 import math
 import multiprocessing as mp
@@ -23,13 +22,14 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.events import EventStorage
 
-from sod2.config import get_config, get_config_file
+from sod2.config import get_config
 from sod2.engine.multiscale import resize_batch
 from sod2.modeling.criterion import SamplePointRefinement, SampleReweighting, ScaleAlignedTarget
 from sod2.modeling.meta_arch import RTDETR
 from sod2.modeling.transformer.rtdetr_decoder import DecoderOutput
 
 from ..distributed import free_port, leave
+from ..modules import config_module
 
 REPO = Path(__file__).resolve().parents[2]
 REF_KEYS = REPO / "tests" / "fixtures" / "reference-keys"
@@ -43,10 +43,7 @@ NUM_CLASSES = 3
 
 def _model_config_module():
     """configs/common/models/rtdetr.py as a module (its helper functions)."""
-    spec = importlib.util.spec_from_file_location("rtdetr_model_config", get_config_file("common/models/rtdetr.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return config_module("common/models/rtdetr.py")
 
 
 MODELS = _model_config_module()

@@ -1,7 +1,6 @@
 """YOLOX in sod2: blocks, backbone and neck shapes, the reference parameter counts, SimOTA,
 the IoU losses, the loss normalisation, the meta-architecture, the configs and the
 checkpoint converter. Expected values are computed by hand or by naive loops here."""
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -22,6 +21,8 @@ from sod2.modeling.backbone import CSPDarknet, YOLOPAFPN, pafpn_output_shape
 from sod2.modeling.heads import SOD2_HEAD_REGISTRY, YOLOXHead
 from sod2.modeling.meta_arch import YOLOX, YOLOXPredictions
 from sod2.utils.convert import ConversionError, convert_yolox_state_dict
+
+from ..modules import tool_module
 
 REPO = Path(__file__).resolve().parents[2]
 REF_KEYS = REPO / "tests" / "fixtures" / "reference-keys"
@@ -457,10 +458,7 @@ def test_coco_configs_set_the_size(size):
 
 # ---------------------------------------------------------------- converter
 def _convert_main(argv):
-    spec = importlib.util.spec_from_file_location("convert_weights", REPO / "tools" / "convert_weights.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main(argv)
+    return tool_module("convert_weights").main(argv)
 
 
 def _reference_state_dict(size):

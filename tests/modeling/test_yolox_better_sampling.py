@@ -13,7 +13,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from torch import nn
 
-from sod2.config import get_config, get_config_file
+from sod2.config import get_config
 from sod2.layers.losses import box_iou_loss
 from sod2.modeling.criterion import SampleReweighting, ScaleAlignedTarget
 from sod2.modeling.meta_arch import YOLOX
@@ -21,6 +21,7 @@ from sod2.modeling.meta_arch import YOLOX
 from .test_yolox import _loss_setup, bce_logit
 from .test_yolox import build_yolox as _build_yolox
 from .test_yolox import sigmoid
+from ..modules import config_module
 
 CONFIG = "bsdetr/bs_yolox_tiny_p2_synthetic.py"
 
@@ -327,9 +328,7 @@ def test_helper_switches_and_config_resolves(tmp_path):
     assert cfg.model.head.probe is None and cfg.model.iou_loss_type == "ciou"
     assert cfg.model.backbone.in_features == ["dark2", "dark3", "dark4", "dark5"]
     assert cfg.model.class_target.beta == 0.73 and cfg.model.class_target.theta == 6.0
-    spec = importlib.util.spec_from_file_location("dense_bs", get_config_file("common/models/dense_better_sampling.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = config_module("common/models/dense_better_sampling.py")
     model_cfg = OmegaConf.create({"model": cfg.model}).model
     mod.with_dense_better_sampling(model_cfg, st=False, sr=False)
     assert model_cfg.class_target is None and model_cfg.reweighting is None

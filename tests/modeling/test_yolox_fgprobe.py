@@ -9,15 +9,12 @@ from detectron2.utils.events import EventStorage
 
 from sod2.config import get_config_file
 
+from ..modules import config_module
+
 
 def _module(path):
     """A config file without relative imports, as a module (its helper functions too)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(path.replace("/", "_")[:-3], get_config_file(path))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return config_module(path)
 
 
 def _cfg(num_tokens=20, **probe):

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 from detectron2.config import LazyCall as L
 from detectron2.data import DatasetCatalog
 from detectron2.engine import default_argument_parser

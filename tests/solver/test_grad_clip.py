@@ -1,7 +1,6 @@
 """RT-DETR's optimisation recipe: gradient clipping inside the optimizer (norm after the step,
 AMP's unscale before it), the parameter groups (backbone lr factor, no weight decay on norms
 and biases), the constant schedule with linear warm-up, EMA and multi-scale settings."""
-import importlib.util
 import math
 import tempfile
 
@@ -15,18 +14,17 @@ from detectron2.structures import Boxes, Instances
 from omegaconf import OmegaConf
 from torch import nn
 
-from sod2.config import get_config, get_config_file
+from sod2.config import get_config
 from sod2.engine.ema import build_model_ema
 from sod2.engine.hooks import build_recipe_hooks
 from sod2.engine.multiscale import MultiScaleHook, choose_size, resize_batch
 from sod2.solver import ClippedAdamW, ClippedSGD, LRFactorByPrefix, with_grad_clip
 
+from ..modules import config_module
+
 
 def _recipe_module():
-    spec = importlib.util.spec_from_file_location("_sod2_rtdetr_recipe", get_config_file("common/rtdetr_recipe.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return config_module("common/rtdetr_recipe.py")
 
 
 def _two_params():

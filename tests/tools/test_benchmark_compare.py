@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SYN = str(REPO / "configs" / "baselines" / "faster_rcnn_R18s_fpn_synthetic.py")

@@ -3,7 +3,6 @@
 (tests/fixtures/reference-keys/rtdetr_*.json, every tensor holding its own id) are converted and
 loaded into sod2's RT-DETR built from configs/rtdetr/, with nothing missing, nothing unexpected
 and each tensor where it belongs; both checkpoint layouts; bad input is one line and exit 1."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,6 +13,8 @@ from detectron2.config import instantiate
 
 from sod2.config import get_config
 from sod2.utils.convert import (ConversionError, convert_presnet_state_dict, convert_rtdetr_state_dict)
+
+from ..modules import tool_module
 
 REPO = Path(__file__).resolve().parents[2]
 REF_KEYS = REPO / "tests" / "fixtures" / "reference-keys"
@@ -30,10 +31,7 @@ PRECOMPUTED = {"decoder.anchors": (1, 8400, 4), "decoder.valid_mask": (1, 8400, 
 
 
 def _convert_main(argv):
-    spec = importlib.util.spec_from_file_location("convert_weights", REPO / "tools" / "convert_weights.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main(argv)
+    return tool_module("convert_weights").main(argv)
 
 
 def _reference_state_dict(name, offset=0):
@@ -242,9 +240,7 @@ def test_convert_presnet_errors(tmp_path, capsys):
 def test_check_rtdetr_reference_bad_arguments(tmp_path, capsys):
     """The reference check itself needs a clone of lyuwenyu/RT-DETR (not part of the
     repository); without one it fails with one line."""
-    spec = importlib.util.spec_from_file_location("check_rtdetr_reference", REPO / "tools" / "check_rtdetr_reference.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = tool_module("check_rtdetr_reference")
     assert mod.main(["--reference-repo", str(tmp_path), "--sizes", "r18"]) == 1
     err = capsys.readouterr().err
     assert "is not an RT-DETR clone" in err and len(err.strip().splitlines()) == 1

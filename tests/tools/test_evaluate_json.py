@@ -1,20 +1,18 @@
 """tools/evaluate_json.py: bad arguments and malformed ground truth are one-line errors
 naming the argument, or the file and entry."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from ..modules import tool_module
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("evaluate_json", REPO / "tools" / "evaluate_json.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return tool_module("evaluate_json")
 
 
 def _files(tmp_path, **ann_fields):
