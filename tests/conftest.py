@@ -1,7 +1,6 @@
 """Shared fixtures: a temporary $SOD2_DATASETS, real HIT-UAV images (the repository's subset,
 or the full val split when $SOD2_DATASETS has it), and writers for tiny images and json.
 Every file the tests read is in the repository (tests/fixtures/)."""
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -32,6 +31,21 @@ def _seeded():
     np.random.seed(0)
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _loggers_restored():
+    """A test that runs the trainer's setup (Detectron2's ``setup_logger``) leaves the "sod2"
+    and "detectron2" loggers with their own handlers and no propagation, which hides later
+    tests' records from ``caplog``; each test gets them back as they were."""
+    import logging
+
+    saved = {n: (lg.propagate, list(lg.handlers), lg.level)
+             for n, lg in ((n, logging.getLogger(n)) for n in ("sod2", "detectron2", "fvcore", "d2"))}
+    yield
+    for n, (propagate, handlers, level) in saved.items():
+        lg = logging.getLogger(n)
+        lg.propagate, lg.handlers[:], lg.level = propagate, handlers, level
 
 
 def pytest_collection_modifyitems(config, items):
@@ -134,10 +148,9 @@ def write_json():
 @pytest.fixture(scope="session")
 def convert_tool():
     """tools/convert_dataset.py as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("convert_dataset", REPO / "tools" / "convert_dataset.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from .modules import tool_module
+
+    return tool_module("convert_dataset")
 
 
 def assert_round_trip(dicts, class_names, image_root, tmp_path, **load_kwargs):
