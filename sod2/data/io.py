@@ -29,13 +29,15 @@ from typing import Any, Iterator, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["DataFormatError", "read_image", "to_uint8_rgb", "verify_image", "VERIFY_LEVELS",
            "relative_names", "atomic_path", "atomic_write_json", "atomic_write_text", "remove_stale_temporaries"]
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError):
     """Input data that cannot be used. The message names the file and the entry."""
 
 

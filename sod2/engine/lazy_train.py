@@ -33,13 +33,15 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from omegaconf import OmegaConf
 
+from ..errors import UserError
+
 logger = logging.getLogger("detectron2")
 
 __all__ = ["resolve_device", "do_test", "do_train", "setup", "main", "ConfigError", "load_config",
            "apply_checked_overrides", "derive_output_dir"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file or ``key=value`` override that cannot be used; the message is one line
     naming the file or the override."""
 

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import UserError
 from .cocoeval import Detections, GroundTruth
 
 try:  # optional: 3-5x faster parsing of large result files
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["load_json", "ground_truth_from_coco", "detections_from_coco", "EvaluationInputError"]
 
 
-class EvaluationInputError(ValueError):
+class EvaluationInputError(UserError):
     """A ground-truth or result file (or entry) that cannot be evaluated."""
 
 

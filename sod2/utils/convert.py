@@ -54,11 +54,13 @@ from typing import Callable, Dict, Mapping
 
 import torch
 
+from ..errors import UserError
+
 __all__ = ["ConversionError", "convert_yolox_state_dict", "convert_rtdetr_state_dict",
            "convert_presnet_state_dict", "convert_checkpoint", "CONVERTERS"]
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """A checkpoint that cannot be converted (the message is one line)."""
 
 
