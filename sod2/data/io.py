@@ -29,7 +29,8 @@ from typing import Any, Iterator, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..errors import UserError
+# absolute: tools/evaluate_json.py loads this file on its own, outside the sod2.data package
+from sod2.errors import UserError
 
 logger = logging.getLogger(__name__)
 
