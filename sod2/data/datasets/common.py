@@ -27,7 +27,10 @@ dialect reloads them, so a dataset exported with :mod:`sod2.data.datasets.export
 back to identical dicts.
 A registered dataset whose files are absent fails with :func:`require_path`'s error,
 which names the expected path and points to datasets/README.md. Formats without image
-sizes (VisDrone, UAVDT) read them from the image header with :func:`image_size`.
+sizes (VisDrone, UAVDT) read them from the image header with :func:`image_size`
+(:func:`sod2.data.io.image_size`: the upright size, EXIF orientation applied as
+:func:`sod2.data.io.read_image` applies it; so are the sizes that :func:`verify_records`
+compares with the listed ones).
 Loaders of formats that list sizes check every image when they load it
 (:func:`finish_records`): by default its header, end marker and size (cheap: no pixels
 are decoded); :func:`image_verification` selects ``"full"`` decoding or ``"none"``.
@@ -45,9 +48,8 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
-from PIL import Image, UnidentifiedImageError
 
-from ..io import VERIFY_LEVELS, DataFormatError, verify_image
+from ..io import VERIFY_LEVELS, DataFormatError, image_size, verify_image
 
 logger = logging.getLogger(__name__)
 
@@ -145,17 +147,6 @@ def verify_records(dicts: List[Dict], source: str, level: Optional[str] = None) 
         raise DataFormatError(f"{bad[0]} (listed in {source}; {len(bad)} of {len(dicts)} "
                               f"images unusable)")
     return dicts
-
-
-def image_size(path: str) -> tuple:
-    """(width, height) from the image header, without decoding the pixels."""
-    if not os.path.isfile(path):
-        raise DataFormatError(f"{path}: image file not found")
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataFormatError(f"{path}: cannot read image header ({e})") from None
 
 
 def regions_first(annotations: List[Dict]) -> List[Dict]:
