@@ -18,6 +18,12 @@ The inputs are flat arrays, one row per box:
 
 Outputs follow pycocotools: ``precision`` (T, R, K, A, M) and ``recall``
 (T, K, A, M), -1 where a category has no (non-ignored) ground truth.
+
+Non-finite values: a NaN box has NaN IoU with every ground truth, and "NaN < threshold"
+is false, so a NaN detection would match anything. :func:`match_boxes` therefore refuses
+non-finite boxes and scores; the evaluators remove non-finite detections first with
+:func:`drop_nonfinite_detections` and log one warning counting them
+(:func:`nonfinite_warning`).
 """
 from __future__ import annotations
 
@@ -29,7 +35,8 @@ import numpy as np
 from .matching import match_groups
 
 __all__ = ["GroundTruth", "Detections", "EvalParams", "EvalResult", "Matches", "match_boxes",
-           "accumulate", "evaluate_boxes",
+           "accumulate", "evaluate_boxes", "finite_detection_mask", "drop_nonfinite_detections",
+           "nonfinite_warning",
            "coco_iou_thresholds", "coco_recall_thresholds"]
 
 
@@ -94,6 +101,42 @@ class Detections:
         for name in ("category", "scores"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"Detections.{name} has {len(getattr(self, name))} rows, expected {n}")
+
+
+def finite_detection_mask(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Which detections have a finite box and score.
+
+    Args:
+        boxes: (N, 4) in any box mode; scores: (N,).
+    Returns:
+        (N,) bool, False where a coordinate or the score is NaN or +-inf.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(boxes) != len(scores):
+        raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
+    return np.isfinite(boxes).all(axis=1) & np.isfinite(scores)
+
+
+def drop_nonfinite_detections(dt: "Detections") -> Tuple["Detections", int]:
+    """Remove the detections whose box or score is not finite (order kept).
+
+    Returns:
+        the finite detections and how many were removed; the caller logs one
+        :func:`nonfinite_warning` per evaluation when the count is not 0.
+    """
+    keep = finite_detection_mask(dt.boxes, dt.scores)
+    dropped = int(len(keep) - keep.sum())
+    if not dropped:
+        return dt, 0
+    return Detections(image=dt.image[keep], category=dt.category[keep], boxes=dt.boxes[keep],
+                      scores=dt.scores[keep]), dropped
+
+
+def nonfinite_warning(source: str, dropped: int, total: int) -> str:
+    """The one warning an evaluation logs for ``dropped`` of ``total`` non-finite detections."""
+    return (f"{source}: {dropped} of {total} detections have a NaN or infinite box or score "
+            f"and are not evaluated (they would match any ground truth); a diverged model?")
 
 
 @dataclass
@@ -195,7 +238,16 @@ def match_boxes(gt: GroundTruth, dt: Detections, area_ranges: np.ndarray,
         iod_mode: fallback of unmatched detections to ignored ground truth: 0 none,
             1 TinyPerson's AP rule (f >= threshold), 2 its miss-rate rule (f > 0.5); see
             sod2/csrc/box_matching.c.
+
+    Raises:
+        ValueError: a box, area or score is NaN or infinite (it would match anything).
     """
+    if not np.isfinite(gt.boxes).all() or not np.isfinite(gt.area).all():
+        raise ValueError("match_boxes: a ground-truth box or area is not finite")
+    bad = int((~finite_detection_mask(dt.boxes, dt.scores)).sum())
+    if bad:
+        raise ValueError(f"match_boxes: {bad} detections have a non-finite box or score; "
+                         "remove them first (drop_nonfinite_detections)")
     num_cats = max(len(gt.category_ids), 1)
     area_rng = np.ascontiguousarray(area_ranges, dtype=np.float64).reshape(-1, 2)
     thr = np.ascontiguousarray(iou_thresholds, dtype=np.float64)

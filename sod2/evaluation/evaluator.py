@@ -22,7 +22,8 @@ from detectron2.structures import BoxMode
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
-from .cocoeval import Detections, GroundTruth
+from ..errors import UserError
+from .cocoeval import Detections, GroundTruth, finite_detection_mask, nonfinite_warning
 from .merge import merge_patch_predictions
 from .protocols import evaluate_protocol, format_class_table, format_table, get_protocol
 
@@ -73,9 +74,12 @@ def ground_truth_from_dicts(dataset_dicts: Sequence[Dict], class_names: Sequence
         d = by_id[iid]
         sizes[i] = (d["height"], d["width"])
         reg = []
-        for a in d.get("annotations", []):
+        for j, a in enumerate(d.get("annotations", [])):
             x, y, w, h = BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYWH_ABS)
             area = float(a.get("area", w * h))
+            if not np.isfinite([x, y, w, h, area]).all():
+                raise UserError(f"image {iid!r} ({d.get('file_name')}): annotation #{j} has a "
+                                f"non-finite bbox or area: {list(a['bbox'])!r}, area {area!r}")
             ign = bool(a.get("ignore", 0) or a.get("iscrowd", 0))
             c = int(a["category_id"])
             if c < 0:
@@ -103,7 +107,11 @@ class ScaleBucketEvaluator(DatasetEvaluator):
 
     Results are ``{"bbox": OrderedDict}`` with the keys of
     :func:`sod2.evaluation.protocols.summarize` (percent; NaN where a bucket has no ground
-    truth, Detectron2's convention).
+    truth, Detectron2's convention; ``null`` in the metrics file, which is strict JSON).
+
+    Detections with a NaN or infinite box coordinate or score (a diverged model) are
+    removed before patch merging and matching, with one warning per evaluation that counts
+    them: they are never matched and never written to the results file.
     """
 
     def __init__(
@@ -179,6 +187,22 @@ class ScaleBucketEvaluator(DatasetEvaluator):
             return None
         return list(itertools.chain(*gathered))
 
+    def _drop_nonfinite(self, preds: List[Dict]) -> List[Dict]:
+        """Remove non-finite detections of every image; one warning counts them."""
+        dropped, total, out = 0, 0, []
+        for p in preds:
+            keep = finite_detection_mask(p["boxes"], p["scores"])
+            total += len(keep)
+            if keep.all():
+                out.append(p)
+                continue
+            dropped += int(len(keep) - keep.sum())
+            out.append(dict(p, boxes=np.asarray(p["boxes"]).reshape(-1, 4)[keep],
+                            scores=np.asarray(p["scores"])[keep], classes=np.asarray(p["classes"])[keep]))
+        if dropped:
+            logger.warning(nonfinite_warning(self.dataset_name, dropped, total))
+        return out
+
     def _whole_image_predictions(self, preds: List[Dict]) -> Tuple[str, List[Dict]]:
         patches = [p for p in preds if "patch" in p]
         if not patches:
@@ -197,6 +221,7 @@ class ScaleBucketEvaluator(DatasetEvaluator):
         preds = self._gather()
         if preds is None:
             return {}
+        preds = self._drop_nonfinite(preds)
         gt_dataset, preds = self._whole_image_predictions(preds)
         ignore_from = "iscrowd" if self.protocol == "visdrone" else get_protocol(self.protocol).ignore_from
         gt = ground_truth_from_dicts(DatasetCatalog.get(gt_dataset), self.class_names,
@@ -234,14 +259,21 @@ class ScaleBucketEvaluator(DatasetEvaluator):
     def _save(self, gt: GroundTruth, dt: Detections, metrics: Dict) -> None:
         meta = MetadataCatalog.get(self.dataset_name)
         to_dataset_id = {v: k for k, v in meta.get("thing_dataset_id_to_contiguous_id", {}).items()}
+        # full precision (a float's repr reads back bit-identical): rounding would move boxes
+        # across IoU thresholds and area bounds, and the file would no longer score as reported
         results = [{"image_id": gt.image_ids[i], "category_id": to_dataset_id.get(int(c), int(c) + 1),
-                    "bbox": [round(float(v), 3) for v in b], "score": round(float(s), 5)}
+                    "bbox": [float(v) for v in b], "score": float(s)}
                    for i, c, b, s in zip(dt.image, dt.category, dt.boxes, dt.scores)]
         PathManager.mkdirs(self.output_dir)
         for name, obj in ((f"{self.dataset_name}_results.json", results),
                           (f"{self.dataset_name}_metrics.json",
                            {"protocol": self.protocol, "metrics": metrics})):
             path = os.path.join(self.output_dir, name)
-            with PathManager.open(path + ".tmp", "w") as f:
-                json.dump(obj, f)
+            try:
+                with PathManager.open(path + ".tmp", "w") as f:
+                    json.dump(obj, f, allow_nan=False)  # strict JSON: no NaN literal
+            except BaseException:
+                if os.path.exists(path + ".tmp"):
+                    os.remove(path + ".tmp")
+                raise
             os.replace(path + ".tmp", path)

@@ -11,6 +11,7 @@ from typing import Dict, Hashable, List, Sequence
 import numpy as np
 
 from ..inference.merge import merge_detections
+from .cocoeval import finite_detection_mask
 
 __all__ = ["merge_patch_predictions"]
 
@@ -33,9 +34,17 @@ def merge_patch_predictions(
     Returns:
         whole-image id -> ``boxes`` (M, 4) float32 XYXY, ``scores`` (M,) float32,
         ``classes`` (M,) int64, kept boxes sorted by decreasing score.
+    Raises:
+        ValueError: a box or score is NaN or infinite (NMS would keep or suppress it
+            arbitrarily); remove those first (:func:`~sod2.evaluation.cocoeval.finite_detection_mask`,
+            as :class:`~sod2.evaluation.evaluator.ScaleBucketEvaluator` does).
     """
     grouped: Dict[Hashable, List[Dict]] = defaultdict(list)
     for p in patch_predictions:
+        bad = int((~finite_detection_mask(p["boxes"], p["scores"])).sum())
+        if bad:
+            raise ValueError(f"patch of image {p['image_id']!r} at {list(p['origin'])}: {bad} detections "
+                             "have a non-finite box or score; remove them before merging")
         grouped[p["image_id"]].append(p)
     out = {}
     for image_id, preds in grouped.items():

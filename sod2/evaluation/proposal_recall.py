@@ -9,15 +9,19 @@ protocol (see :func:`sod2.evaluation.evaluator.ground_truth_from_dicts`).
 """
 from __future__ import annotations
 
+import logging
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import torch
 from detectron2.structures import Boxes
 
-from .cocoeval import Detections, EvalParams, GroundTruth, evaluate_boxes
+from .cocoeval import (Detections, EvalParams, GroundTruth, drop_nonfinite_detections, evaluate_boxes,
+                       nonfinite_warning)
 from .evaluator import ground_truth_from_dicts
 from .protocols import get_protocol
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["collect_proposals", "proposal_recall", "format_recall_table"]
 
@@ -70,6 +74,9 @@ def proposal_recall(dataset_dicts: Sequence[Dict], proposals: Sequence[Dict], pr
                     if proposals else np.zeros(0))
     params = EvalParams(area_ranges=dict(p.area_ranges), max_dets=sorted(max_proposals),
                         iou_thresholds=np.array(p.iou_thresholds))
+    dt, dropped = drop_nonfinite_detections(dt)
+    if dropped:
+        logger.warning(nonfinite_warning("proposals", dropped, dropped + len(dt.scores)))
     res = evaluate_boxes(gt, dt, params)
     out: Dict[str, Optional[float]] = {}
     areas = list(p.area_ranges)

@@ -21,6 +21,7 @@ A value is ``None`` when its bucket has no ground truth (pycocotools' -1).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -237,13 +238,22 @@ def evaluate_protocol(gt: GroundTruth, dt: Detections, protocol,
         if names is not None:
             for k, cname in enumerate(names):
                 out[f"AP-{cname}"] = float(res["AP"][k].mean()) if res["class_weight"][k] else None
-        return out
+        return _checked(out)
     p = protocol if isinstance(protocol, Protocol) else get_protocol(protocol)
     p = p.with_overrides(area_ranges=area_ranges, max_dets=max_dets, iou_thresholds=iou_thresholds)
     out = summarize(evaluate_boxes(gt, dt, p.params()), p, names)
     if p.name == "tinyperson" and area_ranges is None and iou_thresholds is None:
         out = _with_miss_rates(out, gt, dt)
-    return out
+    return _checked(out)
+
+
+def _checked(metrics: Dict[str, Optional[float]]) -> Dict[str, Optional[float]]:
+    """Metrics are finite numbers or None (no ground truth): a NaN here is a bug, and the
+    metrics files are strict JSON (``null``, never a ``NaN`` literal)."""
+    bad = [k for k, v in metrics.items() if v is not None and not math.isfinite(v)]
+    if bad:
+        raise RuntimeError(f"evaluation produced non-finite metrics {bad}: a bug in sod2.evaluation")
+    return metrics
 
 
 def _with_miss_rates(metrics: Dict, gt: GroundTruth, dt: Detections) -> Dict:

@@ -181,3 +181,23 @@ def test_tinyperson_miss_rate_matches_reference(seed):
     m = evaluate_protocol(gt, dt, "tinyperson")
     assert m["MR"] == pytest.approx(100 * ref[("tiny", 0.5)], abs=1e-9)
     assert m["MR_tiny1"] == pytest.approx(100 * ref[("tiny1", 0.5)], abs=1e-9)
+
+
+@pytest.mark.parametrize("where", ["box", "score"])
+def test_matching_refuses_nonfinite_detections(where):
+    """A NaN box has NaN IoU, and "NaN < threshold" is false: it would match any object. The
+    matching kernel's wrapper refuses it; drop_nonfinite_detections removes it and counts."""
+    from sod2.evaluation.cocoeval import Detections, GroundTruth, drop_nonfinite_detections
+
+    gt = GroundTruth(image_ids=np.array([1]), category_ids=np.array([1]), image=np.array([0]),
+                     category=np.array([0]), boxes=np.array([[0.0, 0, 10, 10]]), area=np.array([100.0]),
+                     crowd=np.array([False]), ignore=np.array([False]))
+    boxes = np.array([[np.nan, 0, 10, 10] if where == "box" else [0.0, 0, 10, 10], [50.0, 50, 10, 10]])
+    scores = np.array([0.9 if where == "box" else np.inf, 0.5])
+    dt = Detections(image=np.array([0, 0]), category=np.array([0, 0]), boxes=boxes, scores=scores)
+    params = EvalParams(area_ranges={"all": (0, 1e10)})
+    with pytest.raises(ValueError, match="1 detections have a non-finite box or score"):
+        evaluate_boxes(gt, dt, params)
+    finite, dropped = drop_nonfinite_detections(dt)
+    assert dropped == 1 and finite.boxes.tolist() == [[50.0, 50, 10, 10]] and finite.scores.tolist() == [0.5]
+    assert evaluate_boxes(gt, finite, params).recall.max() == 0.0  # the remaining box misses

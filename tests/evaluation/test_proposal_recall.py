@@ -27,3 +27,19 @@ def test_recall_by_hand():
     assert r["AR_gS@2"] == pytest.approx(80.0)
     assert r["AR_Normal@3"] is None  # no ground truth in the bucket
     assert "| proposals |" in format_recall_table({"RPN": r})
+
+
+def test_nonfinite_proposals_are_dropped_with_one_warning(caplog):
+    """A diverged RPN's NaN/inf proposals are not counted as recalling anything: one object,
+    found only by a finite proposal ranked below the NaN ones."""
+    dicts = [{"image_id": 1, "height": 100, "width": 100, "annotations": [make_annotation([0, 0, 10, 10], 0),
+                                                                           make_annotation([50, 50, 10, 10], 0)]}]
+    nan, inf = np.nan, np.inf
+    props = [{"image_id": 1, "boxes": np.array([[nan] * 4, [nan, 0, 10, 10], [50, 50, 60, inf], [0, 0, 10, 10]]),
+              "scores": np.array([9.0, 8.0, 7.0, 1.0])}]
+    r = proposal_recall(dicts, props, "coco", max_proposals=(1, 4))
+    # top-1 among finite proposals is the copy of the first object: 1 of 2 recalled
+    assert r["AR@1"] == pytest.approx(50.0) and r["AR@4"] == pytest.approx(50.0)
+    assert [m.getMessage() for m in caplog.records if "NaN or infinite" in m.getMessage()] == [
+        "proposals: 3 of 4 detections have a NaN or infinite box or score and are not evaluated "
+        "(they would match any ground truth); a diverged model?"]
