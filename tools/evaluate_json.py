@@ -7,18 +7,27 @@ README's evaluation section).
     python tools/evaluate_json.py --gt GT.json --dt DT.json --protocol aitod \
         [--ranges name=lo,hi ...] [--max-dets a,b,c] [--iou-thrs t ...] [--output metrics.json]
 
-Numbers are in percent; a bucket without ground truth is null. Custom ``--ranges``
+Numbers are in percent; a bucket without ground truth is null (the metrics file is strict
+JSON: never a NaN literal). Custom ``--ranges``
 replace the protocol's buckets (an ``all`` range is implied and cannot be redefined; a
 name may be given once). ``--max-dets`` are positive integers. The ground truth may use
 the sod2 dialect (``ignore`` on annotations, ``ignore_regions`` on images; see
 datasets/README.md).
+
+Input checks: a ground-truth annotation whose ``image_id``/``category_id`` is not of the
+type of the listed ids (the string "1" for the image 1), or whose bbox is not four finite
+numbers with w, h >= 0, is refused; so is a detection with such an id or with an
+``image_id`` the ground truth does not list. Detections with a NaN or infinite box or score
+are dropped with one warning that counts them, as the training-time evaluator does, so that
+both evaluate the same detections. Errors are one line, ``error: <file>: <entry>: ...``,
+exit status 2; nothing is written then.
 
 This tool loads only sod2's NumPy evaluation core: importing the ``sod2`` package
 itself would import torch and Detectron2 to register models (seconds of start-up).
 """
 import argparse
 import importlib.util
-import json
+import logging
 import math
 import os
 import sys
@@ -113,6 +122,33 @@ def _parse_iou_thrs(items):
     return vals
 
 
+def _fail(message: str):
+    """A user error: one line on stderr, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _check_output(path: str) -> None:
+    """Refuse, before evaluating, an output that is a folder or that cannot be written:
+    the nearest existing folder on its path must accept a file (probed: ``os.access`` is
+    not reliable for root or on read-only mounts). Nothing is left behind."""
+    import tempfile
+
+    if os.path.isdir(path):
+        _fail(f"--output {path} is a folder; give the path of the .json file to write")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        _fail(f"--output {path}: {folder} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".evaluate_json-probe-")
+    except OSError as e:
+        _fail(f"--output {path}: cannot create a file in {folder} ({e.strerror})")
+    os.close(fd)
+    os.remove(probe)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,9 +169,9 @@ def main(argv=None):
         max_dets = _parse_max_dets(args.max_dets)
         iou_thrs = _parse_iou_thrs(args.iou_thrs)
     except argparse.ArgumentTypeError as e:
-        parser.error(str(e))
-    if args.output and os.path.isdir(args.output):
-        parser.error(f"--output {args.output} is a folder; give the path of the .json file to write")
+        _fail(str(e))
+    if args.output:
+        _check_output(args.output)
 
     coco_json, protocols = _import_eval_core()
     t0 = time.perf_counter()
@@ -145,10 +181,10 @@ def main(argv=None):
         gt, dt = coco_json.load_coco_pair(args.gt, args.dt, ignore_from=ignore_from)
         metrics = protocols.evaluate_protocol(gt, dt, args.protocol, area_ranges=ranges,
                                               max_dets=max_dets, iou_thresholds=iou_thrs)
-    except (coco_json.EvaluationInputError, ValueError, KeyError) as e:
-        sys.exit(f"error: {e}")
+    except ValueError as e:  # EvaluationInputError (a UserError), or a refused override
+        _fail(str(e))
     except OSError as e:
-        sys.exit(f"error: {e.filename}: {e.strerror}")
+        _fail(f"{e.filename}: {e.strerror}")
     elapsed = time.perf_counter() - t0
 
     if not args.quiet:
@@ -158,11 +194,15 @@ def main(argv=None):
             print("\nPer-category AP:\n" + table)
     print(f"evaluated {len(dt.image)} detections on {len(gt.image_ids)} images in {elapsed:.2f}s")
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        # atomic, and a killed earlier run's temporary is removed
-        _atomic_write_json({"protocol": args.protocol, "metrics": metrics}, args.output)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+            # atomic, and a killed earlier run's temporary is removed
+            _atomic_write_json({"protocol": args.protocol, "metrics": metrics}, args.output)
+        except OSError as e:
+            _fail(f"--output {args.output}: cannot write ({e.strerror})")
     return metrics
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     main()

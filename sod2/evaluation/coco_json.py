@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 
 from ..errors import UserError
-from .cocoeval import Detections, GroundTruth
+from .cocoeval import Detections, GroundTruth, drop_nonfinite_detections, nonfinite_warning
 
 try:  # optional: 3-5x faster parsing of large result files
     import orjson as _orjson
@@ -37,22 +37,38 @@ def load_json(path: str) -> Any:
             data = f.read()
     except OSError as e:
         raise EvaluationInputError(f"{path}: cannot read ({e.strerror})") from e
+    if _orjson is not None:
+        try:
+            return _orjson.loads(data)
+        except ValueError:
+            pass  # retry with the standard parser: the NaN/Infinity literals it accepts
+            # (Python writes them) are then treated alike with or without orjson
     try:
-        return _orjson.loads(data) if _orjson is not None else json.loads(data)
-    except ValueError as e:
+        return json.loads(data)
+    except (ValueError, RecursionError) as e:
         raise EvaluationInputError(f"{path}: not valid JSON ({e})") from e
 
 
-def _box(entry: Dict, where: str) -> List[float]:
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _box(entry: Dict, where: str, ground_truth: bool) -> List[float]:
+    """``[x, y, w, h]`` of four numbers. Ground truth: finite, ``w >= 0`` and ``h >= 0``
+    (zero-size boxes are kept, as pycocotools keeps them). Detections may be non-finite
+    (dropped later, counted) or of negative size (evaluated as pycocotools does)."""
     bbox = entry.get("bbox")
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
         raise EvaluationInputError(f"{where}: 'bbox' must be [x, y, w, h], got {bbox!r}")
-    try:
-        vals = [float(v) for v in bbox]
-    except (TypeError, ValueError):
-        raise EvaluationInputError(f"{where}: 'bbox' must hold numbers, got {bbox!r}") from None
-    if not all(math.isfinite(v) for v in vals):
-        raise EvaluationInputError(f"{where}: 'bbox' is not finite: {bbox!r}")
+    if not all(_is_number(v) for v in bbox):
+        raise EvaluationInputError(f"{where}: 'bbox' must hold numbers, got {bbox!r}")
+    vals = [float(v) for v in bbox]
+    if ground_truth:
+        if not all(math.isfinite(v) for v in vals):
+            raise EvaluationInputError(f"{where}: 'bbox' is not finite: {bbox!r}")
+        if vals[2] < 0 or vals[3] < 0:
+            raise EvaluationInputError(f"{where}: 'bbox' has a negative width or height: {bbox!r} "
+                                       f"(COCO boxes are [x, y, w, h] with w, h >= 0)")
     return vals
 
 
@@ -63,6 +79,22 @@ def _id(v: Any, where: str, field: str):
             return int(v)
         raise EvaluationInputError(f"{where}: {field!r} must be an integer or a string, got {v!r}")
     return v
+
+
+def _listed_id(v: Any, id_type: type, where: str, field: str, listing: str):
+    """An annotation's or detection's ``image_id``/``category_id``, of the type of the ids
+    that the ground truth's ``images``/``categories`` list: ``"1"`` never stands for 1."""
+    v = _id(v, where, field)
+    if id_type is not None and not isinstance(v, id_type):
+        kind = {int: "integers", str: "strings"}[id_type]
+        raise EvaluationInputError(f"{where}: {field} {v!r} is a {type(v).__name__} but the ground "
+                                   f"truth's {listing} ids are {kind}")
+    return v
+
+
+def _id_type(ids: Sequence) -> type:
+    """int or str: the type of a (non-mixed) id list; None when empty."""
+    return (str if isinstance(ids[0], str) else int) if len(ids) else None
 
 
 def _flag(entry: Dict, key: str, where: str) -> bool:
@@ -123,6 +155,7 @@ def ground_truth_from_coco(dataset: Dict, source: str = "<ground truth>",
         raise EvaluationInputError(f"{source}: image or category ids mix integers and strings") from None
     img_index = {i: n for n, i in enumerate(image_ids)}
     cat_index = {c: n for n, c in enumerate(category_ids)}
+    img_type, cat_type = _id_type(image_ids), _id_type(category_ids)
 
     anns = dataset["annotations"]
     n = len(anns)
@@ -141,13 +174,13 @@ def ground_truth_from_coco(dataset: Dict, source: str = "<ground truth>",
             raise EvaluationInputError(f"{source}: annotation #{j}: expected an object, got "
                                        f"{type(ann).__name__}")
         where = f"{source}: annotation #{j} (id {ann.get('id')!r})"
-        ii = img_index.get(_id(ann.get("image_id"), where, "image_id"))
-        cc = cat_index.get(_id(ann.get("category_id"), where, "category_id"))
+        ii = img_index.get(_listed_id(ann.get("image_id"), img_type, where, "image_id", "image"))
+        cc = cat_index.get(_listed_id(ann.get("category_id"), cat_type, where, "category_id", "category"))
         if ii is None or cc is None:  # pycocotools never evaluates these
             keep[j] = False
             continue
         image[j], category[j] = ii, cc
-        boxes[j] = _box(ann, where)
+        boxes[j] = _box(ann, where, ground_truth=True)
         if "area" in ann:
             area[j] = _nonneg(ann, "area", where)
         else:
@@ -194,50 +227,63 @@ def ground_truth_from_coco(dataset: Dict, source: str = "<ground truth>",
 def detections_from_coco(results: Sequence[Dict], gt: GroundTruth,
                          source: str = "<results>") -> Detections:
     """Build :class:`Detections` from a COCO results list (``image_id``, ``category_id``,
-    ``bbox`` XYWH, ``score``), checking every entry against the ground truth."""
+    ``bbox`` XYWH, ``score``), checking every entry against the ground truth.
+
+    Refused (:class:`EvaluationInputError` naming the file and entry): an entry that is not
+    an object, an ``image_id`` absent from the ground truth, an id of another type than the
+    ground truth's (``"1"`` for 1), a ``bbox`` that is not four numbers, a ``score`` that is
+    not a number. Dropped with one warning that counts them: detections of a category the
+    ground truth does not list (as pycocotools), and detections with a NaN or infinite box or
+    score (as :class:`~sod2.evaluation.evaluator.ScaleBucketEvaluator`; they would match any
+    ground truth). Boxes of negative width or height are kept and scored as pycocotools
+    scores them: they overlap nothing, so they are never true positives.
+    """
     if not isinstance(results, list):
         raise EvaluationInputError(f"{source}: a results file must hold a JSON list of detections")
     img_index = {i: n for n, i in enumerate(gt.image_ids.tolist())}
     cat_index = {c: n for n, c in enumerate(gt.category_ids.tolist())}
+    img_type, cat_type = _id_type(gt.image_ids.tolist()), _id_type(gt.category_ids.tolist())
     n = len(results)
     image = np.empty(n, np.int64)
     category = np.empty(n, np.int64)
     scores = np.empty(n, np.float64)
     keep = np.ones(n, bool)
-    try:
-        boxes = np.array([r["bbox"] for r in results], dtype=np.float64).reshape(n, 4)
+    try:  # fast path: every bbox is a list of 4 numbers
+        boxes = np.array([r["bbox"] for r in results])
+        if boxes.dtype.kind not in "if" or boxes.shape != (n, 4):
+            boxes = None
     except (KeyError, TypeError, ValueError):
         boxes = None  # find and name the bad entry below
     for j, r in enumerate(results):
         where = f"{source}: detection #{j}"
         if not isinstance(r, dict):
             raise EvaluationInputError(f"{where}: expected an object, got {type(r).__name__}")
-        ii = img_index.get(_id(r.get("image_id"), where, "image_id"))
+        iid = _listed_id(r.get("image_id"), img_type, where, "image_id", "image")
+        ii = img_index.get(iid)
         if ii is None:
-            raise EvaluationInputError(
-                f"{where}: image_id {r.get('image_id')!r} is not in the ground truth")
-        cc = cat_index.get(_id(r.get("category_id"), where, "category_id"))
+            raise EvaluationInputError(f"{where}: image_id {iid!r} is not in the ground truth")
+        cc = cat_index.get(_listed_id(r.get("category_id"), cat_type, where, "category_id", "category"))
+        s = r.get("score")
+        if not _is_number(s):
+            raise EvaluationInputError(f"{where}: 'score' must be a number, got {s!r}")
+        if boxes is None:
+            _box(r, where, ground_truth=False)
         if cc is None:
             keep[j] = False  # pycocotools evaluates only the ground truth's categories
             continue
-        s = r.get("score")
-        if not isinstance(s, (int, float)) or not math.isfinite(s):
-            raise EvaluationInputError(f"{where}: 'score' must be a finite number, got {s!r}")
         image[j], category[j], scores[j] = ii, cc, s
-        if boxes is None:
-            _box(r, where)
     if boxes is None:
-        boxes = np.array([_box(r, f"{source}: detection #{j}") for j, r in enumerate(results)],
-                         dtype=np.float64).reshape(n, 4)
-    elif not np.isfinite(boxes).all():
-        j = int(np.flatnonzero(~np.isfinite(boxes).all(1))[0])
-        raise EvaluationInputError(f"{source}: detection #{j}: 'bbox' is not finite")
+        boxes = np.array([r["bbox"] for r in results], dtype=np.float64).reshape(n, 4)
     dropped = int((~keep).sum())
     if dropped:
         logger.warning("%s: %d detections have a category_id absent from the ground truth; "
                        "not evaluated", source, dropped)
-    return Detections(image=image[keep], category=category[keep], boxes=boxes[keep],
-                      scores=scores[keep])
+    dt, nonfinite = drop_nonfinite_detections(Detections(
+        image=image[keep], category=category[keep], boxes=boxes.astype(np.float64)[keep],
+        scores=scores[keep]))
+    if nonfinite:
+        logger.warning(nonfinite_warning(source, nonfinite, int(keep.sum())))
+    return dt
 
 
 def load_coco_pair(gt_path: str, dt_path: str, ignore_from: str = "iscrowd"
