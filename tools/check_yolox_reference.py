@@ -21,18 +21,23 @@ Check that sod2's YOLOX computes what the official YOLOX computes.
    ``sod2.utils.convert`` (the code of ``tools/convert_weights.py``) and loaded strictly into
    sod2's model from ``configs/yolox/yolox_<size>_coco.py``;
 4. both run in eval mode on (a) a random 640x640 (416 for nano/tiny) BGR 0-255 image and
-   (b) a letterboxed thermal image of tests/fixtures/hituav-subset (resize the longer side,
-   pad bottom/right with 114: the reference's ``preproc``; sod2 gets the resized image and
-   pads it itself);
+   (b) an image file (default: a thermal image of tests/fixtures/hituav-subset), each model
+   through its own test path: the reference's evaluation input from its own functions
+   (``COCODataset.load_resized_img``, then ``ValTransform``), sod2's from the config's test
+   mapper (``YOLOXTestResize``) and ``model.preprocess_image``; the two network inputs must be
+   equal pixel for pixel;
 5. the reference's ``postprocess`` (conf 0.01, NMS 0.65, class-wise) is compared with sod2's
-   ``YOLOX.inference`` (same thresholds; no detection cap; boxes in network-input pixels,
-   before Detectron2's rescale-and-clip), detection by detection in score order, and the raw
-   dense outputs (decoded boxes, obj and cls probabilities) are compared as well.
+   ``YOLOX.inference`` (same thresholds; boxes in network-input pixels), detection by
+   detection in score order, and the raw dense outputs (decoded boxes, obj and cls
+   probabilities) are compared as well; for (b), the boxes of the reference's
+   ``COCOEvaluator.convert_to_coco_format`` (divided by the letterbox ratio, COCO xywh) are
+   compared with those of sod2's full forward (the config's mapping back to the image).
 
 Prints one table row per (size, input): the count above the score threshold (before NMS),
-detection counts, max |diff| of boxes, scores and
-dense outputs, and the fraction of equal classes. Exit status 1 if a count differs or a
-difference exceeds ``--tol``.
+detection counts, max |diff| of boxes, scores, boxes in the original image (``max|img box|``,
+(b) only) and dense outputs, and the fraction of equal classes. Exit status 1 if a count
+differs or a difference exceeds ``--tol``; 2 with one line ``error: ...`` for unusable input
+(not a YOLOX clone, an unreadable image).
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ import glob
 import os
 import sys
 import tempfile
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -55,6 +61,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
 from detectron2.config import instantiate  # noqa: E402
 
 from sod2.config import get_config  # noqa: E402
+from sod2.errors import UserError  # noqa: E402
 from sod2.utils.convert import convert_checkpoint  # noqa: E402
 
 SIZES = {"nano": (0.33, 0.25, True, 416), "tiny": (0.33, 0.375, False, 416), "s": (0.33, 0.50, False, 640),
@@ -89,29 +96,38 @@ def build_reference(yolox_models, size: str, seed: int, obj_bias: float, cls_bia
 
 
 def build_sod2(size: str, checkpoint: str) -> nn.Module:
+    """sod2's model (the config's: no detection cap, boxes not clipped) and test mapper."""
     cfg = get_config(f"yolox/yolox_{size}_coco.py")
-    cfg.model.max_detections_per_image = 10 ** 9  # the reference has no cap
     model = instantiate(cfg.model)
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
     model.load_state_dict(state, strict=True)  # raises on any missing or unexpected key
-    return model.eval()
+    return model.eval(), instantiate(cfg.dataloader.test.mapper)
 
 
-def letterbox(img: np.ndarray, size: int):
-    """(H, W, 3) uint8 BGR -> the resized image (h', w', 3) and the size x size padded one."""
-    import cv2
-    r = min(size / img.shape[0], size / img.shape[1])
-    h, w = int(img.shape[0] * r), int(img.shape[1] * r)
-    resized = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.uint8)
-    padded = np.full((size, size, 3), 114, dtype=np.uint8)
-    padded[:h, :w] = resized
-    return resized, padded
+def official_eval_input(img: np.ndarray, size: int) -> torch.Tensor:
+    """The official evaluation's (1, 3, size, size) network input of an (H, W, 3) BGR image,
+    from the reference's own functions: ``COCODataset(img_size=test_size)`` resizes it
+    (``load_resized_img``), then ``ValTransform`` letterboxes it (``preproc``)."""
+    from yolox.data import COCODataset, ValTransform
+    dataset = SimpleNamespace(img_size=(size, size), load_image=lambda index: img)
+    resized = COCODataset.load_resized_img(dataset, 0)
+    x, _ = ValTransform(legacy=False)(resized, None, (size, size))
+    return torch.from_numpy(x)[None]
+
+
+def official_image_boxes(ref_det, img_h: int, img_w: int, size: int) -> torch.Tensor:
+    """(D, 4) COCO xywh boxes of the reference's ``COCOEvaluator.convert_to_coco_format``."""
+    from yolox.evaluators import COCOEvaluator
+    evaluator = SimpleNamespace(img_size=(size, size),
+                                dataloader=SimpleNamespace(dataset=SimpleNamespace(class_ids=list(range(80)))))
+    rows = COCOEvaluator.convert_to_coco_format(evaluator, [ref_det.clone()], [[img_h], [img_w]], [0])
+    return torch.tensor([r["bbox"] for r in rows], dtype=torch.float32).reshape(-1, 4)
 
 
 @torch.no_grad()
-def sod2_outputs(model, image_chw_uint8: torch.Tensor):
-    """sod2's dense outputs and detections (network-input pixels, unclipped) for one image."""
-    images = model.preprocess_image([{"image": image_chw_uint8}])
+def sod2_outputs(model, inputs: dict):
+    """sod2's dense outputs and detections (network-input pixels, unclipped) for one input."""
+    images = model.preprocess_image([inputs])
     feats = model.backbone(images.tensor)
     feats = [feats[f] for f in model.head_in_features]
     preds = model.decode(*model.head(feats))
@@ -133,7 +149,7 @@ def reference_outputs(model, postprocess, x: torch.Tensor, conf: float, nms: flo
 def compare(ref_dense, ref_det, dense, det):
     n_ref = 0 if ref_det is None else ref_det.shape[0]
     n = len(det)
-    row = {"n_ref": n_ref, "n_sod2": n, "dense": (ref_dense - dense).abs().max().item()}
+    row = {"n_ref": n_ref, "n_sod2": n, "dense": (ref_dense - dense).abs().max().item(), "img_box": None}
     k = min(n_ref, n)
     if k:
         ref_boxes, ref_scores = ref_det[:k, :4], ref_det[:k, 4] * ref_det[:k, 5]
@@ -162,22 +178,32 @@ def main(argv=None) -> int:
     p.add_argument("--tol", type=float, default=1e-3)
     args = p.parse_args(argv)
 
+    try:
+        return run(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args) -> int:
     if not os.path.isdir(os.path.join(args.reference_repo, "yolox", "models")):
-        print(f"check_yolox_reference: error: {args.reference_repo} is not a YOLOX clone "
-              "(no yolox/models)", file=sys.stderr)
-        return 1
+        raise UserError(f"{args.reference_repo}: not a YOLOX clone (no yolox/models)")
     sys.path.insert(0, os.path.abspath(args.reference_repo))
     import yolox.models as yolox_models
     from yolox.utils import postprocess
 
     image = args.image or sorted(glob.glob(os.path.join(REPO, "tests/fixtures/hituav-subset/hit-uav/*/*.jpg")))[0]
     import cv2
+    if not os.path.isfile(image):
+        raise UserError(f"{image}: image file not found")
     real = cv2.imread(image)  # BGR, as the reference reads it
+    if real is None:
+        raise UserError(f"{image}: cannot read the image")
     print(f"random weights (seed {args.seed}); prediction biases set in BOTH models: obj {args.obj_bias}, "
           f"cls {args.cls_bias}, box w/h {args.wh_bias} (else nothing would pass conf {args.conf})")
     print(f"real image: {os.path.relpath(image, REPO) if image.startswith(REPO) else image} {real.shape[1]}x{real.shape[0]}")
     header = f"{'size':5} {'input':12} {'n_pass':>6} {'n_ref':>6} {'n_sod2':>6} {'max|box|':>10} {'max|score|':>10} " \
-             f"{'cls equal':>9} {'max|dense|':>10}"
+             f"{'cls equal':>9} {'max|dense|':>10} {'max|img box|':>12}"
     print(header)
     print("-" * len(header))
     ok = True
@@ -187,27 +213,39 @@ def main(argv=None) -> int:
             src, dst = os.path.join(tmp, f"yolox_{size}.pth"), os.path.join(tmp, f"sod2_{size}.pth")
             torch.save({"model": ref.state_dict(), "start_epoch": 0}, src)
             convert_checkpoint("yolox", src, dst)
-            model = build_sod2(size, dst)
+            model, mapper = build_sod2(size, dst)
             model.test_score_thresh, model.test_nms_thresh = args.conf, args.nms
             s = SIZES[size][3]
             g = torch.Generator().manual_seed(args.seed + 2)
             rand = torch.randint(0, 256, (3, s, s), generator=g, dtype=torch.uint8)
-            resized, padded = letterbox(real, s)
-            cases = [("random", rand, rand.float()[None]),
-                     ("letterboxed", torch.from_numpy(resized).permute(2, 0, 1).contiguous(),
-                      torch.from_numpy(padded).permute(2, 0, 1).float()[None].contiguous())]
+            h, w = real.shape[:2]
+            cases = [("random", {"image": rand}, rand.float()[None]),
+                     ("image file", mapper({"file_name": image, "height": h, "width": w, "image_id": 0}),
+                      official_eval_input(real, s))]
             for name, sod2_in, ref_in in cases:
                 dense, det, net_in = sod2_outputs(model, sod2_in)
-                assert torch.equal(net_in, ref_in), "network inputs differ"
+                if not torch.equal(net_in, ref_in):
+                    diff = "shapes differ" if net_in.shape != ref_in.shape else \
+                        f"max |diff| {(net_in - ref_in).abs().max().item()}"
+                    print(f"{size:5} {name:12} network inputs differ ({tuple(net_in.shape)} / "
+                          f"{tuple(ref_in.shape)}, {diff})")
+                    ok = False
+                    continue
                 ref_dense, ref_det = reference_outputs(ref, postprocess, ref_in, args.conf, args.nms)
                 r = compare(ref_dense, ref_det, dense, det)
+                if "file_name" in sod2_in and r["n_ref"] == r["n_sod2"] and r["n_ref"]:
+                    with torch.no_grad():
+                        ours = model([sod2_in])[0]["instances"].pred_boxes.tensor
+                    ours = torch.cat([ours[:, :2], ours[:, 2:] - ours[:, :2]], 1)  # COCO xywh
+                    r["img_box"] = (official_image_boxes(ref_det, h, w, s) - ours).abs().max().item()
                 n_pass = int(((ref_dense[:, 4] * ref_dense[:, 5:].max(1).values) >= args.conf).sum())
+                img_box = "-" if r["img_box"] is None else f"{r['img_box']:.2e}"
                 print(f"{size:5} {name:12} {n_pass:>6} {r['n_ref']:>6} {r['n_sod2']:>6} {r['box']:>10.2e} {r['score']:>10.2e} "
-                      f"{r['cls']:>9.4f} {r['dense']:>10.2e}")
+                      f"{r['cls']:>9.4f} {r['dense']:>10.2e} {img_box:>12}")
                 if r["n_ref"] == 0:
                     print("  (no detections: the comparison is vacuous; change the biases)")
                 ok &= r["n_ref"] > 0 and r["n_ref"] == r["n_sod2"] and max(r["box"], r["score"], r["dense"]) <= args.tol \
-                    and r["cls"] == 1.0
+                    and r["cls"] == 1.0 and (r["img_box"] or 0.0) <= args.tol
     print("OK: same detections" if ok else "MISMATCH")
     return 0 if ok else 1
 

@@ -8,11 +8,18 @@ augmentation off and the L1 loss on for the last ``no_aug_epochs`` + 1 epochs, t
 reference's off-by-one) and multi-scale batches (``input_size`` +- 5 x 32 px every 10
 iterations), and returns the warm-up (quadratic, ``warmup_epochs``) + cosine schedule with
 its flat tail. Tiny/Nano: ``mosaic_scale=(0.5, 1.5), enable_mixup=False``.
+
+``yolox_test_resize(dataloader, model, size)`` makes the test path the official one: the test
+mapper's only augmentation is ``YOLOXTestResize(size)`` (OpenCV INTER_LINEAR to
+``int(h * r), int(w * r)`` with one ratio ``r = min(size / h, size / w)``, as the official
+evaluation) and the model pads the batch with 114 to the ``size`` x ``size`` square and divides
+its boxes by r. Every YOLOX config uses it.
 """
 from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 
 from sod2.data import MosaicDataset
+from sod2.data.transforms import YOLOXTestResize
 
 from .schedules import warmcos_epoch_schedule
 
@@ -46,3 +53,12 @@ def yolox_recipe(dataloader, train, *, input_size: int, epochs: int, iters_per_e
     train.multiscale.input_size = [input_size, input_size]
     train.multiscale.size_range = [input_size - 32 * multiscale_steps, input_size + 32 * multiscale_steps]
     return warmcos_epoch_schedule(epochs, iters_per_epoch, warmup_epochs, no_aug_epochs)
+
+
+def yolox_test_resize(dataloader, model, size: int):
+    """Test at ``size`` as the official YOLOX evaluation (edits both configs in place): the
+    test mapper's augmentations become ``[YOLOXTestResize(size)]`` and the model's test batch
+    is padded to ``size`` x ``size`` (``model.backbone.square_pad``): the network input is
+    the official ``preproc`` tensor."""
+    dataloader.test.mapper.augmentations = [L(YOLOXTestResize)(size=size)]
+    model.backbone.square_pad = size

@@ -3,15 +3,12 @@
 recipe, 640 px test, K = 500, SGD lr 0.01 at batch 8, 100 epochs, from the official COCO
 YOLOX-S weights (``python tools/convert_weights.py yolox yolox_s.pth weights/yolox_s_sod2.pth``).
 Plain twin: ``fgprobe-plain_yolox_s_p2_hituav.py``."""
-import detectron2.data.transforms as T
-from detectron2.config import LazyCall as L
-
 from ..common.data.hituav import NUM_TRAIN_IMAGES, dataloader
 from ..common.models.fgprobe import with_fgprobe
 from ..common.models.yolox import model, yolox_size
 from ..common.optim import SGD_nesterov_nodecay_norm_bias as optimizer
 from ..common.train import train
-from ..common.yolox_recipe import yolox_recipe
+from ..common.yolox_recipe import yolox_recipe, yolox_test_resize
 
 SIZE, EPOCHS = 640, 100
 dataloader.train.total_batch_size = 8
@@ -20,8 +17,7 @@ ITERS_PER_EPOCH = NUM_TRAIN_IMAGES // 8
 yolox_size(model, "s")
 model.num_classes = 4
 with_fgprobe(model, num_tokens=500)
-model.backbone.square_pad = SIZE
-dataloader.test.mapper.augmentations = [L(T.ResizeShortestEdge)(short_edge_length=SIZE, max_size=SIZE)]
+yolox_test_resize(dataloader, model, SIZE)  # the official test path
 lr_multiplier = yolox_recipe(dataloader, train, input_size=SIZE, epochs=EPOCHS,
                              iters_per_epoch=ITERS_PER_EPOCH, max_labels=500)
 optimizer.lr = 0.01

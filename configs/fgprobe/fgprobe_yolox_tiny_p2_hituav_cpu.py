@@ -4,15 +4,12 @@ val split, evaluated on its other 90 (AI-TOD buckets), at 512 px (YOLOX recipe: 
 0.5-1.5, HSV, flips, multi-scale 448-576, EMA, warm-up + cosine, L1 in the last epochs), batch
 4, 4 epochs (200 iterations). Shows the chain works on real data, not converged accuracy.
 Plain twin: ``fgprobe-plain_yolox_tiny_p2_hituav_cpu.py``."""
-import detectron2.data.transforms as T
-from detectron2.config import LazyCall as L
-
 from ..common.data.hituav_cpu import NUM_TRAIN_IMAGES, dataloader
 from ..common.models.fgprobe import with_fgprobe
 from ..common.models.yolox import model, yolox_size
 from ..common.optim import SGD_nesterov_nodecay_norm_bias as optimizer
 from ..common.train import train
-from ..common.yolox_recipe import yolox_recipe
+from ..common.yolox_recipe import yolox_recipe, yolox_test_resize
 
 SIZE, EPOCHS = 512, 4
 ITERS_PER_EPOCH = NUM_TRAIN_IMAGES // 4  # batch 4
@@ -20,8 +17,7 @@ ITERS_PER_EPOCH = NUM_TRAIN_IMAGES // 4  # batch 4
 yolox_size(model, "tiny")
 model.num_classes = 4
 with_fgprobe(model, num_tokens=100)
-model.backbone.square_pad = SIZE
-dataloader.test.mapper.augmentations = [L(T.ResizeShortestEdge)(short_edge_length=SIZE, max_size=SIZE)]
+yolox_test_resize(dataloader, model, SIZE)  # the official test path
 lr_multiplier = yolox_recipe(dataloader, train, input_size=SIZE, epochs=EPOCHS,
                              iters_per_epoch=ITERS_PER_EPOCH, warmup_epochs=1, no_aug_epochs=1,
                              mosaic_scale=(0.5, 1.5), enable_mixup=False, multiscale_steps=2,

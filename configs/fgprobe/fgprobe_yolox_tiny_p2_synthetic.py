@@ -10,7 +10,7 @@ from ..common.models.fgprobe import with_fgprobe
 from ..common.models.yolox import model, yolox_size
 from ..common.optim import SGD_nesterov_nodecay_norm_bias as optimizer
 from ..common.train import train
-from ..common.yolox_recipe import yolox_recipe
+from ..common.yolox_recipe import yolox_recipe, yolox_test_resize
 
 INPUT_SIZE = 256
 EPOCHS = 6
@@ -19,7 +19,7 @@ ITERS_PER_EPOCH = NUM_TRAIN_IMAGES // 8
 
 yolox_size(model, "tiny")
 model.num_classes = 3
-model.backbone.square_pad = INPUT_SIZE
+yolox_test_resize(dataloader, model, INPUT_SIZE)  # the official test path (256x256 images: no resize)
 with_fgprobe(model, num_tokens=100)
 model.max_detections_per_image = 1500  # the AI-TOD protocol's maxDets
 

@@ -4,15 +4,12 @@ batch 8, 100 epochs, converted COCO YOLOX-X weights). UAVDT has 3 classes (car, 
 Set ``NUM_TRAIN_IMAGES`` (the frames of the 30 training sequences on disk) through
 ``train.max_iter`` / the schedule when your copy differs. Plain twin:
 ``fgprobe-plain_yolox_x_p2_uavdt.py``."""
-import detectron2.data.transforms as T
-from detectron2.config import LazyCall as L
-
 from ..common.data.uavdt import dataloader
 from ..common.models.fgprobe import with_fgprobe
 from ..common.models.yolox import model, yolox_size
 from ..common.optim import SGD_nesterov_nodecay_norm_bias as optimizer
 from ..common.train import train
-from ..common.yolox_recipe import yolox_recipe
+from ..common.yolox_recipe import yolox_recipe, yolox_test_resize
 
 TRAIN_SIZE, TEST_SIZE, EPOCHS = 960, 1286, 100
 NUM_TRAIN_IMAGES = 23258  # UAVDT-DET training frames (30 sequences)
@@ -22,8 +19,7 @@ ITERS_PER_EPOCH = NUM_TRAIN_IMAGES // 8
 yolox_size(model, "x")
 model.num_classes = 3
 with_fgprobe(model, num_tokens=500)
-model.backbone.square_pad = TEST_SIZE
-dataloader.test.mapper.augmentations = [L(T.ResizeShortestEdge)(short_edge_length=TEST_SIZE, max_size=TEST_SIZE)]
+yolox_test_resize(dataloader, model, TEST_SIZE)  # the official test path
 lr_multiplier = yolox_recipe(dataloader, train, input_size=TRAIN_SIZE, epochs=EPOCHS,
                              iters_per_epoch=ITERS_PER_EPOCH, max_labels=1000)
 optimizer.lr = 0.01

@@ -6,15 +6,12 @@ MixUp, affine, HSV, multi-scale 800-1120, EMA, L1 in the last epochs), 1504 px t
 (yolox_x.pth from the official YOLOX release page; the 80-class prediction layers are skipped
 at loading). Plain twin: ``fgprobe-plain_yolox_x_p2_visdrone.py`` (= ``model.head.probe=None``).
 Ablations: ``model.head.probe.num_tokens=100|300|700``, ``model.head.probe.gate=0.3|0.5|0.7``."""
-import detectron2.data.transforms as T
-from detectron2.config import LazyCall as L
-
 from ..common.data.visdrone import NUM_TRAIN_IMAGES, dataloader
 from ..common.models.fgprobe import with_fgprobe
 from ..common.models.yolox import model, yolox_size
 from ..common.optim import SGD_nesterov_nodecay_norm_bias as optimizer
 from ..common.train import train
-from ..common.yolox_recipe import yolox_recipe
+from ..common.yolox_recipe import yolox_recipe, yolox_test_resize
 
 TRAIN_SIZE, TEST_SIZE, EPOCHS = 960, 1504, 100
 dataloader.train.total_batch_size = 8
@@ -23,9 +20,8 @@ ITERS_PER_EPOCH = NUM_TRAIN_IMAGES // 8
 yolox_size(model, "x")
 model.num_classes = 10
 with_fgprobe(model, num_tokens=500)
-model.backbone.square_pad = TEST_SIZE
 model.max_detections_per_image = 1500  # at least the protocol's maxDets
-dataloader.test.mapper.augmentations = [L(T.ResizeShortestEdge)(short_edge_length=TEST_SIZE, max_size=TEST_SIZE)]
+yolox_test_resize(dataloader, model, TEST_SIZE)  # the official test path
 lr_multiplier = yolox_recipe(dataloader, train, input_size=TRAIN_SIZE, epochs=EPOCHS,
                              iters_per_epoch=ITERS_PER_EPOCH, max_labels=1000)
 optimizer.lr = 0.01  # the paper's lr at batch 8

@@ -14,6 +14,10 @@ data needs.
   after the transforms divided by the transforms' area scale (:func:`transform_area_scale`),
   so a box clipped by a crop counts with its visible part, as the official CFINet computes
   it (box / scale factor). CFINet's CRPN sizes its dynamic IoU threshold with it.
+* At inference, a test transform of YOLOX's official resize (:class:`~sod2.data.transforms.
+  YOLOXTestResize`) leaves its single ratio r in ``dataset_dict["resize_ratio"]``: YOLOX maps
+  its boxes back by dividing by r, as the official evaluator, instead of Detectron2's
+  per-axis output / input rescale (which differs where ``int(h * r)`` truncated).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode, Instances
 
 from .io import read_image
+from .transforms import single_resize_ratio
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +95,8 @@ class SODDatasetMapper:
     ``instances`` (objects: ``gt_boxes``, ``gt_classes``, ``gt_orig_areas`` (R,) the boxes'
     areas in original-image pixels), ``ignore_instances``
     (ignored boxes and regions), plus the input dict's other keys (``patch``, ...).
-    Inference: ``image`` and the metadata keys, no annotations.
+    Inference: ``image`` and the metadata keys, no annotations, and ``resize_ratio`` (float)
+    when the only test augmentation is :class:`~sod2.data.transforms.YOLOXTestResize`.
     """
 
     def __init__(
@@ -134,6 +140,10 @@ class SODDatasetMapper:
         image = aug_input.image
         image_shape = image.shape[:2]
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if not self.is_train:
+            ratio = single_resize_ratio(transforms)
+            if ratio is not None:
+                dataset_dict["resize_ratio"] = ratio
         if not self.is_train or annos is None:
             return dataset_dict
 

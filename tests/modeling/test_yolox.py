@@ -452,8 +452,32 @@ def test_coco_configs_set_the_size(size):
     assert cfg.model.head.feat_channels == int(256 * width)
     test_size = 416 if size in ("nano", "tiny") else 640
     aug = cfg.dataloader.test.mapper.augmentations[0]
-    assert aug.short_edge_length == test_size and aug.max_size == test_size
-    assert cfg.model.backbone.square_pad == test_size and cfg.dataloader.test.dataset.names == "coco_2017_val"
+    assert aug.size == test_size and cfg.dataloader.test.dataset.names == "coco_2017_val"
+    # the official evaluator neither clips nor caps (tests/data/test_yolox_test_transform.py
+    # checks the network input and the boxes)
+    assert cfg.model.clip_test_boxes is False and cfg.model.max_detections_per_image is None
+
+
+YOLOX_CONFIGS = sorted(str(p.relative_to(p.parents[1])) for p in (Path(__file__).parents[2] / "configs").glob("*/*.py")
+                       if "yolox" in p.name and p.parent.name != "common")
+
+
+@pytest.mark.parametrize("path", YOLOX_CONFIGS)
+def test_every_yolox_config_tests_on_the_official_path(path):
+    """The test mapper's only augmentation is YOLOX's official resize, to the size the model
+    pads its test batch to (else the network input is not the official one)."""
+    cfg = get_config(path)
+    augs = instantiate(cfg.dataloader.test.mapper.augmentations)
+    assert [type(a).__name__ for a in augs] == ["YOLOXTestResize"]
+    assert augs[0].size == (cfg.model.backbone.square_pad,) * 2 and augs[0].pre_resize
+
+
+def test_check_yolox_reference_refuses_a_folder_without_the_official_code(tmp_path, capsys):
+    """The check itself needs a clone of the official YOLOX (not here); without one it says so
+    in one line with exit status 2."""
+    assert tool_module("check_yolox_reference").main(["--reference-repo", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {tmp_path}: not a YOLOX clone (no yolox/models)"
 
 
 # ---------------------------------------------------------------- converter

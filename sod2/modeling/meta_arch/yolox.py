@@ -43,6 +43,7 @@ inference:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -143,8 +144,8 @@ class YOLOX(DenseDetector):
             of the local count (the reference uses the local one).
         test_score_thresh: keep ``sigmoid(obj) * max_c sigmoid(cls) >= thresh`` (0.01).
         test_nms_thresh: NMS IoU threshold (0.65).
-        max_detections_per_image: cap after NMS (1500 by default; the reference has none, so
-            raise it for an exact comparison on crowded images).
+        max_detections_per_image: cap after NMS (1500 by default; None: no cap, as the
+            reference, which the COCO configs use).
         class_agnostic_nms: one NMS over all classes instead of class-wise.
         pad_value: value of the padded pixels before normalisation (114 as YOLOX's letterbox).
         keep_visuals: keep the last inference batch's objectness maps before and after
@@ -154,6 +155,14 @@ class YOLOX(DenseDetector):
             matched IoU (plain YOLOX).
         reweighting: Better Sampling's SR, a ``SampleReweighting`` as wide as the head
             (``hidden_dim = head.feat_channels``); None: every positive weighs 1 (plain YOLOX).
+        clip_test_boxes: clip the boxes mapped back to the original image to it and drop the
+            empty ones (Detectron2's ``detector_postprocess``); False keeps them as they are,
+            as the official YOLOX evaluator (the COCO configs).
+
+    Inference maps the boxes back to each input's "height" x "width" by dividing them by the
+    input's ``resize_ratio`` r when it has one (the test mapper stores it after YOLOX's official
+    resize, :class:`sod2.data.transforms.YOLOXTestResize`: the official evaluator's
+    ``bboxes /= r``), else by Detectron2's per-axis ``width / w, height / h`` rescale.
     """
 
     def __init__(self, *, backbone: Backbone, head: nn.Module, assigner: SimOTAAssigner, num_classes: int,
@@ -162,10 +171,10 @@ class YOLOX(DenseDetector):
                  input_format: str = "BGR", loss_weights: Optional[Dict[str, float]] = None,
                  iou_loss_type: str = "iou", use_l1: bool = False, all_reduce_num_fg: bool = False,
                  test_score_thresh: float = 0.01, test_nms_thresh: float = 0.65,
-                 max_detections_per_image: int = 1500, class_agnostic_nms: bool = False,
+                 max_detections_per_image: Optional[int] = 1500, class_agnostic_nms: bool = False,
                  pad_value: float = 114.0, keep_visuals: bool = False,
                  class_target: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
-                 reweighting: Optional[nn.Module] = None):
+                 reweighting: Optional[nn.Module] = None, clip_test_boxes: bool = True):
         super().__init__(backbone, head, list(head_in_features) if head_in_features is not None else None,
                          pixel_mean=list(pixel_mean), pixel_std=list(pixel_std))
         self.assigner = assigner
@@ -194,6 +203,7 @@ class YOLOX(DenseDetector):
                              f"feat_channels ({width})")
         self.class_target = class_target
         self.reweighting = reweighting
+        self.clip_test_boxes = clip_test_boxes
 
     # ------------------------------------------------------------------ steps
     def preprocess_image(self, batched_inputs: List[Dict[str, Tensor]]) -> ImageList:
@@ -447,8 +457,38 @@ class YOLOX(DenseDetector):
             self.last_foreground = ForegroundMaps(preds.obj_logits.sigmoid().detach(), obj_logits.sigmoid().detach(),
                                                   preds.level_sizes, self.head_strides, list(images.image_sizes))
         results = self.inference(preds, obj_logits, images.image_sizes)
-        processed = []
-        for r, x, size in zip(results, batched_inputs, images.image_sizes):
-            processed.append({"instances": detector_postprocess(r, x.get("height", size[0]),
-                                                                x.get("width", size[1]))})
-        return processed
+        return [{"instances": self.map_to_original(r, x)} for r, x in zip(results, batched_inputs)]
+
+    def map_to_original(self, results: Instances, x: Dict) -> Instances:
+        """Map detections in network-input pixels to the input's original image.
+
+        Args:
+            results: Instances of the (h, w) resized input (``image_size``), XYXY ``pred_boxes``.
+            x: the model input dict: "height"/"width" (default h, w) and optional
+                ``resize_ratio`` r (YOLOX's official test resize).
+        Returns:
+            Instances of size (height, width): boxes / r when ``resize_ratio`` is given, else
+            x ``width / w`` and ``height / h`` per axis; clipped and the empty ones dropped
+            with ``clip_test_boxes``.
+        """
+        h, w = results.image_size
+        H, W = x.get("height", h), x.get("width", w)
+        ratio = x.get("resize_ratio")
+        if ratio is None and self.clip_test_boxes:
+            return detector_postprocess(results, H, W)  # Detectron2's path, unchanged
+        boxes = results.pred_boxes.tensor
+        if ratio is not None:
+            ratio = float(ratio)
+            if not (math.isfinite(ratio) and ratio > 0):
+                raise ValueError(f"YOLOX: resize_ratio must be a positive finite number, got {ratio}")
+            # a same-device float32 divisor: the official CPU ``bboxes /= r`` bit for bit (CUDA
+            # turns a division by a Python scalar into a multiplication by its reciprocal)
+            boxes = boxes / torch.tensor(ratio, dtype=boxes.dtype, device=boxes.device)
+        else:
+            boxes = boxes * boxes.new_tensor([W / w, H / h, W / w, H / h])
+        out = Instances((int(H), int(W)), **{k: v for k, v in results.get_fields().items() if k != "pred_boxes"})
+        out.pred_boxes = Boxes(boxes)
+        if self.clip_test_boxes:
+            out.pred_boxes.clip(out.image_size)
+            out = out[out.pred_boxes.nonempty()]
+        return out
