@@ -19,8 +19,13 @@ Subcommands (one per model family; the mapping lives in :mod:`sod2.utils.convert
   ``python tools/convert_weights.py presnet ResNet50_vd_ssld_v2_pretrained_from_paddle.pth
   weights/ResNet50_vd_ssld_v2_pretrained_sod2.pth``).
 
-Errors (missing file, not a checkpoint of that family, an unknown key) are one line on
-stderr and exit status 1.
+The output is written to a temporary file in the output's folder and renamed when complete,
+so a killed conversion leaves no partial file under the final name (and never touches the
+input). A state dict saved from a DDP-wrapped model (every key ``module.``-prefixed) is
+accepted. Errors are one line ``error: ...`` on stderr with exit status 2: a missing or
+unreadable input, an output that is the input, a folder or not writable, a checkpoint of
+another family (named: ``looks like a YOLOX checkpoint; use `convert_weights.py yolox```),
+an unknown key.
 """
 from __future__ import annotations
 
@@ -56,8 +61,8 @@ def main(argv=None) -> int:
     try:
         sd = convert_checkpoint(args.kind, args.input, args.output)
     except ConversionError as e:
-        print(f"convert_weights: error: {e}", file=sys.stderr)
-        return 1
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     source = getattr(sd, "source", "")
     note = f", from {source}" if source else ""
     if source == "ema.module":

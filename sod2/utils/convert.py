@@ -50,18 +50,29 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Callable, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 
+from ..data.io import atomic_path
 from ..errors import UserError
 
 __all__ = ["ConversionError", "convert_yolox_state_dict", "convert_rtdetr_state_dict",
-           "convert_presnet_state_dict", "convert_checkpoint", "CONVERTERS"]
+           "convert_presnet_state_dict", "convert_checkpoint", "CONVERTERS", "detect_kind",
+           "strip_module_prefix"]
 
 
 class ConversionError(UserError):
     """A checkpoint that cannot be converted (the message is one line)."""
+
+
+def strip_module_prefix(state_dict: Mapping[str, Any], prefix: str = "module.") -> Mapping[str, Any]:
+    """``state_dict`` without ``prefix`` when every key has it (a model saved while wrapped in
+    ``DistributedDataParallel``/``DataParallel``), else ``state_dict`` itself."""
+    keys = list(state_dict.keys())
+    if keys and all(isinstance(k, str) and k.startswith(prefix) for k in keys):
+        return {k[len(prefix):]: v for k, v in state_dict.items()}
+    return state_dict
 
 
 _YOLOX_NECK = {
@@ -96,6 +107,7 @@ def convert_yolox_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str
     """Rename an official YOLOX (CSPDarknet + YOLOPAFPN + YOLOXHead) state dict to sod2's
     names; tensors are kept as they are. Raises :class:`ConversionError` naming the first
     key it does not know."""
+    state_dict = strip_module_prefix(state_dict)
     if not any(k.startswith("backbone.backbone.") for k in state_dict) or \
             not any(k.startswith("head.") for k in state_dict):
         raise ConversionError("not a YOLOX state dict (no 'backbone.backbone.*' and 'head.*' keys)")
@@ -175,6 +187,7 @@ def convert_rtdetr_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[st
     sod2's names (module docstring); tensors are kept as they are, the precomputed anchors
     and position embeddings are dropped. Raises :class:`ConversionError` naming the first
     key it does not know."""
+    state_dict = strip_module_prefix(state_dict)
     if not any(k.startswith("backbone.") for k in state_dict) or \
             not any(k.startswith("decoder.") for k in state_dict):
         raise ConversionError("not an RT-DETR state dict (no 'backbone.*' and 'decoder.*' keys)")
@@ -214,9 +227,12 @@ def convert_presnet_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[s
     ``conv1.conv1_k.*`` and ``res_layers.<i>.blocks.<j>.*``) to ``backbone.*`` of sod2's
     RT-DETR. Raises :class:`ConversionError` naming the first key it does not know (a
     classifier, or an RT-DETR checkpoint's prefixed keys)."""
+    state_dict = strip_module_prefix(state_dict)
     if not any(k.startswith("conv1.conv1_1.") for k in state_dict) or \
             not any(k.startswith("res_layers.") for k in state_dict):
-        hint = " (an RT-DETR checkpoint? use 'rtdetr')" if any(k.startswith("backbone.") for k in state_dict) else ""
+        # (a whole RT-DETR checkpoint, with decoder.*, is named by convert_checkpoint)
+        hint = " (an RT-DETR checkpoint? use 'rtdetr')" if any(k.startswith("backbone.") for k in state_dict) \
+            and not any(k.startswith("decoder.") for k in state_dict) else ""
         raise ConversionError(f"not a PResNet state dict (no 'conv1.conv1_1.*' and 'res_layers.*' keys){hint}")
     out = {}
     for k, v in state_dict.items():
@@ -230,8 +246,7 @@ def _presnet_checkpoint(ckpt) -> ConvertedStateDict:
     if not isinstance(ckpt, Mapping):
         raise ConversionError(f"not a PResNet checkpoint: a {type(ckpt).__name__}, expected a state dict")
     if any(isinstance(ckpt.get(k), Mapping) for k in ("ema", "model")):
-        raise ConversionError("not a PResNet state dict: it holds 'ema'/'model' entries (an RT-DETR checkpoint? "
-                              "use 'rtdetr')")
+        raise ConversionError("not a PResNet state dict: it holds 'ema'/'model' entries")
     return ConvertedStateDict(convert_presnet_state_dict(ckpt), source="a bare state dict")
 
 
@@ -242,21 +257,94 @@ _AUTHORS = {"yolox": "Megvii-BaseDetection/YOLOX (converted by sod2)",
             "presnet": "lyuwenyu/RT-DETR PResNet ImageNet weights (converted by sod2)"}
 
 
+def _state_dict_in(ckpt) -> Mapping:
+    """The state dict a checkpoint most likely holds: ``ema.module``, ``model`` or itself."""
+    if not isinstance(ckpt, Mapping):
+        return {}
+    for sd in ((ckpt.get("ema") or {}).get("module") if isinstance(ckpt.get("ema"), Mapping) else None,
+               ckpt.get("model"), ckpt):
+        if isinstance(sd, Mapping):
+            return strip_module_prefix(sd)
+    return {}
+
+
+_KIND_NAMES = {"yolox": "a YOLOX", "rtdetr": "an RT-DETR", "presnet": "a PResNet (ImageNet)"}
+
+
+def detect_kind(ckpt) -> Optional[str]:
+    """Which official checkpoint ``ckpt`` looks like, by its keys: "yolox"
+    (``backbone.backbone.*`` and ``head.*``), "rtdetr" (``backbone.*`` and ``decoder.*``),
+    "presnet" (``conv1.conv1_1.*`` and ``res_layers.*``), "sod2" (already converted:
+    ``backbone.bottom_up.*`` or sod2's ``__author__``), or None."""
+    if isinstance(ckpt, Mapping) and "converted by sod2" in str(ckpt.get("__author__", "")):
+        return "sod2"
+    keys = [k for k in _state_dict_in(ckpt) if isinstance(k, str)]
+
+    def has(prefix):
+        return any(k.startswith(prefix) for k in keys)
+
+    if has("backbone.backbone.") and has("head."):
+        return "yolox"
+    if has("backbone.") and has("decoder."):
+        return "rtdetr"
+    if has("conv1.conv1_1.") and has("res_layers."):
+        return "presnet"
+    if has("backbone.bottom_up.") or has("backbone.fpn_lateral"):
+        return "sod2"
+    return None
+
+
+def _check_paths(src: str, dst: str) -> None:
+    """Refuse, before the (possibly long) read: no input, an output that is the input or a
+    folder, an output folder that cannot be written."""
+    if not os.path.isfile(src):
+        raise ConversionError(f"no such checkpoint file: {src}")
+    if os.path.isdir(dst):
+        raise ConversionError(f"output {dst} is a folder; give the converted file's name, e.g. "
+                              f"{os.path.join(dst, os.path.splitext(os.path.basename(src))[0] + '_sod2.pth')}")
+    if os.path.exists(dst) and os.path.samefile(src, dst):
+        raise ConversionError(f"output {dst} is the input file; write the converted checkpoint to another file")
+    from sod2.engine.output_lock import unwritable_reason
+
+    problem = unwritable_reason(os.path.dirname(os.path.abspath(dst)))
+    if problem:
+        raise ConversionError(f"cannot write {dst}: {problem}")
+
+
 def convert_checkpoint(kind: str, src: str, dst: str) -> Dict[str, torch.Tensor]:
     """Read the official checkpoint ``src`` (torch.load on CPU), convert it with converter
     ``kind`` ("yolox", "rtdetr", "presnet") and save the Detectron2 checkpoint to ``dst``.
     Returns the new state dict (for "rtdetr" and "presnet" a :class:`ConvertedStateDict`
-    whose ``source`` says which part of the checkpoint was converted)."""
+    whose ``source`` says which part of the checkpoint was converted).
+
+    ``dst`` is written to a temporary sibling and renamed into place when complete
+    (:func:`sod2.data.io.atomic_path`): a killed conversion leaves no partial file under
+    the final name. Refused (:class:`ConversionError`, before reading ``src``): ``dst`` is
+    ``src``, a folder, or in a folder that cannot be written. A checkpoint of another kind
+    than ``kind`` is named (``looks like a YOLOX checkpoint; use `convert_weights.py yolox```).
+    """
     if kind not in CONVERTERS:
         raise ConversionError(f"unknown checkpoint kind {kind!r}; known: {sorted(CONVERTERS)}")
-    if not os.path.isfile(src):
-        raise ConversionError(f"no such checkpoint file: {src}")
+    _check_paths(src, dst)
     try:
         ckpt = torch.load(src, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is the same user error
         raise ConversionError(f"cannot read {src} as a PyTorch checkpoint: {type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''}") from e
-    sd = CONVERTERS[kind](ckpt)
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    torch.save({"model": dict(sd), "__author__": _AUTHORS[kind], "matching_heuristics": False}, dst)
+    try:
+        sd = CONVERTERS[kind](ckpt)
+    except ConversionError as e:
+        seen = detect_kind(ckpt)
+        if seen == kind or seen is None:
+            raise
+        if seen == "sod2":
+            hint = "it is already a converted sod2 checkpoint: load it with train.init_checkpoint"
+        else:
+            hint = f"it looks like {_KIND_NAMES[seen]} checkpoint; use `convert_weights.py {seen}`"
+        raise ConversionError(f"{e}; {hint}") from None
+    try:
+        with atomic_path(dst) as tmp:
+            torch.save({"model": dict(sd), "__author__": _AUTHORS[kind], "matching_heuristics": False}, tmp)
+    except OSError as e:
+        raise ConversionError(f"cannot write {dst}: {e.strerror or e}") from None
     return sd

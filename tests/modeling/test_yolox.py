@@ -541,17 +541,17 @@ def test_convert_reference_keys_and_load(size, tmp_path):
 
 @pytest.mark.realdata
 def test_convert_errors(tmp_path, capsys):
-    assert _convert_main(["yolox", str(tmp_path / "missing.pth"), str(tmp_path / "o.pth")]) == 1
+    assert _convert_main(["yolox", str(tmp_path / "missing.pth"), str(tmp_path / "o.pth")]) == 2
     assert "no such checkpoint file" in capsys.readouterr().err
     torch.save({"model": {"backbone.body.conv1.weight": torch.zeros(1)}}, tmp_path / "other.pth")
-    assert _convert_main(["yolox", str(tmp_path / "other.pth"), str(tmp_path / "o.pth")]) == 1
+    assert _convert_main(["yolox", str(tmp_path / "other.pth"), str(tmp_path / "o.pth")]) == 2
     assert "not a YOLOX state dict" in capsys.readouterr().err
     ref, _ = _reference_state_dict("nano")
     ref["head.extra_preds.0.weight"] = torch.zeros(1)
     with pytest.raises(ConversionError, match="head.extra_preds.0.weight"):
         convert_yolox_state_dict(ref)
     (tmp_path / "text.pth").write_text("not a checkpoint")
-    assert _convert_main(["yolox", str(tmp_path / "text.pth"), str(tmp_path / "o.pth")]) == 1
+    assert _convert_main(["yolox", str(tmp_path / "text.pth"), str(tmp_path / "o.pth")]) == 2
     err = capsys.readouterr().err
     assert "cannot read" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.pth").exists()

@@ -147,9 +147,9 @@ def test_convert_rtdetr_errors(tmp_path, capsys):
     def fails(ckpt, *expected):
         src, dst = tmp_path / "in.pth", tmp_path / "o.pth"
         torch.save(ckpt, src)
-        assert _convert_main(["rtdetr", str(src), str(dst)]) == 1
+        assert _convert_main(["rtdetr", str(src), str(dst)]) == 2
         err = capsys.readouterr().err
-        assert len(err.strip().splitlines()) == 1 and err.startswith("convert_weights: error: "), err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
         for text in expected:
             assert text in err, err
         assert not dst.exists()
@@ -164,10 +164,10 @@ def test_convert_rtdetr_errors(tmp_path, capsys):
     fails({"ema": {"updates": 3}, "model": ref}, "its 'ema' entry has no 'module' state dict")
     fails({"model": [1, 2]}, "its 'model' entry is not a state dict")
     fails(torch.zeros(3), "not an RT-DETR checkpoint: a Tensor")
-    assert _convert_main(["rtdetr", str(tmp_path / "missing.pth"), str(tmp_path / "o.pth")]) == 1
+    assert _convert_main(["rtdetr", str(tmp_path / "missing.pth"), str(tmp_path / "o.pth")]) == 2
     assert "no such checkpoint file" in capsys.readouterr().err
     (tmp_path / "text.pth").write_text("not a checkpoint")
-    assert _convert_main(["rtdetr", str(tmp_path / "text.pth"), str(tmp_path / "o.pth")]) == 1
+    assert _convert_main(["rtdetr", str(tmp_path / "text.pth"), str(tmp_path / "o.pth")]) == 2
     err = capsys.readouterr().err
     assert "cannot read" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(ConversionError, match="decoder.decoder.norm.weight"):
@@ -220,9 +220,9 @@ def test_convert_presnet_errors(tmp_path, capsys):
     def fails(ckpt, *expected):
         src, dst = tmp_path / "in.pth", tmp_path / "o.pth"
         torch.save(ckpt, src)
-        assert _convert_main(["presnet", str(src), str(dst)]) == 1
+        assert _convert_main(["presnet", str(src), str(dst)]) == 2
         err = capsys.readouterr().err
-        assert len(err.strip().splitlines()) == 1 and err.startswith("convert_weights: error: "), err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
         for text in expected:
             assert text in err, err
         assert not dst.exists()
@@ -231,7 +231,8 @@ def test_convert_presnet_errors(tmp_path, capsys):
     fails(dict(ref, **{"fc.weight": torch.zeros(1000, 2048)}), "unexpected key in the PResNet checkpoint: fc.weight")
     fails(dict(ref, **{"res_layers.1.blocks.0.branch2d.conv.weight": torch.zeros(1)}), "res_layers.1.blocks.0.branch2d")
     fails({"backbone." + k: v for k, v in ref.items()}, "not a PResNet state dict", "use 'rtdetr'")
-    fails({"ema": {"module": _reference_state_dict("r18vd")}}, "not a PResNet state dict", "use 'rtdetr'")
+    fails({"ema": {"module": _reference_state_dict("r18vd")}}, "not a PResNet state dict",
+          "looks like an RT-DETR checkpoint; use `convert_weights.py rtdetr`")
     fails([1, 2], "not a PResNet checkpoint: a list")
 
 
