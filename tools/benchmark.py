@@ -291,7 +291,7 @@ def bench_consistency(args) -> str:
 
     sys.path.insert(0, ROOT)
     import sod2  # noqa: F401
-    from detectron2.checkpoint import DetectionCheckpointer
+    from sod2.engine.checkpoint import load_for_inference
     from detectron2.config import LazyConfig, instantiate
     from detectron2.data import DatasetCatalog
     from detectron2.structures import pairwise_iou
@@ -304,8 +304,8 @@ def bench_consistency(args) -> str:
         resolve_device(cfg)
         torch.manual_seed(0)
         model = instantiate(cfg.model).to(cfg.train.device).eval()
-        if cfg.train.init_checkpoint:
-            DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        if cfg.train.init_checkpoint:  # strict: weights of another model are refused
+            load_for_inference(model, cfg.train.init_checkpoint)
         return cfg, model
 
     cfg_a, model_a = build(args.opts_a)
@@ -422,7 +422,7 @@ def _build(args):
 
     sys.path.insert(0, ROOT)
     import sod2  # noqa: F401
-    from detectron2.checkpoint import DetectionCheckpointer
+    from sod2.engine.checkpoint import load_for_inference
     from detectron2.config import instantiate
 
     from sod2.engine.lazy_train import load_config, resolve_device
@@ -431,8 +431,8 @@ def _build(args):
     resolve_device(cfg)
     torch.manual_seed(0)
     model = instantiate(cfg.model).to(cfg.train.device).eval()
-    if cfg.train.init_checkpoint:
-        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+    if cfg.train.init_checkpoint:  # strict: weights of another model are refused
+        load_for_inference(model, cfg.train.init_checkpoint)
     mapper = cfg.dataloader.test.mapper
     augs = [instantiate(a) for a in mapper.get("augmentations", [])]
     k = cfg.model.get("num_classes") or cfg.model.roi_heads.num_classes

@@ -83,7 +83,9 @@ class Predictor:
         self.model = instantiate(cfg.model).to(cfg.train.device).eval()
         if not cfg.train.init_checkpoint:
             logger.warning("train.init_checkpoint is empty: the model has random weights")
-        DetectionCheckpointer(self.model).load(cfg.train.init_checkpoint)
+        else:  # strict: weights of another model size/kind are refused in one line
+            from sod2.engine.checkpoint import load_for_inference
+            load_for_inference(self.model, cfg.train.init_checkpoint)
         mapper_cfg = cfg.dataloader.test.mapper
         self.augs = [instantiate(a) for a in mapper_cfg.get("augmentations", [])]
         self.format = mapper_cfg.get("image_format", "BGR")

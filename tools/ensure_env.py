@@ -100,7 +100,13 @@ def ensure_sahi() -> None:
                          f"install --no-deps {SAHI} {' '.join(SAHI_DEPS.values())}\n")
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    import argparse
+
+    argparse.ArgumentParser(
+        description=__doc__.strip().splitlines()[0],
+        epilog="\n".join(__doc__.strip().splitlines()[2:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)  # --help, or refuse arguments
     # one interpreter start when everything is in place (the common case)
     if _probe("\n".join([TORCH_OK, D2_OK, SOD2_OK, SAHI_OK])):
         print("environment ready: torch, torchvision ops, detectron2, sod2 and sahi import", flush=True)

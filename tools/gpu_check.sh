@@ -8,6 +8,11 @@
 #   GPU_CHECK_OUT=dir    reports (junit xml, logs, benchmark tables); default output/gpu_check
 #   GPU_CHECK_QUICK=1    fewer benchmark iterations
 set -uo pipefail
+case "${1:-}" in
+    -h|--help)  # the header above, without the shebang
+        sed -n '2,/^set /p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+        exit 0 ;;
+esac
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 OUT="${GPU_CHECK_OUT:-output/gpu_check}"

@@ -10,15 +10,22 @@ Train or evaluate a sod2 (or any Detectron2 LazyConfig) model.
 
 Multi-machine: --num-machines, --machine-rank, --dist-url as in Detectron2.
 
-A missing config file, an override key the config does not have (the closest existing
-key is named; ``+key=value`` adds a key on purpose) or a value of the wrong type is an
-error before anything starts (exit status 2). ``train.output_dir`` defaults to
-``./output/<config file name>``.
+Before anything starts or is written (exit status 2, one line ``error: ...``): a missing or
+unreadable config file, an override key the config does not have (the closest existing key
+is named; ``+key=value`` adds a key on purpose) or a value of the wrong type, a
+``num_classes`` < 1, ``train.max_iter`` < 1, ``--eval-only`` without an existing
+``train.init_checkpoint``, an unusable ``train.output_dir``, a dataset that is not
+registered, does not load, lists missing images or category ids outside the model's
+classes, and a training set without objects (sod2/engine/preflight.py). A training takes
+a lock on its output folder: a second training into the same folder stops with one line
+(exit 2). ``--eval-only`` refuses a checkpoint of another model (sod2/engine/checkpoint.py).
+A loss that becomes NaN or infinite stops training with one line (exit 1).
+``train.output_dir`` defaults to ``./output/<config file name>``.
 """
 import os
 import sys
 
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import default_argument_parser
 
 try:
     import sod2  # noqa: F401  (registers sod2's datasets and components)
@@ -26,18 +33,12 @@ except ImportError:  # running from a checkout that is not installed
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import sod2  # noqa: F401
 
-from sod2.engine.lazy_train import ConfigError, load_config, worker_main
+from sod2.engine.lazy_train import run_tool
 
 
 def invoke_main() -> None:
     args = default_argument_parser(epilog=__doc__).parse_args()
-    try:  # in this process, so that a bad config or override is one line, not a traceback per worker
-        load_config(args.config_file, args.opts, warn=False)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    launch(worker_main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    sys.exit(run_tool(args))
 
 
 if __name__ == "__main__":

@@ -32,9 +32,10 @@ import math
 from typing import Dict, Optional
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import HookBase
 from torch import nn
+
+from .checkpoint import AtomicDetectionCheckpointer
 
 logger = logging.getLogger(__name__)
 
@@ -125,9 +126,10 @@ class EMAHook(HookBase):
         self.ema.update(self.trainer.model)
 
 
-class EMACheckpointer(DetectionCheckpointer):
+class EMACheckpointer(AtomicDetectionCheckpointer):
     """A ``DetectionCheckpointer`` whose checkpoints hold the EMA weights as ``"model"`` and
-    ``{"updates", "train_model"}`` under ``"ema"`` (see the module docstring).
+    ``{"updates", "train_model"}`` under ``"ema"`` (see the module docstring), saved
+    atomically (:class:`~sod2.engine.checkpoint.AtomicDetectionCheckpointer`).
 
     Loading with ``resume`` (all checkpointables, ``resume_or_load(..., resume=True)``)
     restores the training weights, the EMA weights and the update count; loading weights

@@ -17,14 +17,15 @@ Detectron2's training semantics (``SimpleTrainer``/``AMPTrainer`` and its hooks,
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 import logging
+import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (AMPTrainer, SimpleTrainer, default_setup, default_writers, hooks)
 from detectron2.engine.defaults import create_ddp_model
@@ -34,11 +35,13 @@ from detectron2.utils.logger import setup_logger
 from omegaconf import OmegaConf
 
 from ..errors import UserError
+from .checkpoint import AtomicDetectionCheckpointer, load_for_inference
 
 logger = logging.getLogger("detectron2")
 
-__all__ = ["resolve_device", "do_test", "do_train", "setup", "main", "ConfigError", "load_config",
-           "apply_checked_overrides", "derive_output_dir"]
+__all__ = ["resolve_device", "do_test", "do_train", "setup", "main", "worker_main", "run_tool",
+           "ConfigError", "load_config", "apply_checked_overrides", "derive_output_dir",
+           "NonFiniteLossError", "Trainer", "AMPTrainerFinite"]
 
 
 class ConfigError(UserError):
@@ -199,13 +202,22 @@ def load_config(config_file: str, overrides: Sequence[str] = (), warn: bool = Tr
     :func:`sod2.inference.config.apply_slicing_block`).
 
     Raises:
-        ConfigError: the file does not exist, or an override or the slicing block is refused.
+        ConfigError: the file does not exist, is not a .py/.yaml config or does not parse,
+            or an override or the slicing block is refused.
     """
     from sod2.inference.config import apply_slicing_block
 
     if not os.path.isfile(config_file):
         raise ConfigError(f"--config-file {config_file}: no such file")
-    cfg = apply_checked_overrides(LazyConfig.load(config_file), overrides, warn=warn)
+    if not config_file.endswith((".py", ".yaml", ".yml")):
+        raise ConfigError(f"--config-file {config_file}: not a config file (a LazyConfig .py or .yaml)")
+    try:
+        loaded = LazyConfig.load(config_file)
+    except SyntaxError as e:
+        raise ConfigError(f"--config-file {config_file}: line {e.lineno}: {e.msg}") from None
+    except ValueError as e:  # e.g. a YAML file that is not a mapping
+        raise ConfigError(f"--config-file {config_file}: {str(e).splitlines()[0]}") from None
+    cfg = apply_checked_overrides(loaded, overrides, warn=warn)
     try:
         return apply_slicing_block(cfg)
     except ValueError as e:
@@ -235,7 +247,7 @@ def resolve_device(cfg) -> str:
     if dev == "auto":
         dev = "cuda" if torch.cuda.is_available() else "cpu"
     if dev.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={dev!r} but CUDA is not available; use train.device=cpu "
+        raise ConfigError(f"train.device={dev!r} but CUDA is not available; use train.device=cpu "
                            "or train.device=auto")
     cfg.train.device = dev
     return dev
@@ -262,6 +274,65 @@ def do_test(cfg, model) -> Dict:
     return ret
 
 
+class NonFiniteLossError(FloatingPointError):
+    """A training loss that became NaN or infinite; the message is one line:
+    Detectron2's ``Loss became infinite or NaN at iteration=N!`` and the losses by name."""
+
+
+def _loss_text(loss_dict) -> str:
+    vals = {k: float(v.detach().float().cpu()) if isinstance(v, torch.Tensor) else float(v)
+            for k, v in loss_dict.items()}
+    bad = [f"{k}={v}" for k, v in vals.items() if not math.isfinite(v)]
+    good = [f"{k}={v:.4g}" for k, v in vals.items() if math.isfinite(v)]
+    if not bad:
+        return "the non-finite loss is in another process"
+    return "non-finite: " + ", ".join(bad) + ("; finite: " + ", ".join(good) if good else "")
+
+
+class _NonFiniteLossFilter(logging.Filter):
+    """Turns the trainer's "Exception during training:" record with a traceback into one
+    line when the exception is a :class:`NonFiniteLossError`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, NonFiniteLossError):
+            record.msg, record.args = "Training stopped: %s", (str(exc),)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+class _FiniteLossMixin:
+    """Detectron2's trainer, with a NaN/inf loss raised as :class:`NonFiniteLossError`
+    (one line naming the losses) and logged without a traceback."""
+
+    def _write_metrics(self, loss_dict, data_time: float, prefix: str = "", iter: Optional[int] = None) -> None:
+        cur = self.iter if iter is None else iter
+        if (cur + 1) % self.gather_metric_period:
+            return
+        try:
+            SimpleTrainer.write_metrics(loss_dict, data_time, cur, prefix)
+        except FloatingPointError as e:  # raised by Detectron2 on the main process
+            first = str(e).splitlines()[0] if str(e) else f"Loss became infinite or NaN at iteration={cur}!"
+            raise NonFiniteLossError(f"{first} {_loss_text(loss_dict)}") from None
+
+    def train(self, start_iter: int, max_iter: int):
+        filt = _NonFiniteLossFilter()
+        train_logger = logging.getLogger("detectron2.engine.train_loop")
+        train_logger.addFilter(filt)
+        try:
+            return super().train(start_iter, max_iter)
+        finally:
+            train_logger.removeFilter(filt)
+
+
+class Trainer(_FiniteLossMixin, SimpleTrainer):
+    """``SimpleTrainer`` with one-line non-finite loss errors (:class:`NonFiniteLossError`)."""
+
+
+class AMPTrainerFinite(_FiniteLossMixin, AMPTrainer):
+    """``AMPTrainer`` with one-line non-finite loss errors (:class:`NonFiniteLossError`)."""
+
+
 def do_train(args, cfg) -> None:
     """Train ``cfg.model`` with ``cfg.dataloader.train``, ``cfg.optimizer``, ``cfg.lr_multiplier``."""
     model = instantiate(cfg.model)
@@ -280,9 +351,10 @@ def do_train(args, cfg) -> None:
     if cfg.train.device == "cpu":
         ddp_kwargs["device_ids"] = None  # DDP on CPU modules takes no device ids (gloo)
     model = create_ddp_model(model, **ddp_kwargs)
-    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optim)
-    # with EMA, checkpoints hold the EMA weights as "model" and evaluation uses them
-    checkpointer = (DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer) if ema is None
+    trainer = (AMPTrainerFinite if cfg.train.amp.enabled else Trainer)(model, train_loader, optim)
+    # with EMA, checkpoints hold the EMA weights as "model" and evaluation uses them; both
+    # checkpointers write atomically (sod2.engine.checkpoint)
+    checkpointer = (AtomicDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer) if ema is None
                     else EMACheckpointer(model, cfg.train.output_dir, ema=ema, trainer=trainer))
     eval_model = model if ema is None else ema.module
     trainer.register_hooks([
@@ -326,6 +398,11 @@ def _leave_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
+WORKER_ERRORS_ENV = "SOD2_WORKER_ERRORS"
+"""Set by :func:`run_tool` for a multi-process run: the folder where a worker writes the
+one-line message of a :class:`UserError` or :class:`NonFiniteLossError` before it exits."""
+
+
 def worker_main(args) -> Optional[Dict]:
     """:func:`main` as the function each process of ``launch`` runs.
 
@@ -334,30 +411,118 @@ def worker_main(args) -> Optional[Dict]:
     instead of through the interpreter's shutdown: gloo's C++ threads can abort a process in
     their destructors there ("terminate called without an active exception", SIGABRT), rarely
     and after all the work is done, even when the group was destroyed first, and ``launch``
-    would report the run as failed. A single-process run returns as :func:`main` does.
+    would report the run as failed. A process that stops on a :class:`UserError` or a
+    non-finite loss writes its message to ``$SOD2_WORKER_ERRORS/rank<r>.txt`` and exits with
+    status 2 (1 for the loss), so that :func:`run_tool` prints it once, as one line. A
+    single-process run returns (or raises) as :func:`main` does.
     """
     distributed = comm.get_world_size() > 1
-    result = main(args)
+    try:
+        result = main(args)
+    except (UserError, NonFiniteLossError) as e:
+        errors_dir = os.environ.get(WORKER_ERRORS_ENV)
+        if not (distributed and errors_dir):
+            raise
+        with open(os.path.join(errors_dir, f"rank{comm.get_rank()}.txt"), "w") as f:
+            f.write(f"{2 if isinstance(e, UserError) else 1}\n{e}")
+        _exit_now(2 if isinstance(e, UserError) else 1)
     if distributed:
-        import sys
-
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        _exit_now(0)
     return result
 
 
+def _exit_now(status: int) -> None:
+    import sys
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def run_tool(args) -> int:
+    """What ``tools/lazyconfig_train_net.py`` runs: load and check everything in this process
+    (:func:`load_config`, :func:`sod2.engine.preflight.check_run`), take the output folder's
+    training lock (:mod:`sod2.engine.output_lock`; training only, on machine 0), then
+    ``launch`` :func:`worker_main`. Returns the exit status: 0, 2 for a :class:`UserError`
+    (printed as ``error: <message>``), 1 for a non-finite loss (printed the same way).
+    """
+    import shutil
+    import sys
+    import tempfile
+
+    from detectron2.engine import launch
+
+    from .output_lock import lock_output_dir
+    from .preflight import check_run
+
+    def fail(status: int, message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return status
+
+    world = args.num_gpus * args.num_machines
+    try:
+        cfg = load_config(args.config_file, args.opts, warn=False)
+        derive_output_dir(cfg, args.config_file, args.opts)
+        resolve_device(cfg)
+        check_run(cfg, eval_only=args.eval_only, hand_over=world == 1)
+    except UserError as e:
+        return fail(2, str(e))
+    args.sod2_checked = True  # main() in the workers skips check_run
+    errors_dir = tempfile.mkdtemp(prefix="sod2-worker-errors-")
+    os.environ[WORKER_ERRORS_ENV] = errors_dir
+    try:
+        with contextlib.ExitStack() as stack:
+            if not args.eval_only and args.machine_rank == 0:
+                stack.enter_context(lock_output_dir(cfg.train.output_dir))
+            try:
+                launch(worker_main, args.num_gpus, num_machines=args.num_machines,
+                       machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+            except UserError as e:
+                return fail(2, str(e))
+            except NonFiniteLossError as e:
+                return fail(1, str(e))
+            except Exception:
+                reports = sorted(os.listdir(errors_dir))
+                if not reports:
+                    raise
+                with open(os.path.join(errors_dir, reports[0])) as f:
+                    status, _, message = f.read().partition("\n")
+                return fail(int(status), message)
+    except UserError as e:  # the lock is held by another run
+        return fail(2, str(e))
+    finally:
+        os.environ.pop(WORKER_ERRORS_ENV, None)
+        shutil.rmtree(errors_dir, ignore_errors=True)
+    return 0
+
+
 def main(args) -> Optional[Dict]:
+    """Train, or evaluate with ``--eval-only``, in this process (one of ``launch``'s).
+
+    Called directly (not through :func:`run_tool`), it runs
+    :func:`sod2.engine.preflight.check_run` first and, for a single-process training, holds
+    the output folder's lock. ``--eval-only`` loads ``train.init_checkpoint`` strictly
+    (:func:`sod2.engine.checkpoint.load_for_inference`)."""
+    from .output_lock import lock_output_dir
+    from .preflight import check_run
+
+    if not getattr(args, "sod2_checked", False):
+        cfg = load_config(args.config_file, args.opts, warn=False)
+        derive_output_dir(cfg, args.config_file, args.opts)
+        check_run(cfg, eval_only=args.eval_only, hand_over=True)
     cfg = setup(args)
     result = None
-    if args.eval_only:
-        model = instantiate(cfg.model)
-        model.to(cfg.train.device)
-        model = create_ddp_model(model, **({"device_ids": None} if cfg.train.device == "cpu" else {}))
-        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
-        result = do_test(cfg, model)
-    else:
-        do_train(args, cfg)
+    with contextlib.ExitStack() as stack:
+        if args.eval_only:
+            model = instantiate(cfg.model)
+            model.to(cfg.train.device)
+            model = create_ddp_model(model, **({"device_ids": None} if cfg.train.device == "cpu" else {}))
+            load_for_inference(model, cfg.train.init_checkpoint)
+            result = do_test(cfg, model)
+        else:
+            if comm.get_world_size() == 1:
+                stack.enter_context(lock_output_dir(cfg.train.output_dir))
+            do_train(args, cfg)
     _leave_process_group()
     return result
