@@ -7,9 +7,11 @@ from detectron2.modeling.backbone import FPN, BasicStem, ResNet
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
-from detectron2.modeling.meta_arch.retinanet import RetinaNet, RetinaNetHead
+from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 
-model = L(RetinaNet)(
+from sod2.modeling.meta_arch import SOD2RetinaNet  # Detectron2's, warning on NaN/inf pixels
+
+model = L(SOD2RetinaNet)(
     backbone=L(FPN)(
         bottom_up=L(ResNet)(
             stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),

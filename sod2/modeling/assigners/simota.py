@@ -15,6 +15,13 @@ Per image:
 3. Dynamic k: ``k_g = max(int(sum of g's top-min(10, #candidates) IoUs), 1)``; g takes its
    ``k_g`` lowest-cost candidates; a location taken by several gts keeps the cheapest.
 
+Non-finite predictions (a diverging model): a candidate whose box, class or objectness logits
+are not all finite costs less than every finite pair (:func:`sod2.modeling.checks.finite_cost`)
+and its NaN IoU counts 0 towards ``k``: the assignment never fails on them, is deterministic,
+and makes them positives, so that their non-finite values enter the losses (computed on the
+raw predictions) and Detectron2's trainer stops with the loss names instead of training on.
+Finite inputs are assigned exactly as before.
+
 Location centres are the cell centres ``(grid + 0.5) * stride`` (the reference's geometry
 convention; its box decoding uses ``grid * stride``).
 """
@@ -27,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import box_iou
+
+from ..checks import check_size, finite_cost
 
 __all__ = ["SimOTAAssigner", "SimOTAResult"]
 
@@ -65,6 +74,7 @@ class SimOTAAssigner:
                  penalty: Optional[float] = None, iou_weight: float = 3.0, topk: int = 10):
         if rule not in ("center", "box_or_center"):
             raise ValueError(f"SimOTAAssigner rule must be 'center' or 'box_or_center', got {rule!r}")
+        check_size("SimOTAAssigner", "topk", topk)
         self.rule = rule
         self.center_radius = center_radius if center_radius is not None else (1.5 if rule == "center" else 2.5)
         self.penalty = penalty if penalty is not None else (1e6 if rule == "center" else 1e5)
@@ -110,11 +120,17 @@ class SimOTAAssigner:
         device_type = cls_logits.device.type
         with torch.autocast(device_type=device_type, enabled=False):
             p = (cls_logits.float().sigmoid() * obj_logits.float().sigmoid()[:, None]).sqrt()
+            # a NaN logit gives p = NaN, which torch's BCE refuses; those candidates are marked
+            # non-finite below (p is in [0, 1] otherwise: nan_to_num changes nothing else)
+            p = p.nan_to_num(nan=0.0)
             onehot = F.one_hot(gt_classes.long(), cls_logits.shape[1]).float()
             G, P = ious.shape
             cls_cost = F.binary_cross_entropy(p[None].expand(G, -1, -1), onehot[:, None].expand(-1, P, -1),
                                               reduction="none").sum(-1)
         cost = cls_cost + self.iou_weight * iou_cost + self.penalty * (~relation).float()
+        broken = ~(torch.isfinite(pred_boxes).all(dim=1) & torch.isfinite(cls_logits).all(dim=1)
+                   & torch.isfinite(obj_logits))
+        cost = finite_cost(cost.masked_fill(broken[None], float("nan")))
         return cost, ious
 
     def match(self, cost: Tensor, ious: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -127,7 +143,8 @@ class SimOTAAssigner:
         """
         G, P = cost.shape
         n = min(self.topk, P)
-        dynamic_k = ious.topk(n, dim=1).values.sum(1).int().clamp(min=1)
+        # a NaN IoU (non-finite predicted box) counts 0 towards k
+        dynamic_k = ious.nan_to_num(nan=0.0).topk(n, dim=1).values.sum(1).int().clamp(min=1)
         matching = torch.zeros_like(cost, dtype=torch.bool)
         for g in range(G):
             idx = cost[g].topk(int(dynamic_k[g]), largest=False).indices

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from ...layers.losses import varifocal_loss
+from ..checks import check_size
 from .better_sampling import IoUTarget, aligned_iou_giou, log_reweighting_stats
 
 __all__ = ["SetCriterion", "MatchedPositives", "DEFAULT_WEIGHT_DICT"]
@@ -119,6 +120,7 @@ class SetCriterion(nn.Module):
                  reweighting: Optional[nn.Module] = None, point_refinement: Optional[nn.Module] = None,
                  log_prefix: str = "better_sampling"):
         super().__init__()
+        check_size("SetCriterion", "num_classes", num_classes)
         unknown = set(weight_dict or {}) - set(DEFAULT_WEIGHT_DICT)
         if unknown:
             raise ValueError(f"SetCriterion weight_dict: unknown keys {sorted(unknown)}")

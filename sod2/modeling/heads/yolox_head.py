@@ -9,7 +9,9 @@ import torch
 from detectron2.layers import ShapeSpec
 from torch import Tensor, nn
 
+from ...errors import UserError
 from ...layers.csp_blocks import BaseConv, DWConv
+from ..checks import check_size
 from . import SOD2_HEAD_REGISTRY
 
 __all__ = ["YOLOXHead"]
@@ -47,6 +49,10 @@ class YOLOXHead(nn.Module):
                  depthwise: bool = False, act: str = "silu", prior_prob: float = 0.01,
                  probe: Optional[nn.Module] = None):
         super().__init__()
+        check_size("YOLOXHead", "num_classes", num_classes)
+        check_size("YOLOXHead", "feat_channels", feat_channels)
+        if not input_shape:
+            raise UserError("YOLOXHead: input_shape has no level")
         self.in_features = list(input_shape.keys())
         self.strides = [int(input_shape[f].stride) if input_shape[f].stride else None
                         for f in self.in_features]

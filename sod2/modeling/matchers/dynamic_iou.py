@@ -35,7 +35,8 @@ class DynamicIoUAssigner:
     """Stage-1 assignment: an anchor is positive for its best-IoU ground truth ``g`` if
     IoU >= threshold(g); negative if its best IoU < ``neg_thresh``; ignored otherwise.
     No best-anchor (low-quality) matching: a ground truth below its threshold everywhere
-    gets no positive, as in the official code.
+    gets no positive, as in the official code. An anchor with a NaN IoU is ignored (-1):
+    the maximum over ground truths propagates the NaN and no threshold test passes on it.
     """
 
     def __init__(self, base_size: float = 12.0, gamma: float = 0.15, rule: str = "paper",

@@ -10,6 +10,13 @@ with ``p = sigmoid(logit_q[label_g])`` and the focal class cost
 
 L1 on normalised cxcywh, GIoU on xyxy. Solved per image by
 ``scipy.optimize.linear_sum_assignment`` on the CPU: ``min(Q, N)`` pairs.
+
+Non-finite predictions (a diverging model): the cost entries they give (NaN, +-inf), which
+scipy refuses, are replaced by a finite value below every finite entry of the image's matrix
+(:func:`sod2.modeling.checks.finite_cost`): the matching is deterministic and matches the
+broken queries first, so that their non-finite boxes enter the losses (computed on the raw
+predictions) and Detectron2's trainer stops with the loss names. A finite matrix is matched
+exactly as before.
 """
 from __future__ import annotations
 
@@ -19,6 +26,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou
+
+from ..checks import finite_cost
 
 __all__ = ["HungarianMatcher"]
 
@@ -92,6 +101,6 @@ class HungarianMatcher(nn.Module):
             if n == 0:
                 indices.append((torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)))
                 continue
-            rows, cols = linear_sum_assignment(next(chunks).view(Q, n).numpy())
+            rows, cols = linear_sum_assignment(finite_cost(next(chunks).view(Q, n)).numpy())
             indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
         return indices

@@ -22,6 +22,9 @@ class MaxIoUMatcher(Matcher):
 
     Detectron2's ``allow_low_quality_matches`` has no minimum IoU and keeps each such
     prediction matched to its own best ground truth.
+
+    A prediction with a NaN IoU (a non-finite box) is ignored (-1), as
+    :class:`DynamicIoUAssigner` does; the other predictions are labelled as if its IoUs were 0.
     """
 
     def __init__(self, pos_thresh: float = 0.7, neg_thresh: float = 0.7,
@@ -43,6 +46,11 @@ class MaxIoUMatcher(Matcher):
         """
         if iou.numel() == 0:
             return super().__call__(iou)
+        nan = torch.isnan(iou)
+        if bool(nan.any()):  # Detectron2's Matcher asserts IoU >= 0, which NaN fails
+            matches, labels = self(iou.masked_fill(nan, 0.0))
+            labels[nan.any(dim=0)] = -1
+            return matches, labels
         matches, labels = super().__call__(iou)
         if self.min_pos_iou is not None:
             best_per_gt, best_idx = iou.max(dim=1)

@@ -55,6 +55,8 @@ from detectron2.structures import Boxes, ImageList, Instances
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
+from ..checks import check_size, warn_non_finite_images
+
 __all__ = ["RTDETR"]
 
 # keys of a decoder layer's dict that are not per-query tensors (kept as they are when the
@@ -101,6 +103,9 @@ class RTDETR(nn.Module):
                  pixel_mean: Sequence[float] = (0.0, 0.0, 0.0), pixel_std: Sequence[float] = (255.0, 255.0, 255.0),
                  input_format: str = "RGB", size_divisibility: int = 32, clip_boxes: bool = False):
         super().__init__()
+        check_size("RTDETR", "num_classes", num_classes)
+        check_size("RTDETR", "num_top_queries", num_top_queries)
+        check_size("RTDETR", "size_divisibility", size_divisibility, minimum=0)
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"RTDETR: input_format must be RGB or BGR, got {input_format!r}")
         decoder_classes = getattr(decoder, "num_classes", num_classes)
@@ -133,14 +138,17 @@ class RTDETR(nn.Module):
     def preprocess_image(self, batched_inputs: List[Dict[str, Tensor]]) -> ImageList:
         """(3, H_i, W_i) images (uint8 or float 0-255, ``input_format`` order) -> normalised
         RGB, batched and padded with 0 (after normalisation: black, the reference's zoom-out
-        fill) to a multiple of ``size_divisibility``."""
+        fill) to a multiple of ``size_divisibility``. Non-finite pixels give one warning line
+        (:func:`sod2.modeling.checks.warn_non_finite_images`)."""
         images = []
         for x in batched_inputs:
             img = x["image"].to(self.device, non_blocking=True).to(self.pixel_mean.dtype)
             if self.input_format == "BGR":
                 img = img.flip(0)
             images.append((img - self.pixel_mean) / self.pixel_std)
-        return ImageList.from_tensors(images, self.size_divisibility, pad_value=0.0)
+        images = ImageList.from_tensors(images, self.size_divisibility, pad_value=0.0)
+        warn_non_finite_images(images.tensor, "RTDETR", batched_inputs, self.training)
+        return images
 
     def prepare_targets(self, gt_instances: List[Instances], image_sizes: List[Tuple[int, int]],
                         padded_size: Tuple[int, int]) -> List[Dict[str, Tensor]]:
@@ -207,7 +215,9 @@ class RTDETR(nn.Module):
             per image, Instances of size (H_i, W_i) with K = min(num_top_queries, Q * C)
             detections by decreasing score: ``pred_boxes`` XYXY (a normalised coordinate x
             maps to ``x * W_p * W_i / w_i``: the input pixel, rescaled to the output size;
-            not clipped unless ``clip_boxes``), ``scores`` (sigmoid), ``pred_classes``.
+            not clipped unless ``clip_boxes``), ``scores`` (sigmoid), ``pred_classes``. A
+            detection whose box or score is not finite (a diverged model, non-finite input
+            pixels) is dropped, as Detectron2's ``fast_rcnn_inference`` does: fewer than K then.
         """
         B, Q, C = logits.shape
         k = min(self.num_top_queries, Q * C)
@@ -222,11 +232,14 @@ class RTDETR(nn.Module):
             # for unpadded inputs wp * out_w / w == out_w exactly)
             sx, sy = wp * out_w / w, hp * out_h / h
             b = xyxy[i] * xyxy.new_tensor([sx, sy, sx, sy])
+            s_i, l_i = scores[i], labels[i]
+            finite = torch.isfinite(b).all(dim=1) & torch.isfinite(s_i)
+            if not bool(finite.all()):  # a diverged model or non-finite input pixels
+                b, s_i, l_i = b[finite], s_i[finite], l_i[finite]
             pred_boxes = Boxes(b)
             if self.clip_boxes:
                 pred_boxes.clip((out_h, out_w))
-            results.append(Instances((out_h, out_w), pred_boxes=pred_boxes, scores=scores[i],
-                                     pred_classes=labels[i]))
+            results.append(Instances((out_h, out_w), pred_boxes=pred_boxes, scores=s_i, pred_classes=l_i))
         return results
 
     # ---------------------------------------------------------------- forward

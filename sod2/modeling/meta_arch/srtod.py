@@ -3,18 +3,20 @@ Meta-architectures that feed SR-TOD's hook (:class:`~sod2.modeling.backbone.Reco
 the network-input image (after resize and flip) as RGB in [0, 1], zero-padded exactly like
 the batched input, and the reconstruction loss added to the detector's losses.
 
-Each is Detectron2's class with :class:`ReconstructionTargetMixin` in front: nothing of the
-detector is copied.
+Each is Detectron2's class (through sod2's :class:`SOD2GeneralizedRCNN` /
+:class:`SOD2RetinaNet`, which warn about non-finite input pixels) with
+:class:`ReconstructionTargetMixin` in front: nothing of the detector is copied.
 """
 from __future__ import annotations
 
 from typing import Dict, List
 
 import torch
-from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, RetinaNet
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 
 from ..backbone.reconstruction import ReconstructionFPN
+from .detectron2_checked import SOD2GeneralizedRCNN, SOD2RetinaNet
 
 __all__ = ["ReconstructionTargetMixin", "SRTODRCNN", "SRTODRetinaNet"]
 
@@ -52,10 +54,10 @@ class ReconstructionTargetMixin:
 
 
 @META_ARCH_REGISTRY.register()
-class SRTODRCNN(ReconstructionTargetMixin, GeneralizedRCNN):
+class SRTODRCNN(ReconstructionTargetMixin, SOD2GeneralizedRCNN):
     """GeneralizedRCNN (Faster/Cascade R-CNN, CFINet) with SR-TOD's hook as its backbone."""
 
 
 @META_ARCH_REGISTRY.register()
-class SRTODRetinaNet(ReconstructionTargetMixin, RetinaNet):
+class SRTODRetinaNet(ReconstructionTargetMixin, SOD2RetinaNet):
     """RetinaNet with SR-TOD's hook (on P3) as its backbone."""

@@ -215,7 +215,10 @@ class YOLOX(DenseDetector):
             constraints.pop("square_size", None)  # letterboxed (and multi-scale resized) already
         images = ImageList.from_tensors(images, self.backbone.size_divisibility, pad_value=self.pad_value,
                                         padding_constraints=constraints)
-        return ImageList((images.tensor - self.pixel_mean) / self.pixel_std, images.image_sizes)
+        images = ImageList((images.tensor - self.pixel_mean) / self.pixel_std, images.image_sizes)
+        from ..checks import warn_non_finite_images  # one warning line on NaN/inf pixels
+        warn_non_finite_images(images.tensor, "YOLOX", batched_inputs, self.training)
+        return images
 
     def decode(self, cls_logits: List[Tensor], reg: List[Tensor], obj_logits: List[Tensor]) -> YOLOXPredictions:
         """Flatten the per-level outputs and decode the boxes.

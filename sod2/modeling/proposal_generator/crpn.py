@@ -244,11 +244,13 @@ class CRPN(nn.Module):
 
     def _clip(self, boxes: torch.Tensor, anchors: torch.Tensor, image_sizes) -> torch.Tensor:
         """Clip stage-1 boxes (N, HW, 4) to each image; non-finite boxes (a diverged model)
-        are an error in training and fall back to their anchors (HW, 4) at inference."""
+        are an error in training (FloatingPointError, worded as Detectron2's RPN, which raises
+        on non-finite proposals in ``find_top_rpn_proposals``) and fall back to their anchors
+        (HW, 4) at inference."""
         finite = torch.isfinite(boxes).all(dim=2, keepdim=True)
         if not bool(finite.all()):
             if self.training:
-                raise FloatingPointError("CRPN stage-1 boxes contain Inf/NaN: training has diverged")
+                raise FloatingPointError("CRPN: predicted stage-1 boxes contain Inf/NaN. Training has diverged.")
             boxes = torch.where(finite, boxes, anchors.unsqueeze(0).expand_as(boxes))
         out = []
         for b, (h, w) in zip(boxes, image_sizes):

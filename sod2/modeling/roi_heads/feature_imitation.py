@@ -15,6 +15,7 @@ CFINet's feature imitation (FI) branch and the ROI heads that host it
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -30,6 +31,9 @@ from torch import nn
 
 from ...layers import supervised_contrastive_loss
 from ...layers.losses import aligned_iou
+from ..checks import check_size
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Feat2Embed", "ExemplarBank", "FeatureImitation", "FeatureImitationROIHeads",
            "QualityEvidence", "ImitationBatch", "SampleTable", "ContrastiveRows",
@@ -100,6 +104,9 @@ class ExemplarBank(nn.Module):
     def __init__(self, num_classes: int, capacity: int = 256, channels: int = 256,
                  roi_size: int = 7, dtype: torch.dtype = torch.float32):
         super().__init__()
+        for name, value in (("num_classes", num_classes), ("capacity", capacity), ("channels", channels),
+                            ("roi_size", roi_size)):
+            check_size("ExemplarBank", name, value)
         self.capacity = capacity
         self.register_buffer("bank_feats", torch.zeros(num_classes, capacity, channels, roi_size,
                                                        roi_size, dtype=dtype))
@@ -111,28 +118,38 @@ class ExemplarBank(nn.Module):
         return self.bank_feats.shape[0]
 
     @torch.no_grad()
-    def add(self, feats: torch.Tensor, labels: torch.Tensor) -> None:
-        """Append exemplars in order; a full class overwrites its oldest entry.
+    def add(self, feats: torch.Tensor, labels: torch.Tensor) -> int:
+        """Append exemplars in order; a full class overwrites its oldest entry. An exemplar
+        with a non-finite value (a diverging model) is not stored, with a warning: it would
+        make the contrastive loss of every later iteration of its class non-finite (its own
+        iteration's loss, where it is an anchor, already is).
 
         Args:
             feats: (N, C, S, S); labels: (N,) class indices.
+        Returns:
+            the number stored.
         """
+        finite = torch.isfinite(feats.flatten(1)).all(dim=1)
+        if not bool(finite.all()):
+            logger.warning("ExemplarBank: %d of %d new exemplars contain NaN/inf and are not stored",
+                           int((~finite).sum()), len(feats))
+            feats, labels = feats[finite], labels[finite.to(labels.device)]
         for f, c in zip(feats, labels.tolist()):
             i = int(self.bank_next[c])
             self.bank_feats[c, i] = f.to(self.bank_feats.dtype)
             self.bank_next[c] = (i + 1) % self.capacity
             self.bank_count[c] = min(int(self.bank_count[c]) + 1, self.capacity)
+        return len(labels)
 
     @torch.no_grad()
     def add_from_all_processes(self, feats: torch.Tensor, labels: torch.Tensor) -> int:
         """Gather the exemplars of every process and add them all, in rank order, so that
-        the banks stay identical across processes. Returns the number added."""
+        the banks stay identical across processes. Returns the number stored."""
         if comm.get_world_size() > 1:
             gathered = comm.all_gather((feats.cpu(), labels.cpu()))
             feats = torch.cat([f for f, _ in gathered]).to(self.bank_feats.device)
             labels = torch.cat([lb for _, lb in gathered]).to(self.bank_feats.device)
-        self.add(feats, labels)
-        return len(labels)
+        return self.add(feats, labels)
 
     def ordered(self, c: int) -> torch.Tensor:
         """Class ``c``'s exemplars, oldest first: (n, C, S, S)."""
@@ -330,6 +347,8 @@ class FeatureImitation(nn.Module):
         scales: Sequence[float] = (0.97, 1.03),
     ):
         super().__init__()
+        check_size("FeatureImitation", "num_classes", num_classes)
+        check_size("FeatureImitation", "num_samples", num_samples)
         if negatives not in ("paper", "code"):
             raise ValueError(f"negatives must be 'paper' or 'code', got {negatives!r}")
         if quality_proposals not in ("all", "sampled"):

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from ...layers.mlp import inverse_sigmoid
+from ..checks import check_size
 
 __all__ = ["ContrastiveDenoising", "DenoisingQueries", "denoising_attn_mask"]
 
@@ -97,6 +98,9 @@ class ContrastiveDenoising(nn.Module):
     def __init__(self, num_classes: int, hidden_dim: int = 256, num_denoising: int = 100,
                  label_noise_ratio: float = 0.5, box_noise_scale: float = 1.0):
         super().__init__()
+        check_size("ContrastiveDenoising", "num_classes", num_classes)
+        check_size("ContrastiveDenoising", "hidden_dim", hidden_dim)
+        check_size("ContrastiveDenoising", "num_denoising", num_denoising, minimum=0)
         self.num_classes = num_classes
         self.hidden_dim = hidden_dim
         self.num_denoising = num_denoising

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from ...layers.mlp import MLP, bias_init_with_prob
 from ...layers.ms_deform_attn import SpatialShapes, as_shape_list
+from ..checks import check_size
 
 __all__ = ["QuerySelection", "SelectedQueries", "generate_anchors"]
 
@@ -127,6 +128,8 @@ class QuerySelection(nn.Module):
                  eval_spatial_size: Optional[Tuple[int, int]] = None,
                  feat_strides: Sequence[int] = (8, 16, 32)):
         super().__init__()
+        for name, value in (("hidden_dim", hidden_dim), ("num_classes", num_classes), ("num_queries", num_queries)):
+            check_size("QuerySelection", name, value)
         self.hidden_dim = hidden_dim
         self.num_classes = num_classes
         self.num_queries = num_queries

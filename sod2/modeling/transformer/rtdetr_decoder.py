@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from ...layers.mlp import MLP, bias_init_with_prob, inverse_sigmoid
 from ...layers.ms_deform_attn import DeformableAttentionOutput, MSDeformableAttention
+from ..checks import check_size
 
 if TYPE_CHECKING:  # only for annotations: the denoising queries are built by the caller
     from .denoising import DenoisingQueries
@@ -171,6 +172,9 @@ class RTDETRDecoder(nn.Module):
                  num_points: int = 4, dim_feedforward: int = 1024, dropout: float = 0.0, eval_idx: int = -1,
                  norm: str = "BN"):
         super().__init__()
+        for name, value in (("hidden_dim", hidden_dim), ("num_classes", num_classes), ("num_layers", num_layers),
+                            ("num_heads", num_heads), ("num_points", num_points)):
+            check_size("RTDETRDecoder", name, value)
         if not -num_layers <= eval_idx < num_layers:
             raise ValueError(f"eval_idx {eval_idx} is out of range for {num_layers} layers")
         self.hidden_dim = hidden_dim
