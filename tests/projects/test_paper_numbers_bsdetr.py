@@ -39,6 +39,7 @@ def paper_cfg():
 
 @pytest.fixture(scope="module")
 def paper_model(paper_cfg):
+    torch.manual_seed(0)  # module-scoped: set up before the autouse seeding
     return instantiate(paper_cfg.model)
 
 

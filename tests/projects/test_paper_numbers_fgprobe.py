@@ -36,6 +36,7 @@ def visdrone_cfg():
 
 @pytest.fixture(scope="module")
 def visdrone_model(visdrone_cfg):
+    torch.manual_seed(0)  # module-scoped: set up before the autouse seeding
     return instantiate(visdrone_cfg.model)
 
 

@@ -33,6 +33,7 @@ DRONESWARMS = "srtod/faster_rcnn_srtod_R50_fpn_droneswarms_20e.py"
 
 @pytest.fixture(scope="module")
 def visdrone_model():
+    torch.manual_seed(0)  # module-scoped: set up before the autouse seeding
     return instantiate(get_config(VISDRONE).model)
 
 
