@@ -12,12 +12,33 @@ import copy
 
 from detectron2.config import LazyCall as L
 
-from .sliced import SlicedInference
+from ..errors import UserError
+from .sliced import SlicedInference, check_slicing_args
 
 __all__ = ["with_slicing", "apply_slicing_block", "SLICING_KEYS"]
 
 SLICING_KEYS = ("size", "overlap", "stride", "batch_size", "full_image", "merge", "metric", "threshold",
                 "class_agnostic", "max_detections", "pad_value")
+# with_slicing's / the slicing block's names -> SlicedInference's argument names
+_ARGUMENT = {"size": "slice_size", "metric": "match_metric", "threshold": "match_threshold"}
+_KEY = {arg: key for key, arg in _ARGUMENT.items()}
+_SETTINGS = ("slice_size", "overlap", "stride", "batch_size", "full_image", "merge", "match_metric",
+             "match_threshold", "class_agnostic", "max_detections", "pad_value", "enabled")
+
+
+def _plain(value):
+    """A config value as plain Python (OmegaConf lists -> lists) for checking."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def _check(prefix: str, values: dict, keys: dict, suffix: str = "") -> None:
+    """:func:`check_slicing_args` on ``values`` (SlicedInference's argument names), naming a
+    bad one ``<prefix><key>=<value><suffix>`` with ``keys`` mapping argument names to the
+    config's names."""
+    check_slicing_args(lambda arg, value: f"{prefix}{keys.get(arg, arg)}={value!r}{suffix}",
+                       **{k: _plain(v) for k, v in values.items()})
 
 
 def with_slicing(model, size=800, overlap=0.2, stride=None, batch_size=None, full_image=False,
@@ -35,7 +56,14 @@ def with_slicing(model, size=800, overlap=0.2, stride=None, batch_size=None, ful
             test-time resizing) move to each slice and to the full image, and the test
             mapper is left without them, so that slices are cut at the image's own
             resolution. None: slices are cut from the image as the test mapper delivers it.
+    Raises:
+        UserError: a bad setting, one line naming it (``with_slicing(size=0)``) and the
+            values it may take, when the config is built rather than when the model is.
     """
+    _check("with_slicing(", dict(slice_size=size, overlap=overlap, stride=stride, batch_size=batch_size,
+                                 full_image=full_image, merge=merge, match_metric=metric,
+                                 match_threshold=threshold, class_agnostic=class_agnostic,
+                                 max_detections=max_detections, pad_value=pad_value), _KEY, ")")
     augs = []
     if dataloader is not None and "test" in dataloader:
         mapper = dataloader.test.mapper
@@ -48,19 +76,37 @@ def with_slicing(model, size=800, overlap=0.2, stride=None, batch_size=None, ful
         pad_value=pad_value, enabled=True)
 
 
+def _sliced_model(cfg) -> bool:
+    model = cfg.get("model") if hasattr(cfg, "get") else None
+    target = model.get("_target_") if hasattr(model, "get") else None
+    return isinstance(target, type) and issubclass(target, SlicedInference)
+
+
 def apply_slicing_block(cfg):
     """If ``cfg`` has a top-level ``slicing`` block (keys of :data:`SLICING_KEYS`), wrap
     ``cfg.model`` with :func:`with_slicing` (moving the test resizing to the slices) and
-    remove the block. Returns ``cfg``; one ValueError line for an unknown key."""
+    remove the block. If ``cfg.model`` is already a :class:`SlicedInference`, check its
+    settings (after the overrides). Returns ``cfg``.
+
+    Raises:
+        UserError: one line for an unknown key, or a bad value naming its key as the user
+            wrote it (``slicing.size=0``, ``model.merge='soft'``,
+            ``model.match_threshold=nan``) and the values it may take; before any model
+            is built.
+    """
     block = cfg.get("slicing") if hasattr(cfg, "get") else None
     if block is None:
+        if _sliced_model(cfg):
+            settings = {k: v for k, v in cfg.model.items() if k in _SETTINGS}
+            _check("model.", settings, {})
         return cfg
     kwargs = dict(block)
     unknown = sorted(set(kwargs) - set(SLICING_KEYS))
     if unknown:
-        raise ValueError(f"slicing: unknown key(s) {', '.join(unknown)}; known: {', '.join(SLICING_KEYS)}")
+        raise UserError(f"slicing: unknown key(s) {', '.join(unknown)}; known: {', '.join(SLICING_KEYS)}")
+    if _sliced_model(cfg):
+        raise UserError("slicing: the config's model is already sliced; override model.<key> instead")
+    _check("slicing.", {_ARGUMENT.get(k, k): v for k, v in kwargs.items()}, _KEY)
     del cfg["slicing"]
-    if isinstance(cfg.model.get("_target_"), type) and issubclass(cfg.model._target_, SlicedInference):
-        raise ValueError("slicing: the config's model is already sliced; override model.<key> instead")
-    cfg.model = with_slicing(cfg.model, dataloader=cfg.get("dataloader"), **kwargs)
+    cfg.model = with_slicing(cfg.model, dataloader=cfg.get("dataloader"), **{k: _plain(v) for k, v in kwargs.items()})
     return cfg

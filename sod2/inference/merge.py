@@ -29,6 +29,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from ..errors import UserError
+
 __all__ = ["MERGE_METHODS", "MATCH_METRICS", "MergeResult", "merge_detections", "pairwise_metric",
            "check_merge_args"]
 
@@ -49,13 +51,14 @@ class MergeResult(NamedTuple):
 
 
 def check_merge_args(method: str, metric: str, threshold: float) -> None:
-    """Raise one ValueError line for an unknown method or metric or a threshold outside (0, 1]."""
+    """Raise one :class:`~sod2.errors.UserError` line for an unknown method or metric or a
+    threshold outside (0, 1] (NaN included)."""
     if method not in MERGE_METHODS:
-        raise ValueError(f"merge method must be one of {', '.join(MERGE_METHODS)}, got {method!r}")
+        raise UserError(f"merge method must be one of {', '.join(MERGE_METHODS)}, got {method!r}")
     if metric not in MATCH_METRICS:
-        raise ValueError(f"match metric must be one of {', '.join(MATCH_METRICS)}, got {metric!r}")
+        raise UserError(f"match metric must be one of {', '.join(MATCH_METRICS)}, got {metric!r}")
     if not 0.0 < float(threshold) <= 1.0:
-        raise ValueError(f"match threshold must be in (0, 1], got {threshold}")
+        raise UserError(f"match threshold must be in (0, 1], got {threshold}")
 
 
 def pairwise_metric(box: np.ndarray, boxes: np.ndarray, metric: str) -> np.ndarray:

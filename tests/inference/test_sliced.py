@@ -126,7 +126,7 @@ def test_empty_images_and_limits():
         _sliced()([{"file_name": "x.jpg"}])
     with pytest.raises(ValueError, match="wraps an nn.Module"):
         SlicedInference(lambda x: x)
-    with pytest.raises(ValueError, match="batch size"):
+    with pytest.raises(ValueError, match=r"batch_size=0\): must be a positive integer"):
         _sliced(batch_size=0)
 
 
