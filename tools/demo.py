@@ -30,6 +30,7 @@ import glob
 import logging
 import os
 import sys
+import tempfile
 from typing import Optional
 
 try:
@@ -48,7 +49,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from sod2.data.datasets.common import require_registered
 from sod2.data.io import DataFormatError, read_image, relative_names, to_uint8_rgb
 from sod2.engine.lazy_train import ConfigError, load_config, resolve_device
+from sod2.errors import UserError
 from sod2.inference import SlicedInference, draw_slice_windows
+from sod2.inference.sliced import check_slicing_args
 from sod2.utils.visualization import (draw_ground_truth, draw_heatmap, draw_predictions, foreground_map,
                                       side_by_side)
 
@@ -134,17 +137,87 @@ class Predictor:
         return rec, np.repeat(m[:, :, None], 3, axis=2)
 
 
+def _slicing_args(size: Optional[str], overlap: Optional[str]) -> Optional[dict]:
+    """SlicedInference's settings of ``--slice SIZE [--overlap R]`` (None without --slice).
+
+    Raises:
+        UserError: one line naming the flag and the values it may take (``--slice 0``,
+            ``--overlap -0.1``, ``--overlap 1``, ``--overlap nan``, ``--overlap`` alone).
+    """
+    if size is None:
+        if overlap is not None:
+            raise UserError("--overlap needs --slice")
+        return None
+    try:
+        slice_size = int(size)
+    except ValueError:
+        slice_size = size
+    try:
+        ratio = 0.2 if overlap is None else float(overlap)
+    except ValueError:
+        ratio = overlap
+    given = {"slice_size": f"--slice {size}", "overlap": f"--overlap {overlap}"}  # as typed
+    check_slicing_args(lambda arg, value: given[arg], slice_size=slice_size, overlap=ratio)
+    return {"slice_size": slice_size, "overlap": ratio}
+
+
+def _check_output_folder(folder: str) -> None:
+    """Make sure that ``--output`` is or can become a folder in which files can be written,
+    without creating anything: a file is written and removed in ``folder``, or in its
+    deepest existing parent when it does not exist yet.
+
+    Raises:
+        UserError: it is a file, or lies under one, or cannot be written to (read-only
+            file system, no permission).
+    """
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"--output {folder} is a file; give a folder")
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"--output {folder}: {existing} is a file, so the folder cannot be made")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".sod2-demo-write-test-", dir=existing)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"--output {folder}: cannot write in {existing} ({e.strerror or e})") from None
+
+
+def _check_outputs(folder: str, names) -> None:
+    """Refuse output names (relative to ``folder``) that an existing folder, or a file in
+    the place of one of their folders, would keep from being written: before any image runs.
+
+    Raises:
+        UserError: naming the first such path.
+    """
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.isdir(path):
+            raise UserError(f"{path}: an output image would be written there, but it is an existing folder")
+        parent = os.path.dirname(path)
+        while parent and os.path.normpath(parent) != os.path.normpath(folder):
+            if os.path.exists(parent) and not os.path.isdir(parent):
+                raise UserError(f"{parent}: an output folder would be made there, but it is an existing file")
+            parent = os.path.dirname(parent)
+
+
 def _inputs(paths):
     """The files that ``--input`` names (folders: their images), each once, in order.
 
     Raises:
-        FileNotFoundError: an input that is neither a file, a folder nor a matching pattern.
+        FileNotFoundError: an input that is neither a file, a folder nor a matching pattern,
+            or a folder without images.
     """
     out = []
     for p in paths:
         if os.path.isdir(p):
-            out += [f for f in sorted(glob.glob(os.path.join(p, "*")))
-                    if f.lower().endswith(IMAGE_EXT)]
+            found = [f for f in sorted(glob.glob(os.path.join(p, "*"))) if f.lower().endswith(IMAGE_EXT)]
+            if not found:
+                raise FileNotFoundError(f"{p}: no images in this folder (looked for {', '.join(IMAGE_EXT)}; "
+                                        "videos are given by name)")
+            out += found
         elif any(ch in p for ch in "*?["):
             matched = sorted(f for f in glob.glob(p) if os.path.isfile(f))
             if not matched:
@@ -159,9 +232,18 @@ def _inputs(paths):
 
 
 def _save(path: str, rgb: np.ndarray) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    if not cv2.imwrite(path, rgb[:, :, ::-1]):
-        raise OSError(f"cannot write {path}")
+    """Write a drawing (H, W, 3) uint8 RGB, which this turns to BGR in place (no copy).
+
+    Raises:
+        UserError: the file cannot be written (one line naming it).
+    """
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        ok = cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR, dst=rgb))
+    except (OSError, cv2.error) as e:
+        raise UserError(f"{path}: cannot write the drawing ({getattr(e, 'strerror', None) or e})") from None
+    if not ok:
+        raise UserError(f"{path}: cannot write the drawing")
 
 
 def run_video(pred: Predictor, path: str, out_path: str, meta, args) -> str:
@@ -212,11 +294,12 @@ def main(argv=None):
     parser.add_argument("--show-foreground", action="store_true",
                         help="YOLOX models: also draw the foreground (objectness) scores before and "
                              "after Foreground Probing as heat maps next to the detections")
-    parser.add_argument("--slice", type=int, metavar="SIZE",
+    parser.add_argument("--slice", metavar="SIZE",
                         help="sliced inference: cut each image into SIZE px slices (at its own "
                              "resolution) and merge their detections")
-    parser.add_argument("--overlap", type=float, default=0.2,
-                        help="with --slice: fraction of a slice shared with its neighbour (default 0.2)")
+    parser.add_argument("--overlap", metavar="R",
+                        help="with --slice: fraction of a slice shared with its neighbour, in [0, 1) "
+                             "(default 0.2)")
     parser.add_argument("--show-slices", action="store_true",
                         help="draw the slice grid (with --slice, or a config whose model is sliced)")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
@@ -224,12 +307,15 @@ def main(argv=None):
                              "checked as the trainer checks them")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if os.path.exists(args.output) and not os.path.isdir(args.output):
-        parser.exit(2, f"error: --output {args.output} is a file; give a folder\n")
     try:
+        slicing = _slicing_args(args.slice, args.overlap)
+        _check_output_folder(args.output)
         if args.dataset:
             require_registered(args.dataset)
         inputs = None if args.dataset else _inputs(args.input)
+        if inputs is not None:
+            _check_outputs(args.output, [n + (".mp4" if p.lower().endswith(VIDEO_EXT) else ".png")
+                                         for p, n in zip(inputs, relative_names(inputs))])
         cfg = load_config(args.config_file, args.opts)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         parser.exit(2, f"error: {e}\n")
@@ -240,11 +326,6 @@ def main(argv=None):
         resolve_device(cfg)
         if args.show_reconstruction and args.show_foreground:
             raise ValueError("--show-reconstruction and --show-foreground are for different models")
-        slicing = None
-        if args.slice is not None:
-            slicing = {"slice_size": args.slice, "overlap": args.overlap}
-        elif args.overlap != 0.2:
-            raise ValueError("--overlap needs --slice")
         pred = Predictor(cfg, visuals="reconstruction" if args.show_reconstruction else
                          "foreground" if args.show_foreground else None, slicing=slicing)
         if args.show_slices and pred.sliced is None:
@@ -254,7 +335,7 @@ def main(argv=None):
 
     def with_panels(vis, rgb):
         if args.show_slices:
-            vis = draw_slice_windows(vis, pred.sliced.windows(*rgb.shape[:2]), scale=args.scale)
+            vis = draw_slice_windows(vis, pred.sliced.windows(*rgb.shape[:2]), scale=args.scale, copy=False)
         if args.show_foreground:
             panels = list(pred.foreground_panels(rgb))
         elif args.show_reconstruction:
@@ -265,6 +346,12 @@ def main(argv=None):
         return side_by_side([vis] + scaled)
 
     written, skipped = [], []
+
+    def _save_or_exit(path, vis):
+        try:
+            _save(path, vis)
+        except UserError as e:
+            parser.exit(2, f"error: {e} ({len(written)} drawing(s) written before)\n")
 
     def skip(e):
         logger.warning("skipped: %s", e)
@@ -277,6 +364,10 @@ def main(argv=None):
         except DataFormatError as e:
             parser.exit(1, f"error: {e}\n")
         names = relative_names([r["file_name"] for r in records])
+        try:
+            _check_outputs(args.output, [n + ".png" for n in names])
+        except UserError as e:
+            parser.exit(2, f"error: {e}\n")
         for rec, name in zip(records, names):
             try:
                 rgb = read_image(rec["file_name"], format="RGB")
@@ -289,7 +380,7 @@ def main(argv=None):
                 vis = side_by_side([vis, draw_ground_truth(rgb, rec, meta, args.scale,
                                                            not args.no_labels)])
             out = os.path.join(args.output, name + ".png")
-            _save(out, vis)
+            _save_or_exit(out, vis)
             written.append(out)
     else:
         test_name = cfg.dataloader.test.dataset.get("names") if "test" in cfg.dataloader else None
@@ -310,7 +401,7 @@ def main(argv=None):
             vis = with_panels(draw_predictions(rgb, pred(rgb), meta, args.scale,
                                                        args.confidence_threshold, not args.no_labels), rgb)
             out = os.path.join(args.output, name + ".png")
-            _save(out, vis)
+            _save_or_exit(out, vis)
             written.append(out)
     print(f"wrote {len(written)} visualization(s) to {args.output}")
     if skipped:

@@ -83,20 +83,22 @@ def slice_windows(height: int, width: int, slice_size: SizeLike, overlap=0.2,
 
 
 def draw_slice_windows(image: np.ndarray, windows: np.ndarray, scale: float = 1.0,
-                       thickness: int = 2) -> np.ndarray:
-    """Draw slice outlines on an RGB image (a copy), alternating two colours per row and
-    column so that overlapping slices stay apart, with each slice's index at its corner.
+                       thickness: int = 2, copy: bool = True) -> np.ndarray:
+    """Draw slice outlines on an RGB image, alternating two colours per row and column so
+    that overlapping slices stay apart, with each slice's index at its corner.
 
     Args:
         image: (H, W, 3) uint8, the picture the windows are drawn on (``scale`` times the
             image the windows were computed for).
         windows: (S, 4) ``x0, y0, x1, y1`` in the unscaled image.
+        copy: draw on a copy (True) or on ``image`` itself when it is C-contiguous (False:
+            no second picture in memory, for large images).
     Returns:
         (H, W, 3) uint8.
     """
     import cv2
 
-    out = np.ascontiguousarray(image.copy())
+    out = image.copy() if copy or not image.flags.c_contiguous else image
     xs = {int(x): i for i, x in enumerate(sorted({int(w[0]) for w in windows}))}
     ys = {int(y): i for i, y in enumerate(sorted({int(w[1]) for w in windows}))}
     colours = [(255, 64, 0), (0, 160, 255), (255, 200, 0), (160, 0, 255)]

@@ -53,10 +53,19 @@ def test_demo_slices_and_draws_the_grid(tmp_path, demo_main, weights):
     assert changed[~near].mean() < 0.03  # the slice numbers
 
 
+OVERLAP = "must be a number in [0, 1)"
+
+
 @pytest.mark.parametrize("extra,msg", [(["--overlap", "0.3"], "--overlap needs --slice"),
                                        (["--show-slices"], "--show-slices needs --slice"),
-                                       (["--slice", "128", "--overlap", "1.5"], "overlap ratio"),
-                                       (["--slice", "0"], "slice size must be positive")])
+                                       (["--slice", "128", "--overlap", "1.5"], "--overlap 1.5: " + OVERLAP),
+                                       (["--slice", "128", "--overlap", "1"], "--overlap 1: " + OVERLAP),
+                                       (["--slice", "128", "--overlap", "-0.1"], "--overlap -0.1: " + OVERLAP),
+                                       (["--slice", "128", "--overlap", "nan"], "--overlap nan: " + OVERLAP),
+                                       (["--slice", "128", "--overlap", "x"], "--overlap x: " + OVERLAP),
+                                       (["--slice", "0"], "--slice 0: must be a positive integer"),
+                                       (["--slice", "-5"], "--slice -5: must be a positive integer"),
+                                       (["--slice", "nan"], "--slice nan: must be a positive integer")])
 def test_demo_refuses_bad_slicing_in_one_line(tmp_path, demo_main, weights, capsys, extra, msg):
     cv2.imwrite(str(tmp_path / "x.png"), np.zeros((40, 40, 3), np.uint8))
     with pytest.raises(SystemExit) as e:
@@ -65,3 +74,4 @@ def test_demo_refuses_bad_slicing_in_one_line(tmp_path, demo_main, weights, caps
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert msg in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()  # refused before anything is written
