@@ -19,7 +19,9 @@ holds all source images (sub-folders are kept), so ``a/x.jpg`` and ``b/x.jpg``, 
 ``y.jpg`` and ``y.png``, never share a patch name. The stride may not exceed the patch
 size (parts of the images would be in no patch). Output appears only when complete: an
 interrupted run leaves the previous output (or none), and temporaries of killed runs are
-removed by the next run.
+removed by the next run. Bad arguments (a ``--fill-ignore`` outside 0-255, a ``--split-name``
+that is empty or a path) and unusable inputs end the run with one line ``error: ...`` and
+exit status 2 before anything is written.
 """
 import argparse
 import json
@@ -40,8 +42,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from sod2.data.datasets.coco_style import load_coco_style_json
 from sod2.data.datasets.common import require_registered
 from sod2.data.datasets.export import to_sod2_json
-from sod2.data.io import DataFormatError, atomic_path, read_image, relative_names
+from sod2.data.io import atomic_path, read_image, relative_names
 from sod2.data.split import iter_patches
+from sod2.errors import UserError
 
 logger = logging.getLogger("sod2.split_images")
 
@@ -63,26 +66,39 @@ def parse_args(argv=None):
     p.add_argument("--train-mode", action="store_true",
                    help="cut to the annotations' extent + 5 px, keep only patches with objects")
     p.add_argument("--fill-ignore", type=float, nargs="*", default=[0.0],
-                   help="colour painted over ignore regions (default 0, as SODA-D); "
-                        "give no value to keep their pixels")
+                   help="colour painted over ignore regions: one value 0-255 (grey) or three "
+                        "(B G R) (default 0, as SODA-D); give no value to keep their pixels")
     p.add_argument("--ext", default=".png", choices=[".png", ".jpg"])
     return p.parse_args(argv)
 
 
 def _check_args(args) -> None:
+    """Refuse bad arguments before anything is read or written.
+
+    Raises:
+        UserError: one line naming the argument and the values it may take.
+    """
     if args.patch_size <= 0 or args.stride <= 0:
-        sys.exit(f"error: --patch-size and --stride must be positive, got {args.patch_size} "
-                 f"and {args.stride}")
+        raise UserError(f"--patch-size and --stride must be positive, got {args.patch_size} and {args.stride}")
     if args.stride > args.patch_size:
-        sys.exit(f"error: --stride {args.stride} is larger than --patch-size {args.patch_size}: "
-                 f"bands of {args.stride - args.patch_size} px between patches would be in no "
-                 f"patch (and their objects lost); use a stride <= the patch size")
+        raise UserError(f"--stride {args.stride} is larger than --patch-size {args.patch_size}: "
+                        f"bands of {args.stride - args.patch_size} px between patches would be in no "
+                        f"patch (and their objects lost); use a stride <= the patch size")
     if not 0.0 <= args.min_area_frac <= 1.0:
-        sys.exit(f"error: --min-area-frac must be in [0, 1], got {args.min_area_frac}")
+        raise UserError(f"--min-area-frac must be in [0, 1], got {args.min_area_frac}")
     if os.path.exists(args.output) and not os.path.isdir(args.output):
-        sys.exit(f"error: --output {args.output} is a file; give a folder")
+        raise UserError(f"--output {args.output} is a file; give a folder")
     if args.json and not args.image_root:
-        sys.exit("error: --json needs --image-root")
+        raise UserError("--json needs --image-root")
+    fill = args.fill_ignore
+    if fill and (len(fill) not in (1, 3) or not all(0.0 <= v <= 255.0 for v in fill)):  # NaN fails too
+        raise UserError(f"--fill-ignore {' '.join(f'{v:g}' for v in fill)}: give one value (grey) or three "
+                        f"(B G R), each in 0-255 (the 8-bit colour painted over ignore regions)")
+    name = args.split_name
+    if (not name.strip() or name in (".", "..") or name.startswith(".") or "/" in name
+            or os.sep in name or (os.altsep and os.altsep in name) or "\0" in name):
+        raise UserError(f"--split-name {name!r}: give a plain name, not empty, without '/' and not starting "
+                        f"with '.' (the folder <output>/<name> and the file <output>/<name>.json are written)")
 
 
 def _load(args):
@@ -117,7 +133,11 @@ def _patch_names(records):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    _check_args(args)
+    try:
+        _check_args(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     fill = None
     if args.fill_ignore:
         fill = args.fill_ignore * 3 if len(args.fill_ignore) == 1 else args.fill_ignore
@@ -155,7 +175,10 @@ def main(argv=None):
                 json.dump(to_sod2_json(patch_records, classes, out_dir), f)
             if os.path.exists(json_path):
                 os.remove(json_path)
-    except (DataFormatError, OSError, ValueError) as e:
+    except ValueError as e:  # UserError (DataFormatError) included: the input is unusable
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
         sys.exit(f"error: {e}")
     print(f"{stats['images']} images -> {stats['patches']} patches of {args.patch_size} px "
           f"(stride {args.stride}); {stats['objects']} object boxes, {stats['ignored']} ignored "
