@@ -23,7 +23,12 @@ Outputs are named after the input's path, extension included, relative to the fo
 holding all inputs (``a/x.jpg`` -> ``<output>/a/x.jpg.png``, ``clip.mp4`` ->
 ``<output>/clip.mp4.mp4``), so inputs of the same name never overwrite each other.
 An image or video that cannot be read is skipped with a message naming it; the others
-are drawn, and the run ends with the number skipped (exit status 1 if any).
+are drawn, and the run ends with the number skipped (exit status 1 if any). Refused in one
+line with exit status 2 before any image runs: a folder without images, an ``--output``
+that is a file or cannot be written, an output path that an existing folder takes, and
+``--slice``/``--overlap`` values outside their ranges (a positive integer; [0, 1)).
+The drawing takes about three times the drawn picture's bytes
+(:class:`sod2.utils.visualization.OverlayVisualizer`), however large the image.
 """
 import argparse
 import glob
