@@ -1,0 +1,8 @@
+"""
+Export of sod2 detectors (issue "Deployment"): ``tools/export_model.py`` writes ``model.onnx``
+(or ``model.pt`` for TorchScript) and ``model.json`` (:class:`~sod2.export.metadata.ExportMetadata`).
+
+Importing this package needs neither onnx nor onnxruntime (the optional ``export`` extra);
+the exporter modules import them when they run.
+"""
+from .metadata import ExportMetadata, build_test_augmentations, describe_test_augmentations  # noqa: F401
