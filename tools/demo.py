@@ -13,6 +13,16 @@ Images are read like training images (grayscale and 16-bit files become 3-channe
 ``--with-ground-truth`` (datasets only) draws predictions next to the annotations,
 ignore regions included. Videos are written as mp4 with the detections drawn.
 
+``--onnx FILE`` draws the detections of an exported model (``tools/export_model.py``: FILE and
+its ``.json``) run by ONNX Runtime (sod2.inference.OnnxModel) instead of the config's model;
+everything else (slicing, drawing, datasets) is the same. With ``--config-file`` the config's
+test mapper resizes the images (and a sliced config's model slices them); the exported model
+must have the config's class count and channel order. Without ``--config-file`` the export's
+metadata gives the resizing (its ``test_resize``, the exported config's test mapper) and the
+class names:
+
+    python tools/demo.py --onnx out/model.onnx --input a.jpg --output out/
+
 ``--slice SIZE [--overlap R]`` runs sliced inference (sod2/inference): the image is cut at
 its own resolution into SIZE px slices overlapping by R, each slice goes through the test
 mapper's resizing, and the detections are merged (NMS, IoU 0.5, per class);
@@ -74,7 +84,13 @@ class Predictor:
     :meth:`foreground_panels` its foreground (objectness) heat maps before and after
     refinement."""
 
-    def __init__(self, cfg, visuals: Optional[str] = None, slicing: Optional[dict] = None):
+    def __init__(self, cfg, visuals: Optional[str] = None, slicing: Optional[dict] = None,
+                 onnx: Optional[str] = None):
+        """``cfg`` may be None with ``onnx`` (an exported model, sod2.inference.OnnxModel):
+        the resizing then comes from the export's metadata."""
+        if onnx is not None:
+            self._init_onnx(cfg, onnx, visuals, slicing)
+            return
         if slicing is not None and visuals is not None:
             raise ValueError("--slice cannot be combined with --show-reconstruction or --show-foreground")
         if visuals == "reconstruction":
@@ -97,12 +113,33 @@ class Predictor:
         mapper_cfg = cfg.dataloader.test.mapper
         self.augs = [instantiate(a) for a in mapper_cfg.get("augmentations", [])]
         self.format = mapper_cfg.get("image_format", "BGR")
-        if slicing is not None:  # the mapper's resizing moves to each slice
+        self._slice(slicing)
+
+    def _slice(self, slicing: Optional[dict]) -> None:
+        """Wrap the model for ``--slice``: the mapper's resizing moves to each slice."""
+        if slicing is not None:
             if isinstance(self.model, SlicedInference):
                 raise ValueError("the config's model is already sliced: change it with --opts model.slice_size=... "
                                  "instead of --slice")
             self.model = SlicedInference(self.model, slice_augmentations=self.augs, **slicing).eval()
             self.augs = []
+
+    def _init_onnx(self, cfg, onnx: str, visuals: Optional[str], slicing: Optional[dict]) -> None:
+        from sod2.export.metadata import build_test_augmentations
+        from sod2.inference.onnx_model import OnnxModel, check_against_config, like_config_model
+
+        if visuals is not None:
+            raise ValueError(f"--show-{visuals} draws the PyTorch model's inner maps; an exported model "
+                             "(--onnx) has none")
+        model = OnnxModel(onnx)
+        if cfg is None:
+            self.model, self.augs = model, build_test_augmentations(model.metadata)
+        else:
+            check_against_config(model, cfg, "--config-file")
+            self.model = like_config_model(model, cfg.model)
+            self.augs = [instantiate(a) for a in cfg.dataloader.test.mapper.get("augmentations", [])]
+        self.format = model.input_format
+        self._slice(slicing)
 
     @property
     def sliced(self) -> Optional[SlicedInference]:
@@ -282,7 +319,10 @@ def run_video(pred: Predictor, path: str, out_path: str, meta, args) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--config-file", help="the model's config (optional with --onnx)")
+    parser.add_argument("--onnx", metavar="FILE",
+                        help="draw an exported model's detections (FILE.onnx + FILE.json, run by ONNX Runtime) "
+                             "instead of the config's model")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", nargs="+", help="images, folders, glob patterns or videos")
     src.add_argument("--dataset", help="a registered dataset")
@@ -321,18 +361,23 @@ def main(argv=None):
         if inputs is not None:
             _check_outputs(args.output, [n + (".mp4" if p.lower().endswith(VIDEO_EXT) else ".png")
                                          for p, n in zip(inputs, relative_names(inputs))])
-        cfg = load_config(args.config_file, args.opts)
+        if args.config_file is None and not args.onnx:
+            raise UserError("--config-file is needed (optional only with --onnx)")
+        if args.config_file is None and args.opts:
+            raise UserError("--opts needs --config-file (an --onnx model without a config has nothing to override)")
+        cfg = load_config(args.config_file, args.opts) if args.config_file else None
     except (ConfigError, ValueError, FileNotFoundError) as e:
         parser.exit(2, f"error: {e}\n")
-    ckpt = cfg.train.get("init_checkpoint")
+    ckpt = cfg.train.get("init_checkpoint") if cfg is not None and not args.onnx else None
     if ckpt and "://" not in ckpt and not os.path.isfile(ckpt):
         parser.exit(2, f"error: train.init_checkpoint {ckpt}: no such file\n")
     try:
-        resolve_device(cfg)
+        if cfg is not None and not args.onnx:
+            resolve_device(cfg)
         if args.show_reconstruction and args.show_foreground:
             raise ValueError("--show-reconstruction and --show-foreground are for different models")
         pred = Predictor(cfg, visuals="reconstruction" if args.show_reconstruction else
-                         "foreground" if args.show_foreground else None, slicing=slicing)
+                         "foreground" if args.show_foreground else None, slicing=slicing, onnx=args.onnx)
         if args.show_slices and pred.sliced is None:
             raise ValueError("--show-slices needs --slice (or a config whose model is sliced)")
     except (ValueError, RuntimeError) as e:  # no SR-TOD model, no CUDA, bad slicing
@@ -388,9 +433,12 @@ def main(argv=None):
             _save_or_exit(out, vis)
             written.append(out)
     else:
-        test_name = cfg.dataloader.test.dataset.get("names") if "test" in cfg.dataloader else None
+        test_name = cfg.dataloader.test.dataset.get("names") if cfg is not None and "test" in cfg.dataloader else None
         meta = MetadataCatalog.get(test_name if isinstance(test_name, str) else "__unused")
-        if not meta.get("thing_classes"):
+        if cfg is None:  # an exported model without its config: the export's class names
+            from detectron2.data.catalog import Metadata
+            meta = Metadata(name=args.onnx, thing_classes=list(pred.model.metadata.class_names))
+        elif not meta.get("thing_classes"):
             k = cfg.model.get("num_classes") or cfg.model.roi_heads.num_classes
             meta.thing_classes = [str(i) for i in range(k)]
         for path, name in zip(inputs, relative_names(inputs)):

@@ -4,6 +4,9 @@ Train or evaluate a sod2 (or any Detectron2 LazyConfig) model.
 
     python tools/lazyconfig_train_net.py --config-file configs/baselines/<file>.py [key=value ...]
     python tools/lazyconfig_train_net.py --config-file ... --eval-only train.init_checkpoint=model.pth
+    python tools/lazyconfig_train_net.py --config-file ... --eval-only --onnx out/model.onnx
+                                   # an exported model (tools/export_model.py) in ONNX Runtime, on
+                                   # the config's test set and evaluator (and slicing, if any)
     python tools/lazyconfig_train_net.py --config-file ... --resume          # continue a run
     python tools/lazyconfig_train_net.py --config-file ... --num-gpus 2     # 2 processes (GPUs, or
                                                                             # CPU processes with gloo)
@@ -19,6 +22,10 @@ registered, does not load, lists missing images or category ids outside the mode
 classes, and a training set without objects (sod2/engine/preflight.py). A training takes
 a lock on its output folder: a second training into the same folder stops with one line
 (exit 2). ``--eval-only`` refuses a checkpoint of another model (sod2/engine/checkpoint.py).
+``--onnx FILE`` (with ``--eval-only``, one process) evaluates ``FILE`` + its ``.json`` instead of
+the config's model (sod2.inference.OnnxModel; ``train.init_checkpoint`` is not used); refused in
+one line: onnxruntime not installed, a missing/damaged file or metadata, or a model of another
+class count or channel order than the config's.
 A loss that becomes NaN or infinite stops training with one line (exit 1).
 ``train.output_dir`` defaults to ``./output/<config file name>``.
 """
@@ -37,7 +44,11 @@ from sod2.engine.lazy_train import run_tool
 
 
 def invoke_main() -> None:
-    args = default_argument_parser(epilog=__doc__).parse_args()
+    parser = default_argument_parser(epilog=__doc__)
+    parser.add_argument("--onnx", metavar="FILE", default=None,
+                        help="with --eval-only: evaluate this exported model (FILE.onnx + FILE.json, "
+                             "tools/export_model.py) in ONNX Runtime instead of the config's model")
+    args = parser.parse_args()
     sys.exit(run_tool(args))
 
 

@@ -262,6 +262,40 @@ def _evaluator(cfg):
     return instantiate(ev)
 
 
+def check_onnx_run(cfg, onnx_file: str, hand_over: bool = True):
+    """The checks of ``--eval-only --onnx FILE`` (:func:`sod2.engine.preflight.check_run`'s,
+    with the exported file in place of the checkpoint), then the model to evaluate: an
+    :class:`sod2.inference.OnnxModel`, wrapped as the config's model when that is sliced.
+
+    Raises:
+        UserError: the file cannot be run (missing, damaged, metadata missing or not its
+            own, onnxruntime not installed), another class count or channel order than the
+            config's, or any of check_run's refusals.
+    """
+    import copy
+
+    from sod2.inference.onnx_model import OnnxModel, check_against_config, like_config_model
+
+    from .preflight import check_run
+
+    model = OnnxModel(onnx_file)
+    check_against_config(model, cfg, "--config-file")
+    if cfg.train.get("init_checkpoint"):
+        logger.warning("--onnx %s is evaluated; train.init_checkpoint=%s is not used", onnx_file,
+                       cfg.train.init_checkpoint)
+    checked = copy.deepcopy(cfg)
+    checked.train.init_checkpoint = onnx_file  # check_run's --eval-only check: the file evaluated exists
+    check_run(checked, eval_only=True, hand_over=hand_over)
+    return like_config_model(model, cfg.model)
+
+
+def _onnx_model(cfg, onnx_file: str):
+    """The model of an already checked ``--onnx`` run (:func:`check_onnx_run`)."""
+    from sod2.inference.onnx_model import OnnxModel, like_config_model
+
+    return like_config_model(OnnxModel(onnx_file), cfg.model)
+
+
 def do_test(cfg, model) -> Dict:
     """Run inference on ``dataloader.test`` and evaluate with ``dataloader.evaluator``."""
     evaluator = _evaluator(cfg)
@@ -461,11 +495,20 @@ def run_tool(args) -> int:
         return status
 
     world = args.num_gpus * args.num_machines
+    onnx = getattr(args, "onnx", None)
+    if onnx and not args.eval_only:
+        return fail(2, f"--onnx {onnx} evaluates an exported model: add --eval-only")
+    if onnx and world > 1:
+        return fail(2, f"--onnx {onnx} runs in one process (ONNX Runtime uses every core): drop --num-gpus/"
+                       "--num-machines")
     try:
         cfg = load_config(args.config_file, args.opts, warn=False)
         derive_output_dir(cfg, args.config_file, args.opts)
         resolve_device(cfg)
-        check_run(cfg, eval_only=args.eval_only, hand_over=world == 1)
+        if onnx:
+            check_onnx_run(cfg, onnx, hand_over=True)
+        else:
+            check_run(cfg, eval_only=args.eval_only, hand_over=world == 1)
     except UserError as e:
         return fail(2, str(e))
     args.sod2_checked = True  # main() in the workers skips check_run
@@ -507,14 +550,22 @@ def main(args) -> Optional[Dict]:
     from .output_lock import lock_output_dir
     from .preflight import check_run
 
+    onnx = getattr(args, "onnx", None)
+    if onnx and not args.eval_only:
+        raise UserError(f"--onnx {onnx} evaluates an exported model: add --eval-only")
     if not getattr(args, "sod2_checked", False):
         cfg = load_config(args.config_file, args.opts, warn=False)
         derive_output_dir(cfg, args.config_file, args.opts)
-        check_run(cfg, eval_only=args.eval_only, hand_over=True)
+        if not onnx:
+            check_run(cfg, eval_only=args.eval_only, hand_over=True)
     cfg = setup(args)
     result = None
     with contextlib.ExitStack() as stack:
-        if args.eval_only:
+        if onnx:  # the exported file replaces the config's model (checked here when main() runs alone)
+            model = check_onnx_run(cfg, onnx, hand_over=True) if not getattr(args, "sod2_checked", False) else \
+                _onnx_model(cfg, onnx)
+            result = do_test(cfg, model)
+        elif args.eval_only:
             model = instantiate(cfg.model)
             model.to(cfg.train.device)
             model = create_ddp_model(model, **({"device_ids": None} if cfg.train.device == "cpu" else {}))
