@@ -315,3 +315,45 @@ def test_eval_only_onnx_evaluates_the_exported_detections(tmp_path, toy, val8):
         assert abs(g[3] - e[3]) < 1e-5
     metrics = json.loads((out / f"{val8}_metrics.json").read_text())
     assert metrics["protocol"] == "aitod"
+
+
+def test_eval_only_onnx_with_a_sliced_config(tmp_path, toy, val8):
+    """A config with a slicing block (+slicing.size=128): the exported model is sliced as the
+    config's model would be; 4 slices per 256 px image, each with the toy's detections at its
+    offset, scored by the slice's own first channel (disjoint slices: nothing merged away)."""
+    import json
+
+    import cv2
+    from detectron2.data import DatasetCatalog
+
+    out = tmp_path / "eval"
+    assert _eval_tool("--config-file", CONFIG, "--eval-only", "--onnx", toy, f"dataloader.test.dataset.names={val8}",
+                      f"train.output_dir={out}", "dataloader.test.num_workers=0", "+slicing.size=128",
+                      "+slicing.overlap=0.0") == 0
+    expected = []
+    for d in DatasetCatalog.get(val8)[:8]:
+        bgr = cv2.imread(d["file_name"])
+        assert bgr.shape[:2] == (256, 256)
+        for y in (0, 128):
+            for x in (0, 128):
+                s = bgr[y:y + 128, x:x + 128, 0].astype(np.float64).mean() / 255.0
+                for score, f in zip((s, s / 2), FRACTIONS):
+                    if score > 0.05:
+                        x0, y0, x1, y1 = f * 128 + [x, y, x, y]
+                        expected.append((d["image_id"], x0, y0, x1 - x0, y1 - y0, score))
+    got = sorted((r["image_id"], *r["bbox"], r["score"]) for r in
+                 json.loads((out / f"{val8}_results.json").read_text()))
+    assert len(got) == len(expected) > 8
+    np.testing.assert_allclose(np.array(got, float), np.array(sorted(expected), float), atol=1e-3)
+
+
+def test_without_onnxruntime_sod2_imports_and_refuses_in_one_line(toy):
+    import subprocess
+
+    code = ("import sys; sys.modules['onnxruntime'] = None\n"
+            "import sod2.inference as i\n"
+            "from sod2.errors import UserError\n"
+            f"try:\n    i.OnnxModel({toy!r})\nexcept UserError as e:\n    print(e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "running an exported ONNX model needs onnxruntime: pip install -e .[export]"
