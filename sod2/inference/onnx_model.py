@@ -221,7 +221,12 @@ class OnnxModel(nn.Module):
     def _run(self, batch: np.ndarray):
         """(boxes (M, 4), scores (M,), classes (M,), batch_index (M,)) of a (B, 3, h, w) batch."""
         names = list(self.metadata.output_names)
-        out = dict(zip(names, self._session.run(names, {self.metadata.input_name: batch})))
+        try:
+            out = dict(zip(names, self._session.run(names, {self.metadata.input_name: batch})))
+        except Exception as e:  # onnxruntime's own exception types; e.g. a size outside the export's range
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UserError(f"{self.path}: ONNX Runtime failed on an input of shape {tuple(batch.shape)}: "
+                            f"{first}") from None
         boxes = np.asarray(out["boxes"], np.float32).reshape(-1, 4)
         scores = np.asarray(out["scores"], np.float32).reshape(-1)
         classes = np.asarray(out["classes"]).astype(np.int64).reshape(-1)

@@ -235,8 +235,12 @@ def test_demo_refuses_an_export_of_another_model(tmp_path, toy, capsys):
     import cv2
 
     cv2.imwrite(str(tmp_path / "in" / "a.png"), np.zeros((40, 60, 3), np.uint8))
+    damaged = tmp_path / "damaged.onnx"
+    damaged.write_bytes(Path(toy).read_bytes()[:1500])
+    (tmp_path / "damaged.json").write_text(Path(toy).with_suffix(".json").read_text())
     for args, expected in [
         (("--config-file", CONFIG, "--onnx", other), "is a model of 2 classes, --config-file has 3"),
+        (("--onnx", damaged), "damaged.onnx: ONNX Runtime cannot load it"),
         (("--onnx", str(tmp_path / "missing.onnx")), "missing.onnx: no such ONNX file"),
         (("--onnx", toy, "--show-foreground"), "an exported model (--onnx) has none"),
     ]:
@@ -357,3 +361,4 @@ def test_without_onnxruntime_sod2_imports_and_refuses_in_one_line(toy):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "running an exported ONNX model needs onnxruntime: pip install -e .[export]"
+
