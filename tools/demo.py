@@ -63,6 +63,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from sod2.data.datasets.common import require_registered
 from sod2.data.io import DataFormatError, read_image, relative_names, to_uint8_rgb
+from sod2.data.transforms import single_resize_ratio
 from sod2.engine.lazy_train import ConfigError, load_config, resolve_device
 from sod2.errors import UserError
 from sod2.inference import SlicedInference, draw_slice_windows
@@ -153,10 +154,14 @@ class Predictor:
         h, w = rgb.shape[:2]
         img = rgb if self.format == "RGB" else rgb[:, :, ::-1]
         aug = T.AugInput(np.ascontiguousarray(img))
-        T.AugmentationList(self.augs)(aug)
+        transforms = T.AugmentationList(self.augs)(aug)
         tensor = torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1)))
         self._input_hw, self._orig_hw = aug.image.shape[:2], (h, w)
-        return self.model([{"image": tensor, "height": h, "width": w}])[0]["instances"]
+        inp = {"image": tensor, "height": h, "width": w}
+        ratio = single_resize_ratio(transforms)  # as the test mapper: YOLOX maps its boxes back by it
+        if ratio is not None:
+            inp["resize_ratio"] = ratio
+        return self.model([inp])[0]["instances"]
 
     def foreground_panels(self, rgb: np.ndarray):
         """(before, after): the foreground probabilities of the last image before and after

@@ -213,6 +213,24 @@ def test_demo_predictor_feeds_the_exported_channel_order(toy):
     assert len(pred(blue[..., ::-1].copy())) == 0
 
 
+def test_demo_without_config_resizes_as_the_export_and_divides_by_yolox_ratio(tmp_path):
+    """No --config-file: the metadata's test resize (YOLOX's, to 30 x 30) and, as the test
+    mapper, its single ratio r: a 45 x 61 image becomes int(45 r) x int(61 r) = 22 x 30 and the
+    boxes are divided by r (a per-axis rescale would give y * 45/22, not y / r)."""
+    from tests.modules import tool_module
+
+    path = export_toy(str(tmp_path), family="yolox", clip_boxes=False,
+                      test_resize={"kind": "yolox", "size": [30, 30], "pre_resize": True})
+    pred = tool_module("demo").Predictor(None, onnx=path)
+    rgb = np.zeros((45, 61, 3), np.uint8)
+    rgb[..., 2] = 204
+    inst = pred(rgb)
+    r = min(30 / 45, 30 / 61)
+    assert pred._input_hw == (int(45 * r), int(61 * r)) == (22, 30)
+    np.testing.assert_allclose(_boxes(inst), FRACTIONS * [30, 22, 30, 22] / r, rtol=1e-5)
+    assert inst.image_size == (45, 61)
+
+
 def test_demo_draws_with_onnx(tmp_path, toy, capsys):
     import cv2
 
