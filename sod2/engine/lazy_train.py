@@ -12,6 +12,9 @@ Detectron2's training semantics (``SimpleTrainer``/``AMPTrainer`` and its hooks,
 * ``key=value`` overrides are checked (:func:`load_config`): a key the config does not
   have is refused with the closest existing key (``+key=value`` adds one on purpose), and
   so is a value of another type than the config's (``train.max_iter=abc``);
+* ``--eval-only --onnx FILE`` evaluates an exported model (:class:`sod2.inference.OnnxModel`) in
+  place of the config's, with the config's test set, evaluator and slicing
+  (:func:`check_onnx_run`);
 * a config that leaves ``train.output_dir`` unset (or at the common default
   ``./output``) writes to ``./output/<config file name>`` (:func:`derive_output_dir`).
 """
@@ -546,7 +549,8 @@ def main(args) -> Optional[Dict]:
     Called directly (not through :func:`run_tool`), it runs
     :func:`sod2.engine.preflight.check_run` first and, for a single-process training, holds
     the output folder's lock. ``--eval-only`` loads ``train.init_checkpoint`` strictly
-    (:func:`sod2.engine.checkpoint.load_for_inference`)."""
+    (:func:`sod2.engine.checkpoint.load_for_inference`); with ``args.onnx`` the exported file
+    is evaluated instead (:func:`check_onnx_run`)."""
     from .output_lock import lock_output_dir
     from .preflight import check_run
 
