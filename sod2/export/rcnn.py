@@ -1,7 +1,13 @@
 """
-Export-friendly inference of sod2's R-CNN family (Detectron2's ``GeneralizedRCNN`` as built by
-sod2's configs: Faster R-CNN with ``StandardROIHeads``, Cascade R-CNN, and their SR-TOD
-variants), for ``torch.onnx.export(..., dynamo=True)``.
+Export-friendly inference of sod2's Detectron2-style detectors for
+``torch.onnx.export(..., dynamo=True)`` (fixed or dynamic height/width, batch 1):
+:class:`RCNNExportModule` for ``GeneralizedRCNN`` (Faster R-CNN with ``StandardROIHeads``,
+Cascade R-CNN, CFINet: sod2's CRPN + ``FeatureImitationROIHeads``, and the SR-TOD variants) and
+:class:`RetinaNetExportModule` for ``RetinaNet`` (plain and SR-TOD);
+:func:`build_rcnn_export_module` picks one. SR-TOD's reconstruction hook runs inside the graph
+(its target, RGB / 255 zero-padded, is built from the input). CRPN's adaptive convolution is the
+model's own CPU path (``deform_conv_sampled``: ONNX ``GridSample``), so eager outputs stay
+bit-identical to the model's on the CPU.
 
 :class:`RCNNExportModule` reuses the model's own submodules (backbone, RPN head, anchor
 generator, box pooler's ROIAlign, box head, box predictor, box transforms) and re-expresses only
@@ -25,7 +31,7 @@ Batch size 1 (the graph's ``batch_index`` output is all zeros).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +51,7 @@ def _clip(boxes: torch.Tensor, h, w) -> torch.Tensor:
 
 
 def _grouped_nms(boxes: List[torch.Tensor], scores: List[torch.Tensor], valid: List[torch.Tensor],
-                 ids: List[int], iou_threshold: float, topk: int):
+                 ids: List[int], iou_threshold: float, topk: Optional[int]):
     """Vanilla batched NMS over groups given as separate static blocks.
 
     Args:
@@ -55,7 +61,7 @@ def _grouped_nms(boxes: List[torch.Tensor], scores: List[torch.Tensor], valid: L
         ids: the group id of each block (class or level).
     Returns:
         index into the concatenation of the blocks (K,), the group ids (K,), sorted by
-        decreasing score, K <= topk.
+        decreasing score, K <= topk (no limit for None).
     """
     keeps, gids, offset = [], [], 0
     for b, s, v, gid in zip(boxes, scores, valid, ids):
@@ -154,7 +160,7 @@ class RCNNExportModule(nn.Module):
         pre, post = rpn.pre_nms_topk[False], rpn.post_nms_topk[False]
         boxes_l, scores_l, valid_l = [], [], []
         for p, s in zip(props, logits):
-            k = min(int(s.shape[1]), pre)
+            k = torch.sym_min(s.shape[1], pre)
             ts, ti = s[0].topk(k)
             b = p[0][ti]
             finite = torch.isfinite(b).all(dim=1) & torch.isfinite(ts)
@@ -207,7 +213,8 @@ class RCNNExportModule(nn.Module):
     def _stage(self, feats, boxes, pooler, head, predictor):
         roi = self._pool(pooler, feats, boxes)
         rh = self.model.roi_heads
-        if hasattr(rh, "_head_in"):  # CFINet's FeatureImitationROIHeads (optional re-weighting)
+        if getattr(rh, "imitation", None) is not None:
+            # CFINet's FeatureImitationROIHeads at inference (its optional feature re-weighting)
             roi = rh._head_in(roi)
         x = head(roi)
         cls, deltas = predictor(x)
@@ -231,10 +238,6 @@ class RCNNExportModule(nn.Module):
             cls, deltas = self._stage(feats, proposals, rh.box_pooler, rh.box_head, predictor)
             pred = predictor.box2box_transform.apply_deltas(deltas, proposals)
             scores = F.softmax(cls, dim=-1)
-            boxes_in = proposals
-        if self.cascade:
-            # CascadeROIHeads' predictors are class-agnostic: (R, 4)
-            pass
         R = scores.shape[0]
         finite = torch.isfinite(pred).all(dim=1) & torch.isfinite(scores).all(dim=1)
         scores = scores[:, :-1]
@@ -254,7 +257,7 @@ class RCNNExportModule(nn.Module):
             v_l.append(v)
         topk = predictor.test_topk_per_image
         keep, cls_ids = _grouped_nms(b_l, s_l, v_l, list(range(C)), predictor.test_nms_thresh,
-                                     topk if topk >= 0 else C * int(R))
+                                     topk if topk >= 0 else None)
         return torch.cat(b_l)[keep], torch.cat(s_l)[keep], cls_ids
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -294,7 +297,7 @@ class RetinaNetExportModule(nn.Module):
         boxes_l, scores_l, cls_l = [], [], []
         for a, lg, dl in zip(anchors, logits, deltas):
             sc = lg[0].sigmoid().flatten()
-            k = min(int(sc.shape[0]), m.test_topk_candidates)
+            k = torch.sym_min(sc.shape[0], m.test_topk_candidates)
             ts, ti = sc.topk(k)
             anchor_idx, cls_idx = ti // C, ti % C
             boxes_l.append(m.box2box_transform.apply_deltas(dl[0][anchor_idx], a.tensor[anchor_idx]))

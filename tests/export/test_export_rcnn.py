@@ -78,6 +78,25 @@ def _postprocess(boxes, scores, classes):
     return detector_postprocess(inst, ORIG_H, ORIG_W)
 
 
+def _assert_same_detections(got: Instances, ref: Instances, box_tol: float = 1e-2, score_tol: float = 1e-4):
+    """Same count, and a one-to-one pairing of the detections with equal labels, boxes within
+    ``box_tol`` px and scores within ``score_tol``, each ONNX detection at most 3 places from its
+    PyTorch twin in the score order (two detections whose scores differ by less than the
+    numeric error may come out swapped; the first image's sizes give ~1 such pair in 1000)."""
+    assert len(got) == len(ref), (len(got), len(ref))
+    gb, rb = got.pred_boxes.tensor.numpy(), ref.pred_boxes.tensor.numpy()
+    gs, rs = got.scores.numpy(), ref.scores.numpy()
+    gc, rc = got.pred_classes.numpy(), ref.pred_classes.numpy()
+    used = np.zeros(len(got), dtype=bool)
+    for i in range(len(ref)):
+        lo, hi = max(0, i - 3), min(len(got), i + 4)
+        ok = (~used[lo:hi]) & (gc[lo:hi] == rc[i]) & (np.abs(gs[lo:hi] - rs[i]) <= score_tol) \
+            & (np.abs(gb[lo:hi] - rb[i]).max(axis=1) <= box_tol)
+        assert ok.any(), (f"detection {i} (class {rc[i]}, score {rs[i]:.6f}, box {rb[i]}) has no twin: "
+                          f"classes {gc[lo:hi]}, scores {gs[lo:hi]}, boxes {gb[lo:hi]}")
+        used[lo + int(np.argmax(ok))] = True
+
+
 @pytest.fixture(scope="module", params=list(FAMILIES))
 def exported(request, tmp_path_factory):
     """(family name, model, wrapper, image, the model's Instances, ORT outputs)."""
@@ -123,11 +142,46 @@ def test_onnxruntime_parity(exported):
     assert boxes.dtype == np.float32 and scores.dtype == np.float32
     assert classes.dtype == np.int64 and batch_index.dtype == np.int64
     assert boxes.shape == (len(scores), 4) and (batch_index == 0).all()
-    got = _postprocess(boxes, scores, classes)
-    assert len(got) == len(ref)
-    np.testing.assert_array_equal(got.pred_classes.numpy(), ref.pred_classes.numpy())
-    np.testing.assert_allclose(got.pred_boxes.tensor.numpy(), ref.pred_boxes.tensor.numpy(), rtol=0, atol=1e-2)
-    np.testing.assert_allclose(got.scores.numpy(), ref.scores.numpy(), rtol=0, atol=1e-4)
+    _assert_same_detections(_postprocess(boxes, scores, classes), ref)
+
+
+def test_parity_check_catches_a_wrong_detection(exported):
+    """The pairing above refuses a changed label, a moved box and a changed score."""
+    _, _, _, _, ref, (boxes, scores, classes, _) = exported
+    for what in ("label", "box", "score"):
+        b, s, c = boxes.copy(), scores.copy(), classes.copy()
+        if what == "label":
+            c[0] = (c[0] + 1) % 3
+        elif what == "box":
+            b[0, 2] += 0.05
+        else:
+            s[0] -= 5e-4
+        with pytest.raises(AssertionError):
+            _assert_same_detections(_postprocess(b, s, c), ref)
+
+
+def test_dynamic_size_faster_rcnn(tmp_path):
+    """Exported with dynamic height/width at one size, run at two others (one not a multiple
+    of 32, one landscape of odd sizes): the model's own detections at each size."""
+    model = _build("faster_rcnn")
+    path = str(tmp_path / "dyn.onnx")
+    axes = {2: torch.export.Dim("height", min=32, max=4096), 3: torch.export.Dim("width", min=32, max=4096)}
+    with torch.no_grad():
+        torch.onnx.export(build_rcnn_export_module(model), (_image()[None],), path, dynamo=True,
+                          opset_version=19, input_names=["images"],
+                          output_names=["boxes", "scores", "classes", "batch_index"],
+                          dynamic_shapes=(axes,), verbose=False)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for h, w in [(160, 224), (97, 301)]:
+        img = torch.rand(3, h, w, generator=torch.Generator().manual_seed(h)) * 255
+        with torch.no_grad():
+            ref = model([{"image": img}])[0]["instances"]
+        boxes, scores, classes, _ = sess.run(None, {"images": img[None].numpy()})
+        inst = Instances((h, w))
+        inst.pred_boxes, inst.scores, inst.pred_classes = Boxes(torch.as_tensor(boxes)), \
+            torch.as_tensor(scores), torch.as_tensor(classes)
+        assert len(ref) >= 20
+        _assert_same_detections(detector_postprocess(inst, h, w), ref)
 
 
 def test_unsupported_heads_refused():
