@@ -102,6 +102,11 @@ def _preprocess(model: nn.Module, images: torch.Tensor):
     return pad((images - model.pixel_mean) / model.pixel_std), target
 
 
+def _check_batch_of_one(images: torch.Tensor) -> None:
+    if images.dim() != 4 or images.shape[0] != 1 or images.shape[1] != 3:
+        raise ValueError(f"sod2 R-CNN export graphs take one image (1, 3, H, W), got {tuple(images.shape)}")
+
+
 def _backbone(model: nn.Module, x: torch.Tensor, target) -> Dict[str, torch.Tensor]:
     if target is None:
         return model.backbone(x)
@@ -262,6 +267,7 @@ class RCNNExportModule(nn.Module):
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """images (1, 3, H, W) -> boxes (M, 4), scores (M,), classes (M,), batch_index (M,)."""
+        _check_batch_of_one(images)
         h, w = images.shape[-2], images.shape[-1]
         features = _backbone(self.model, *_preprocess(self.model, images))
         proposals = self._proposals(features, h, w)
@@ -288,6 +294,7 @@ class RetinaNetExportModule(nn.Module):
 
     def forward(self, images: torch.Tensor):
         """images (1, 3, H, W) -> boxes (M, 4), scores (M,), classes (M,), batch_index (M,)."""
+        _check_batch_of_one(images)
         m = self.model
         features = _backbone(m, *_preprocess(m, images))
         features = [features[f] for f in m.head_in_features]

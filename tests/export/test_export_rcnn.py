@@ -190,3 +190,10 @@ def test_unsupported_heads_refused():
     model.roi_heads.mask_on = True
     with pytest.raises(TypeError, match="mask"):
         build_rcnn_export_module(model)
+
+
+def test_batch_of_two_refused():
+    """The graphs are batch 1: a batch of two is refused, not silently cut to its first image."""
+    wrapper = build_rcnn_export_module(_build("retinanet"))
+    with pytest.raises(ValueError, match=r"\(1, 3, H, W\), got \(2, 3, 64, 64\)"):
+        wrapper(torch.zeros(2, 3, 64, 64))
