@@ -201,6 +201,23 @@ class RTDETR(nn.Module):
             return None
         return sum(p.sum() for p in params) * 0.0
 
+    def top_k(self, logits: Tensor, boxes: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """The reference's top-K over queries x classes (also the exported graph's, sod2.export).
+
+        Args:
+            logits: (B, Q, C) class logits; boxes: (B, Q, 4) normalised cxcywh.
+        Returns:
+            scores (B, K) sigmoid, labels (B, K) int64, boxes (B, K, 4) normalised XYXY,
+            K = min(num_top_queries, Q * C), by decreasing score.
+        """
+        B, Q, C = logits.shape
+        k = min(self.num_top_queries, Q * C)
+        scores, index = logits.sigmoid().flatten(1).topk(k, dim=1)
+        labels = index % C
+        query = torch.div(index, C, rounding_mode="floor")
+        xyxy = box_convert(boxes, "cxcywh", "xyxy").gather(1, query.unsqueeze(-1).expand(-1, -1, 4))
+        return scores, labels, xyxy
+
     @torch.no_grad()
     def inference(self, logits: Tensor, boxes: Tensor, padded_size: Tuple[int, int],
                   image_sizes: List[Tuple[int, int]], output_sizes: List[Tuple[int, int]]) -> List[Instances]:
@@ -219,12 +236,7 @@ class RTDETR(nn.Module):
             detection whose box or score is not finite (a diverged model, non-finite input
             pixels) is dropped, as Detectron2's ``fast_rcnn_inference`` does: fewer than K then.
         """
-        B, Q, C = logits.shape
-        k = min(self.num_top_queries, Q * C)
-        scores, index = logits.sigmoid().flatten(1).topk(k, dim=1)
-        labels = index % C
-        query = torch.div(index, C, rounding_mode="floor")
-        xyxy = box_convert(boxes, "cxcywh", "xyxy").gather(1, query.unsqueeze(-1).expand(-1, -1, 4))
+        scores, labels, xyxy = self.top_k(logits, boxes)
         hp, wp = padded_size
         results = []
         for i, ((h, w), (out_h, out_w)) in enumerate(zip(image_sizes, output_sizes)):

@@ -1,0 +1,140 @@
+"""
+Graph wrappers: the part of a sod2 detector that goes into an exported graph.
+
+Each wrapper is an ``nn.Module`` taking ``images`` float32 (B, 3, H, W), the images as the
+config's test mapper gives them (the model's channel order, 0-255, resized, not normalised,
+not padded), and returning ``boxes`` (M, 4) XYXY in input-image pixels, ``scores`` (M,),
+``classes`` (M,) int64 and ``batch_index`` (M,) int64, flat over the batch, each image's
+detections by decreasing score, images in batch order (sod2/export/metadata.py).
+
+They call the models' own modules and methods (backbone, head, ``YOLOX.decode``, the probe's
+``select``/``refine``/``apply``, RT-DETR's decoder) and re-write only the steps that loop over
+a Python list of images in eager mode (padding through ``ImageList``, per-image post-processing),
+as batched tensor code that the dynamo exporter can trace with symbolic H, W and B. What stays
+outside (the rescale to the original image, clipping, YOLOX's resize ratio) is
+:func:`sod2.export.postprocess.to_original`.
+"""
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import nms
+
+__all__ = ["YOLOXGraph", "RTDETRGraph", "graph_for", "family_of"]
+
+
+def _pad_to(x: Tensor, divisibility: int, square: int = 0, value: float = 0.0) -> Tensor:
+    """Pad (B, C, H, W) at the bottom/right as Detectron2's ``ImageList.from_tensors``: to the
+    square ``square`` x ``square`` when > 0, then up to a multiple of ``divisibility``."""
+    h, w = x.shape[-2], x.shape[-1]
+    if square > 0:
+        h = w = square
+    if divisibility > 1:
+        h = (h + divisibility - 1) // divisibility * divisibility
+        w = (w + divisibility - 1) // divisibility * divisibility
+    return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]), value=value)
+
+
+def _rank_in_image(batch_index: Tensor, batch: int) -> Tensor:
+    """(M,) position of each detection among those of its image (detections grouped by image,
+    in order)."""
+    onehot = (batch_index[:, None] == torch.arange(batch, device=batch_index.device)[None]).to(torch.int64)
+    return (onehot.cumsum(0) * onehot).sum(1) - 1
+
+
+class YOLOXGraph(nn.Module):
+    """YOLOX (plain or with Foreground Probing, ``head.probe``: STSM + FRM run at inference, so
+    they are in the graph) from images to detections: pad with ``pad_value`` (the square test
+    letterbox and the backbone's divisibility), normalise, backbone, head, ``decode``, the
+    probe, then the score ``obj * max class prob`` >= ``test_score_thresh`` with finite boxes,
+    class-aware NMS (the coordinate trick of torchvision's ``batched_nms`` with one offset per
+    (image, class): ONNX ``NonMaxSuppression``) and ``max_detections_per_image`` per image."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        m = self.model
+        constraints = dict(m.backbone.padding_constraints or {})
+        x = _pad_to(images.to(m.pixel_mean.dtype), constraints.get("size_divisibility", m.backbone.size_divisibility),
+                    constraints.get("square_size", 0), float(m.pad_value))
+        x = (x - m.pixel_mean) / m.pixel_std
+        features = m.backbone(x)
+        features = [features[f] for f in m.head_in_features]
+        cls_feats, reg_feats = m.head.forward_features(features)
+        preds = m.decode(*m.head.predict(cls_feats, reg_feats))
+        obj_logits = preds.obj_logits
+        probe = m.head.probe
+        if probe is not None:
+            # m.valid_locations with every image of size (H, W) (one tensor: one size)
+            c = preds.anchor_centers
+            valid = ((c[:, 0] < images.shape[-1]) & (c[:, 1] < images.shape[-2]))[None].expand_as(obj_logits)
+            idx = probe.select(obj_logits, valid)
+            refined, _ = probe.refine(probe.gather_levels(cls_feats, idx), probe.gather_levels(reg_feats, idx))
+            obj_logits = probe.apply(obj_logits, idx, refined)
+        # m.inference, batched
+        B, A, C = preds.cls_logits.shape
+        class_conf, classes = preds.cls_logits.sigmoid().max(dim=2)
+        scores = obj_logits.sigmoid() * class_conf  # (B, A)
+        keep = (scores >= m.test_score_thresh) & torch.isfinite(preds.boxes).all(dim=2)
+        batch_index = torch.arange(B, device=images.device)[:, None].expand(B, A)[keep]
+        boxes, scores, classes = preds.boxes[keep], scores[keep], classes[keep]
+        group = batch_index if m.class_agnostic_nms else batch_index * C + classes
+        # torchvision's batched_nms coordinate trick (for one image: its exact offsets)
+        top = torch.cat([boxes.flatten(), boxes.new_full((1,), float("-inf"))]).max()
+        order = nms(boxes + (group.to(boxes) * (top + torch.ones_like(top)))[:, None], scores, m.test_nms_thresh)
+        # nms orders by score over the batch; group by image, keeping the score order (stable)
+        order = order[torch.sort(batch_index[order], stable=True).indices]
+        order = order[_rank_in_image(batch_index[order], B) < m.max_detections_per_image]
+        return boxes[order], scores[order], classes[order], batch_index[order]
+
+
+class RTDETRGraph(nn.Module):
+    """RT-DETR from images to its top-K: channel flip (BGR input), normalise, pad with 0 to
+    ``size_divisibility``, backbone, encoder, decoder (eval layer; Better Sampling has no
+    inference-time part, so its graph is the plain RT-DETR's), sigmoid, top-K over queries x
+    classes; boxes XYXY in input pixels (normalised coordinates x the padded size); detections
+    with non-finite boxes or scores dropped (``RTDETR.inference``)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        m = self.model
+        x = images.to(m.pixel_mean.dtype)
+        if m.input_format == "BGR":
+            x = x.flip(1)
+        x = _pad_to((x - m.pixel_mean) / m.pixel_std, m.size_divisibility, 0, 0.0)
+        hp, wp = x.shape[-2], x.shape[-1]
+        outputs = m.decoder(m.encoder(m.backbone(x)), None)
+        layer = outputs.layers[-1]
+        num_dn = int(outputs.num_denoising)
+        logits, boxes = layer["logits"][:, num_dn:], layer["boxes"][:, num_dn:]
+        scores, labels, xyxy = m.top_k(logits, boxes)
+        B, k = scores.shape
+        xyxy = xyxy * torch.stack([wp, hp, wp, hp]).to(xyxy) if isinstance(wp, Tensor) else \
+            xyxy * xyxy.new_tensor([wp, hp, wp, hp])
+        finite = torch.isfinite(xyxy).all(dim=2) & torch.isfinite(scores)
+        batch_index = torch.arange(B, device=images.device)[:, None].expand(B, k)
+        return xyxy[finite], scores[finite], labels[finite], batch_index[finite]
+
+
+def family_of(model: nn.Module) -> str:
+    """"yolox" / "rtdetr" by the meta-architecture, else UserError."""
+    from ..errors import UserError
+    from ..modeling.meta_arch.rtdetr import RTDETR
+    from ..modeling.meta_arch.yolox import YOLOX
+
+    if isinstance(model, YOLOX):
+        return "yolox"
+    if isinstance(model, RTDETR):
+        return "rtdetr"
+    raise UserError(f"export: {type(model).__name__} cannot be exported by this module (supported: YOLOX, RTDETR)")
+
+
+def graph_for(model: nn.Module) -> nn.Module:
+    """The graph wrapper of ``model`` (in eval mode)."""
+    return {"yolox": YOLOXGraph, "rtdetr": RTDETRGraph}[family_of(model)](model.eval())

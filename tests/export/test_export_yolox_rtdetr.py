@@ -1,0 +1,213 @@
+"""ONNX export of YOLOX (plain, Foreground Probing) and RT-DETR (plain, Better Sampling):
+``tools/export_model.py`` as a user runs it (its main()), the exported graph under ONNX Runtime's
+CPU provider against the PyTorch model on the same images through the config's test mapper.
+
+Weights: the config's random init, perturbed with a fixed seed and saved as the checkpoint the
+tool loads (``train.init_checkpoint``); YOLOX's objectness / class predictors get larger weights
+and a bias of -3 so that a few hundred locations pass the 0.01 score threshold with spread-out
+scores. Images: uniform noise (no flat region, so no two locations see the same pixels and no
+scores tie; flat regions -- the synthetic images' background, YOLOX's 114 letterbox padding --
+give exactly equal scores whose order is arbitrary in any NMS/top-K implementation), sized so
+that the resized image fills the network input (no padding).
+
+Tolerances reached (float32, ONNX Runtime CPU vs PyTorch CPU): boxes within 1e-3 px (~1e-5 at
+YOLOX, ~1e-4 at RT-DETR: different convolution / GEMM summation orders), scores within 1e-6;
+asserted: 1e-2 px and 1e-4.
+"""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+pytest.importorskip("onnxscript")
+
+from detectron2.config import instantiate  # noqa: E402
+
+from sod2.engine.lazy_train import load_config  # noqa: E402
+from sod2.export.metadata import ExportMetadata  # noqa: E402
+from sod2.export.postprocess import to_original  # noqa: E402
+from tests.modules import REPO, tool_module  # noqa: E402
+
+FG = "configs/fgprobe/fgprobe_yolox_tiny_p2_synthetic.py"
+FG_PLAIN = "configs/fgprobe/fgprobe-plain_yolox_tiny_p2_synthetic.py"
+BS = "configs/bsdetr/bsdetr_r18s_synthetic.py"
+BS_PLAIN = "configs/bsdetr/bsdetr-plain_r18s_synthetic.py"
+BOX_TOL, SCORE_TOL = 1e-2, 1e-4
+
+
+def _perturbed_state(config: str, seed: int = 0) -> dict:
+    cfg = load_config(str(REPO / config), [])
+    torch.manual_seed(seed)
+    model = instantiate(cfg.model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+        for n, p in model.named_parameters():
+            if n.startswith(("head.obj_preds", "head.cls_preds")):
+                p.normal_(0, 10.0) if n.endswith("weight") else p.fill_(-3.0)
+    return model.state_dict()
+
+
+def _noise_image(folder, name, h, w, seed):
+    import cv2
+
+    path = os.path.join(folder, name)
+    cv2.imwrite(path, np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    return {"file_name": path, "height": h, "width": w, "image_id": seed}
+
+
+def _export(tmp, config, state, name, *extra, opts=()):
+    ckpt = os.path.join(tmp, name + ".pth")
+    torch.save({"model": state}, ckpt)
+    out = os.path.join(tmp, name)
+    rc = tool_module("export_model").main(["--config-file", str(REPO / config), "--output", out, *extra,
+                                           "--opts", f"train.init_checkpoint={ckpt}", *opts])
+    assert rc == 0
+    cfg = load_config(str(REPO / config), [f"train.init_checkpoint={ckpt}", *opts])
+    model = instantiate(cfg.model)
+    assert not model.load_state_dict(state, strict=False).missing_keys
+    return dict(dir=out, model=model.eval(), mapper=instantiate(cfg.dataloader.test.mapper),
+                meta=ExportMetadata.from_json(os.path.join(out, "model.json")),
+                session=ort.InferenceSession(os.path.join(out, "model.onnx"), providers=["CPUExecutionProvider"]))
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("export"))
+    fg = _perturbed_state(FG)
+    plain = {k: v for k, v in fg.items() if not k.startswith("head.probe.")}
+    bs = _perturbed_state(BS)
+    images = [_noise_image(tmp, "a.png", 256, 256, 1), _noise_image(tmp, "b.png", 512, 512, 2)]
+    return dict(
+        tmp=tmp, images=images,
+        fg=_export(tmp, FG, fg, "fg"),
+        fg_plain=_export(tmp, FG_PLAIN, plain, "fg_plain"),
+        fg_dyn=_export(tmp, FG, fg, "fg_dyn", "--dynamic", opts=["model.backbone.square_pad=0"]),
+        bs=_export(tmp, BS, bs, "bs", "--dynamic"),
+        bs_plain=_export(tmp, BS_PLAIN, bs, "bs_plain", "--dynamic"))
+
+
+
+def _run(e, dicts):
+    """ONNX Runtime on the test-mapper images of ``dicts`` (one batch: one size)."""
+    batch = np.stack([d["image"].numpy().astype(np.float32) for d in dicts])
+    out = e["session"].run(None, {"images": batch})
+    meta = e["meta"]
+    return out, to_original(*out, dicts, batch.shape[2:], family=meta.family, clip_boxes=meta.clip_boxes,
+                            max_detections_per_image=meta.max_detections_per_image)
+
+
+def _assert_same(onnx_inst, torch_inst):
+    """Same count and labels, boxes within BOX_TOL, scores within SCORE_TOL, each image's
+    detections by decreasing score. Scores closer than float32 noise (1e-8 apart among a few
+    hundred detections) may come out in either order: detections are matched one to one
+    (same label, box and score within the tolerances), not position by position."""
+    assert len(onnx_inst) == len(torch_inst) > 0
+    assert onnx_inst.image_size == torch_inst.image_size
+    assert (onnx_inst.scores[1:] <= onnx_inst.scores[:-1]).all()
+    close = ((onnx_inst.pred_classes[:, None] == torch_inst.pred_classes[None])
+             & ((onnx_inst.pred_boxes.tensor[:, None] - torch_inst.pred_boxes.tensor[None]).abs().amax(2) <= BOX_TOL)
+             & ((onnx_inst.scores[:, None] - torch_inst.scores[None]).abs() <= SCORE_TOL))
+    used = torch.zeros(len(torch_inst), dtype=torch.bool)
+    for i in range(len(onnx_inst)):
+        j = (close[i] & ~used).nonzero()
+        assert len(j), f"ONNX detection {i} ({onnx_inst.pred_boxes.tensor[i].tolist()}) has no PyTorch twin"
+        used[j[0, 0]] = True
+    # position by position, apart from near-tied scores: the largest differences stay tiny
+    same_place = (onnx_inst.pred_boxes.tensor - torch_inst.pred_boxes.tensor).abs().amax(1) <= BOX_TOL
+    assert same_place.float().mean() > 0.9
+
+
+def test_yolox_fgprobe_onnx_gives_the_models_detections(exports):
+    e = exports["fg"]
+    assert e["meta"].input_size == [256, 256] and not e["meta"].dynamic and e["meta"].channel_order == "BGR"
+    for x in exports["images"]:  # 256x256 (ratio 1) and 512x512 (resize_ratio 0.5, boxes / 0.5)
+        d = e["mapper"](dict(x))
+        with torch.no_grad():
+            ref = e["model"]([d])[0]["instances"]
+        _, (inst,) = _run(e, [d])
+        _assert_same(inst, ref)
+        assert ref.image_size == (x["height"], x["width"])
+
+
+def test_foreground_probe_is_in_the_graph(exports):
+    """Same base weights: the FG-Probe graph's detections differ from the plain graph's, and each
+    equals its own PyTorch model (the probe changes the objectness of its K tokens)."""
+    d = exports["fg"]["mapper"](dict(exports["images"][0]))
+    (_, s_fg, _, _), (fg,) = _run(exports["fg"], [d])
+    (_, s_plain, _, _), (plain,) = _run(exports["fg_plain"], [d])
+    with torch.no_grad():
+        _assert_same(plain, exports["fg_plain"]["model"]([d])[0]["instances"])
+        _assert_same(fg, exports["fg"]["model"]([d])[0]["instances"])
+    assert len(s_fg) != len(s_plain) or np.abs(s_fg - s_plain).max() > 1e-3
+    ops = [n.op_type for n in __import__("onnx").load(os.path.join(exports["fg"]["dir"], "model.onnx")).graph.node]
+    ops_plain = [n.op_type for n in __import__("onnx").load(os.path.join(exports["fg_plain"]["dir"], "model.onnx")).graph.node]
+    assert "NonMaxSuppression" in ops and "NonMaxSuppression" in ops_plain
+    assert len(ops) > len(ops_plain) and "TopK" in ops  # the probe's token selection
+
+
+@pytest.mark.parametrize("size", [(256, 256), (224, 320)])
+def test_yolox_dynamic_export_at_two_sizes_and_batch(exports, size):
+    """--dynamic (square padding off: model.backbone.square_pad=0): any H, W multiple of 32 and
+    a batch of two, each image's detections equal to the model's on it alone."""
+    e = exports["fg_dyn"]
+    assert e["meta"].dynamic and e["meta"].input_size is None
+    g = torch.Generator().manual_seed(size[1])
+    dicts = [{"image": torch.randint(0, 256, (3, *size), generator=g).to(torch.float32)} for _ in range(2)]
+    _, insts = _run(e, dicts)
+    with torch.no_grad():
+        for inst, d in zip(insts, dicts):
+            _assert_same(inst, e["model"]([d])[0]["instances"])
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_rtdetr_dynamic_batch_onnx_gives_the_models_top_k(exports, batch):
+    """sod2's RT-DETR configs precompute anchors for eval_spatial_size (320x320): --dynamic
+    gives a dynamic batch at that fixed size (metadata: input_size [320, 320])."""
+    e = exports["bs_plain"]
+    meta = e["meta"]
+    assert meta.channel_order == "RGB" and meta.test_resize == {"kind": "fixed", "height": 320, "width": 320, "interp": 2}
+    assert meta.dynamic_batch and not meta.dynamic and meta.input_size == [320, 320]
+    dicts = [e["mapper"](dict(x)) for x in exports["images"][:batch]]  # test mapper: 320x320
+    _, insts = _run(e, dicts)
+    with torch.no_grad():
+        refs = [e["model"]([d])[0]["instances"] for d in dicts]
+    for inst, ref, x in zip(insts, refs, exports["images"]):
+        assert len(ref) == e["model"].num_top_queries and ref.image_size == (x["height"], x["width"])
+        _assert_same(inst, ref)
+
+
+def test_better_sampling_exports_the_plain_rtdetr_graph(exports):
+    import onnx
+
+    graphs = [onnx.load(os.path.join(exports[k]["dir"], "model.onnx")).graph for k in ("bs", "bs_plain")]
+    assert [n.op_type for n in graphs[0].node] == [n.op_type for n in graphs[1].node]
+    d = exports["bs"]["mapper"](dict(exports["images"][0]))
+    (a, _), (b, _) = _run(exports["bs"], [d]), _run(exports["bs_plain"], [d])
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_fixed_size_metadata_and_tool_refusals(exports, tmp_path, capsys):
+    tool = tool_module("export_model")
+    out = str(tmp_path / "out")
+    # no checkpoint
+    assert tool.main(["--config-file", str(REPO / FG), "--output", out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.init_checkpoint" in err[0] and "--allow-random-weights" in err[0]
+    # weights of another model (RT-DETR's for a YOLOX): refused, nothing written
+    ckpt = os.path.join(exports["tmp"], "bs.pth")
+    assert tool.main(["--config-file", str(REPO / FG), "--output", out, "--opts",
+                      f"train.init_checkpoint={ckpt}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "bs.pth" in err[0]
+    assert not os.path.exists(out) or os.listdir(out) == []
+    # an unsupported family
+    assert tool.main(["--config-file", str(REPO / "configs/baselines/faster_rcnn_R18s_fpn_synthetic.py"),
+                      "--output", out, "--allow-random-weights"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "GeneralizedRCNN" in err[0]
+    assert not os.path.exists(os.path.join(out, "model.onnx"))
