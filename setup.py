@@ -57,5 +57,8 @@ setup(
         "orjson",
     ],
     # sahi: the sliced-inference tests compare sod2's merge and slice geometry with it
-    extras_require={"test": ["pytest", "sahi==0.12.8", "shapely>=2.0.0", "fire"]},
+    extras_require={"test": ["pytest", "sahi==0.12.8", "shapely>=2.0.0", "fire"],
+                    # tools/export_model.py (torch 2.13's dynamo ONNX exporter) and ONNX Runtime;
+                    # tested with onnx 1.23.2, onnxruntime 1.32.0, onnxscript 0.7.2
+                    "export": ["onnx>=1.16", "onnxruntime>=1.17", "onnxscript>=0.5"]},
 )

@@ -12,7 +12,10 @@ Make sure the Python environment can run sod2 (used by `make demo` and `make tes
    `tools/benchmark.py sliced` compare with it) is installed at the tested version with
    `pip install --no-deps` (its own requirements would not change torch, but could add a
    second OpenCV distribution), plus those of its light requirements that are missing;
-   if that fails, a warning names the command and the SAHI tests are skipped.
+   if that fails, a warning names the command and the SAHI tests are skipped;
+4. the optional ``export`` extra (onnx, onnxruntime, onnxscript: tools/export_model.py and the
+   ONNX parity tests) is installed when missing; if that fails, a warning names the command
+   and the export tests are skipped.
 
 It never reinstalls what already imports (pip would re-clone detectron2 otherwise).
 """
@@ -64,6 +67,9 @@ SAHI_OK = ("import importlib.metadata as m\n"
            f"assert m.version('sahi') == {SAHI.split('==')[1]!r}\n"
            "import sahi.slicing, sahi.predict, sahi.postprocess.combine\n")
 
+EXPORT = ("onnx>=1.16", "onnxruntime>=1.17", "onnxscript>=0.5")  # setup.py's "export" extra
+EXPORT_OK = "import onnx, onnxruntime, onnxscript"
+
 TORCH_OK = "import torch, torchvision.ops; torchvision.ops.nms(torch.zeros(1, 4), torch.ones(1), 0.5)"
 D2_OK = "import detectron2, detectron2._C"
 # sod2 resolves to this checkout and its compiled kernel is newer than its source
@@ -100,6 +106,17 @@ def ensure_sahi() -> None:
                          f"install --no-deps {SAHI} {' '.join(SAHI_DEPS.values())}\n")
 
 
+def ensure_export() -> None:
+    """Install the ``export`` extra (ONNX export and ONNX Runtime) when missing; a warning, not a
+    failure, when it cannot be installed (the export tests are then skipped)."""
+    if _probe(EXPORT_OK):
+        return
+    if not (_pip(*EXPORT) and _probe(EXPORT_OK)):
+        sys.stderr.write(f"\nwarning: the export extra ({', '.join(EXPORT)}) could not be installed; "
+                         f"tools/export_model.py and the export tests need it. Install it with:\n  "
+                         f"{sys.executable} -m pip install -e .[export]\n")
+
+
 def main(argv=None) -> None:
     import argparse
 
@@ -108,8 +125,9 @@ def main(argv=None) -> None:
         epilog="\n".join(__doc__.strip().splitlines()[2:]),
         formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)  # --help, or refuse arguments
     # one interpreter start when everything is in place (the common case)
-    if _probe("\n".join([TORCH_OK, D2_OK, SOD2_OK, SAHI_OK])):
-        print("environment ready: torch, torchvision ops, detectron2, sod2 and sahi import", flush=True)
+    if _probe("\n".join([TORCH_OK, D2_OK, SOD2_OK, SAHI_OK, EXPORT_OK])):
+        print("environment ready: torch, torchvision ops, detectron2, sod2, sahi and the export extra import",
+              flush=True)
         return
     ensure_prerequisites()
     if not _probe(SOD2_OK):
@@ -122,6 +140,7 @@ def main(argv=None) -> None:
     if not _probe("import sod2, sod2.evaluation._box_matching"):
         _fail("sod2 (installed but not importable)")
     ensure_sahi()
+    ensure_export()
     print("environment ready: torch, torchvision ops, detectron2 and sod2 import", flush=True)
 
 
