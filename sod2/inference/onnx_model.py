@@ -45,35 +45,6 @@ def metadata_path(onnx_path: str) -> str:
     return os.path.splitext(onnx_path)[0] + ".json"
 
 
-def _to_original():
-    try:
-        from ..export.postprocess import to_original
-    except ImportError:  # TEMPORARY until sod2.export.postprocess lands
-        return _interim_to_original
-    return to_original
-
-
-def _interim_to_original(inst, inp, meta):
-    from detectron2.modeling.postprocessing import detector_postprocess
-    from detectron2.structures import Boxes, Instances
-
-    h, w = inst.image_size
-    H, W = int(inp.get("height", h)), int(inp.get("width", w))
-    ratio = inp.get("resize_ratio") if meta.family == "yolox" else None
-    if ratio is None and meta.clip_boxes:
-        out = detector_postprocess(inst, H, W)
-    else:
-        b = inst.pred_boxes.tensor
-        b = b / torch.tensor(float(ratio), dtype=b.dtype) if ratio is not None else b * b.new_tensor([W / w, H / h, W / w, H / h])
-        out = Instances((H, W), scores=inst.scores, pred_classes=inst.pred_classes, pred_boxes=Boxes(b))
-        if meta.clip_boxes:
-            out.pred_boxes.clip((H, W))
-            out = out[out.pred_boxes.nonempty()]
-    if meta.max_detections_per_image is not None:
-        out = out[: meta.max_detections_per_image]
-    return out
-
-
 class OnnxModel(nn.Module):
     """An exported detector with the interface of a Detectron2 model in eval mode.
 
@@ -222,40 +193,30 @@ class OnnxModel(nn.Module):
         """(boxes (M, 4), scores (M,), classes (M,), batch_index (M,)) of a (B, 3, h, w) batch."""
         names = list(self.metadata.output_names)
         try:
-            out = dict(zip(names, self._session.run(names, {self.metadata.input_name: batch})))
+            return self._session.run(names, {self.metadata.input_name: batch})
         except Exception as e:  # onnxruntime's own exception types; e.g. a size outside the export's range
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise UserError(f"{self.path}: ONNX Runtime failed on an input of shape {tuple(batch.shape)}: "
                             f"{first}") from None
-        boxes = np.asarray(out["boxes"], np.float32).reshape(-1, 4)
-        scores = np.asarray(out["scores"], np.float32).reshape(-1)
-        classes = np.asarray(out["classes"]).astype(np.int64).reshape(-1)
-        index = np.asarray(out["batch_index"]).astype(np.int64).reshape(-1)
-        if not (len(boxes) == len(scores) == len(classes) == len(index)):
-            raise UserError(f"{self.path}: the graph returned {len(boxes)} boxes, {len(scores)} scores, "
-                            f"{len(classes)} classes, {len(index)} batch indices: not one each per detection")
-        if len(index) and (index.min() < 0 or index.max() >= batch.shape[0]):
-            raise UserError(f"{self.path}: the graph returned batch_index outside 0..{batch.shape[0] - 1}")
-        return boxes, scores, classes, index
 
     def forward(self, batched_inputs: List[Dict]) -> List[Dict]:
-        from detectron2.structures import Boxes, Instances
+        from ..export.postprocess import to_original
 
-        to_original = _to_original()
         if self.training:  # set behind train()'s back
             raise UserError(f"{self.path}: an exported ONNX model runs inference only")
         arrays = [self._input(n, inp) for n, inp in enumerate(batched_inputs)]
+        meta = self.metadata
         results: List = [None] * len(arrays)
         for group in self._groups(arrays):
-            boxes, scores, classes, index = self._run(np.stack([arrays[i] for i in group]))
-            for k, i in enumerate(group):
-                sel = index == k
-                h, w = arrays[i].shape[1:]
-                inst = Instances((h, w))
-                inst.pred_boxes = Boxes(torch.from_numpy(boxes[sel].copy()))
-                inst.scores = torch.from_numpy(scores[sel].copy())
-                inst.pred_classes = torch.from_numpy(classes[sel].copy())
-                results[i] = {"instances": to_original(inst, batched_inputs[i], self.metadata)}
+            outputs = self._run(np.stack([arrays[i] for i in group]))
+            try:
+                mapped = to_original(*outputs, [batched_inputs[i] for i in group], arrays[group[0]].shape[1:],
+                                     family=meta.family, clip_boxes=meta.clip_boxes,
+                                     max_detections_per_image=meta.max_detections_per_image)
+            except UserError as e:
+                raise UserError(f"{self.path}: {e}") from None
+            for i, inst in zip(group, mapped):
+                results[i] = {"instances": inst}
         return results
 
 

@@ -380,3 +380,59 @@ def test_without_onnxruntime_sod2_imports_and_refuses_in_one_line(toy):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "running an exported ONNX model needs onnxruntime: pip install -e .[export]"
 
+
+# ------------------------------------------------- an exported sod2 model: the same evaluation
+YOLOX_CONFIG = str(REPO / "configs" / "fgprobe" / "fgprobe-plain_yolox_tiny_p2_synthetic.py")
+
+
+def test_exported_yolox_evaluates_as_the_pytorch_model(tmp_path, val8):
+    """YOLOX-Tiny (P2, synthetic config), seeded weights perturbed so that it detects (obj and
+    cls biases raised: 1500 detections per image, the AI-TOD protocol's cap), exported by
+    tools/export_model.py and evaluated with --eval-only --onnx on 8 sod2_synthetic_val images:
+    the same detections (count, classes; boxes within 1e-2 px, scores within 1e-4) and the same
+    metrics as --eval-only with the checkpoint."""
+    import json
+
+    from detectron2.config import LazyConfig, instantiate
+
+    from tests.modules import tool_module
+
+    cfg = LazyConfig.load(YOLOX_CONFIG)
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+        for conv in model.head.obj_preds.values():
+            conv.bias.fill_(1.0)
+        for conv in model.head.cls_preds.values():
+            conv.bias.fill_(0.0)
+    ckpt = tmp_path / "yolox.pth"
+    torch.save({"model": model.state_dict()}, ckpt)
+    tool_module("export_model").main(["--config-file", YOLOX_CONFIG, "--format", "onnx", "--output",
+                                      str(tmp_path / "export"), "--opts", f"train.init_checkpoint={ckpt}",
+                                      "train.device=cpu"])
+    (onnx_file,) = (tmp_path / "export").glob("*.onnx")
+    common = ["--config-file", YOLOX_CONFIG, "--eval-only", f"dataloader.test.dataset.names={val8}",
+              "dataloader.test.num_workers=0", "train.device=cpu"]
+    assert _eval_tool(*common, f"train.init_checkpoint={ckpt}", f"train.output_dir={tmp_path / 'pt'}") == 0
+    assert _eval_tool("--onnx", onnx_file, *common, f"train.output_dir={tmp_path / 'onnx'}") == 0
+
+    def read(which):
+        res = json.loads((tmp_path / which / f"{val8}_results.json").read_text())
+        met = json.loads((tmp_path / which / f"{val8}_metrics.json").read_text())["metrics"]
+        return sorted((r["image_id"], r["category_id"], r["score"], *r["bbox"]) for r in res), met
+
+    (pt, pt_metrics), (ox, ox_metrics) = read("pt"), read("onnx")
+    assert len(pt) == len(ox) == 8 * 1500
+    pt, ox = np.array(pt, float), np.array(ox, float)
+    assert (pt[:, :2] == ox[:, :2]).all()  # per image and class the same count
+    for key in np.unique(pt[:, :2], axis=0):  # each detection has a twin on the other side
+        a, b = (x[(x[:, :2] == key).all(1)] for x in (pt, ox))
+        close = (np.abs(a[:, None, 2] - b[None, :, 2]) <= 1e-4) & \
+            (np.abs(a[:, None, 3:] - b[None, :, 3:]).max(-1) <= 1e-2)
+        assert close.any(1).all() and close.any(0).all(), key
+    assert pt_metrics["AR@1500"] > 0.05  # the seeded model finds objects: the comparison means something
+    for k, v in pt_metrics.items():
+        if isinstance(v, float):
+            assert abs(ox_metrics[k] - v) <= 1e-4, (k, v, ox_metrics[k])
