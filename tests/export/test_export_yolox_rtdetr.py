@@ -211,3 +211,25 @@ def test_fixed_size_metadata_and_tool_refusals(exports, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "GeneralizedRCNN" in err[0]
     assert not os.path.exists(os.path.join(out, "model.onnx"))
+
+
+@pytest.mark.parametrize("key,config", [("fg", FG), ("bs_plain", BS_PLAIN)])
+def test_torchscript_trace_gives_the_models_detections(exports, key, config):
+    """--format torchscript (torch.jit.trace of the same graph, fixed size): run on images other
+    than the tracing sample (the detection count is not frozen at the sample's)."""
+    out = os.path.join(exports["tmp"], key + "_ts")
+    ckpt = os.path.join(exports["tmp"], key + ".pth")
+    assert tool_module("export_model").main(["--config-file", str(REPO / config), "--format", "torchscript",
+                                             "--output", out, "--opts", f"train.init_checkpoint={ckpt}"]) == 0
+    meta = ExportMetadata.from_json(os.path.join(out, "model.json"))
+    assert meta.format == "torchscript" and meta.exporter == "torchscript" and meta.model_file == "model.pt"
+    traced = torch.jit.load(os.path.join(out, "model.pt"))
+    e = exports[key]
+    for x in exports["images"]:
+        d = e["mapper"](dict(x))
+        with torch.no_grad():
+            outs = traced(d["image"].to(torch.float32)[None])
+            ref = e["model"]([d])[0]["instances"]
+        (inst,) = to_original(*outs, [d], tuple(d["image"].shape[1:]), family=meta.family,
+                              clip_boxes=meta.clip_boxes)
+        _assert_same(inst, ref)
