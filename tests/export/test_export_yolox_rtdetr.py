@@ -233,3 +233,17 @@ def test_torchscript_trace_gives_the_models_detections(exports, key, config):
         (inst,) = to_original(*outs, [d], tuple(d["image"].shape[1:]), family=meta.family,
                               clip_boxes=meta.clip_boxes)
         _assert_same(inst, ref)
+
+
+def test_sample_image_sets_the_fixed_input_size(exports, tmp_path):
+    """--sample-image goes through the test mapper: a 200x300 image at YOLOX's 256 test size is
+    resized by r = min(256/200, 256/300) to int(200 r) x int(300 r) = 170 x 256 (official preproc),
+    the size a fixed export then takes."""
+    x = _noise_image(str(tmp_path), "s.png", 200, 300, 5)
+    out = str(tmp_path / "ts")
+    assert tool_module("export_model").main(["--config-file", str(REPO / FG), "--format", "torchscript",
+                                             "--output", out, "--sample-image", x["file_name"],
+                                             "--allow-random-weights"]) == 0
+    meta = ExportMetadata.from_json(os.path.join(out, "model.json"))
+    assert meta.input_size == [170, 256] and meta.checkpoint is None
+    assert meta.test_resize == {"kind": "yolox", "size": [256, 256], "pre_resize": True}
