@@ -82,6 +82,21 @@ def _class_names(cfg):
     return [str(i) for i in range(int(cfg.model.num_classes))]
 
 
+def _postprocess_settings(model, family: str):
+    """(channel order, score threshold, max detections per image, clipping) of ``model``'s own
+    inference, for the metadata (informative: the graph applies them)."""
+    if family == "yolox":
+        return "BGR", float(model.test_score_thresh), int(model.max_detections_per_image), \
+            bool(model.clip_test_boxes)
+    if family == "rtdetr":
+        return model.input_format, 0.0, int(model.num_top_queries), bool(model.clip_boxes)
+    if family == "retinanet":
+        return model.input_format, float(model.test_score_thresh), int(model.max_detections_per_image), True
+    predictor = model.roi_heads.box_predictor
+    predictor = predictor[-1] if isinstance(predictor, torch.nn.ModuleList) else predictor  # Cascade
+    return model.input_format, float(predictor.test_score_thresh), int(predictor.test_topk_per_image), True
+
+
 def export(args) -> dict:
     """Run the export; returns the metadata dict. Raises UserError on bad input."""
     from sod2.engine.checkpoint import load_for_inference
@@ -102,6 +117,9 @@ def export(args) -> dict:
                         "(--opts train.init_checkpoint=FILE), or --allow-random-weights for a graph without training")
     model = instantiate(cfg.model)
     family = family_of(model)
+    if args.format == "torchscript" and family not in ("yolox", "rtdetr"):
+        raise UserError(f"--format torchscript covers YOLOX and RT-DETR; export {type(model).__name__} "
+                        "with --format onnx")
     if checkpoint:
         load_for_inference(model, checkpoint)
     model.eval()
@@ -121,8 +139,11 @@ def export(args) -> dict:
         logger.warning("--dynamic: RT-DETR with encoder.eval_spatial_size=%s takes only that size: dynamic batch, "
                        "fixed height and width (a config with rtdetr_eval_size(model, None) exports any size)",
                        list(model.encoder.eval_spatial_size))
+    dynamic_batch = bool(args.dynamic) and family in ("yolox", "rtdetr")
+    if args.dynamic and not dynamic_batch:
+        logger.warning("--dynamic: %s graphs take one image per call: dynamic height and width, batch 1", family)
     if args.format == "onnx":
-        export_onnx(graph, image, path, dynamic=dynamic_hw, dynamic_batch=args.dynamic)
+        export_onnx(graph, image, path, dynamic=dynamic_hw, dynamic_batch=dynamic_batch)
     else:
         from sod2.data.io import atomic_path
 
@@ -130,12 +151,7 @@ def export(args) -> dict:
             traced = torch.jit.trace(graph, (image,), check_trace=False)
         with atomic_path(path) as tmp:
             torch.jit.save(traced, tmp)
-    if family == "yolox":
-        channel_order, thresh = "BGR", float(model.test_score_thresh)
-        max_det, clip = int(model.max_detections_per_image), bool(model.clip_test_boxes)
-    else:
-        channel_order, thresh = model.input_format, 0.0
-        max_det, clip = int(model.num_top_queries), bool(model.clip_boxes)
+    channel_order, thresh, max_det, clip = _postprocess_settings(model, family)
     meta = ExportMetadata(
         format=args.format, model_file=name, family=family, meta_architecture=type(model).__name__,
         channel_order=channel_order, pixel_mean=[float(v) for v in model.pixel_mean.flatten()],
@@ -143,7 +159,7 @@ def export(args) -> dict:
         test_resize=describe_test_augmentations(mapper.augmentations.augs if hasattr(mapper.augmentations, "augs")
                                                 else mapper.augmentations),
         input_size=None if dynamic_hw else [int(image.shape[2]), int(image.shape[3])],
-        dynamic=dynamic_hw, dynamic_batch=bool(args.dynamic), class_names=_class_names(cfg),
+        dynamic=dynamic_hw, dynamic_batch=dynamic_batch, class_names=_class_names(cfg),
         score_threshold=thresh, max_detections_per_image=max_det, clip_boxes=clip,
         opset=OPSET if args.format == "onnx" else None, sod2_version=sod2.__version__,
         torch_version=torch.__version__, exporter="dynamo" if args.format == "onnx" else "torchscript",

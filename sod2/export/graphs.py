@@ -123,7 +123,14 @@ class RTDETRGraph(nn.Module):
 
 
 def family_of(model: nn.Module) -> str:
-    """"yolox" / "rtdetr" by the meta-architecture, else UserError."""
+    """"yolox" / "rtdetr" / "retinanet" / "rcnn" by the meta-architecture, else UserError.
+
+    "rcnn" covers Detectron2's GeneralizedRCNN and its sod2 subclasses (Faster and Cascade
+    R-CNN, SR-TOD, CFINet with CRPN); "retinanet" Detectron2's RetinaNet and its subclasses
+    (SR-TOD RetinaNet). Their graphs are in :mod:`sod2.export.rcnn`.
+    """
+    from detectron2.modeling import GeneralizedRCNN, RetinaNet
+
     from ..errors import UserError
     from ..modeling.meta_arch.rtdetr import RTDETR
     from ..modeling.meta_arch.yolox import YOLOX
@@ -132,9 +139,23 @@ def family_of(model: nn.Module) -> str:
         return "yolox"
     if isinstance(model, RTDETR):
         return "rtdetr"
-    raise UserError(f"export: {type(model).__name__} cannot be exported by this module (supported: YOLOX, RTDETR)")
+    if isinstance(model, RetinaNet):
+        return "retinanet"
+    if isinstance(model, GeneralizedRCNN):
+        return "rcnn"
+    raise UserError(f"export: {type(model).__name__} cannot be exported (supported: YOLOX, RTDETR, "
+                    "GeneralizedRCNN and RetinaNet with their sod2 subclasses)")
 
 
 def graph_for(model: nn.Module) -> nn.Module:
-    """The graph wrapper of ``model`` (in eval mode)."""
-    return {"yolox": YOLOXGraph, "rtdetr": RTDETRGraph}[family_of(model)](model.eval())
+    """The graph wrapper of ``model`` (in eval mode); UserError for a part the graphs do not cover."""
+    from ..errors import UserError
+    from .rcnn import build_rcnn_export_module
+
+    family = family_of(model)
+    if family in ("rcnn", "retinanet"):
+        try:
+            return build_rcnn_export_module(model.eval())
+        except TypeError as e:
+            raise UserError(f"export: {e}") from None
+    return {"yolox": YOLOXGraph, "rtdetr": RTDETRGraph}[family](model.eval())

@@ -205,12 +205,12 @@ def test_fixed_size_metadata_and_tool_refusals(exports, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "bs.pth" in err[0]
     assert not os.path.exists(out) or os.listdir(out) == []
-    # an unsupported family
+    # an unsupported format for the family (the R-CNN graphs are ONNX only)
     assert tool.main(["--config-file", str(REPO / "configs/baselines/faster_rcnn_R18s_fpn_synthetic.py"),
-                      "--output", out, "--allow-random-weights"]) == 2
+                      "--output", out, "--format", "torchscript", "--allow-random-weights"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "GeneralizedRCNN" in err[0]
-    assert not os.path.exists(os.path.join(out, "model.onnx"))
+    assert len(err) == 1 and "GeneralizedRCNN" in err[0] and "--format onnx" in err[0]
+    assert not os.path.exists(os.path.join(out, "model.pt"))
 
 
 @pytest.mark.parametrize("key,config", [("fg", FG), ("bs_plain", BS_PLAIN)])
