@@ -56,6 +56,15 @@ class YOLOXGraph(nn.Module):
         self.model = model
 
     def forward(self, images: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """
+        Args:
+            images: (B, 3, H, W) float32, 0-255, the config's test-mapper images (unnormalised,
+                unpadded; channel order as the model's ``input_format``).
+        Returns:
+            boxes (M, 4) XYXY in input-image pixels, scores (M,), classes (M,) int64,
+            batch_index (M,) int64 in [0, B): all images' detections, by image, then by
+            decreasing score.
+        """
         m = self.model
         constraints = dict(m.backbone.padding_constraints or {})
         x = _pad_to(images.to(m.pixel_mean.dtype), constraints.get("size_divisibility", m.backbone.size_divisibility),
@@ -103,6 +112,15 @@ class RTDETRGraph(nn.Module):
         self.model = model
 
     def forward(self, images: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """
+        Args:
+            images: (B, 3, H, W) float32, 0-255, the config's test-mapper images (unnormalised,
+                unpadded; channel order as the model's ``input_format``).
+        Returns:
+            boxes (M, 4) XYXY in input-image pixels, scores (M,), classes (M,) int64,
+            batch_index (M,) int64 in [0, B): all images' detections, by image, then by
+            decreasing score.
+        """
         m = self.model
         x = images.to(m.pixel_mean.dtype)
         if m.input_format == "BGR":
