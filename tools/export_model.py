@@ -86,8 +86,8 @@ def _postprocess_settings(model, family: str):
     """(channel order, score threshold, max detections per image, clipping) of ``model``'s own
     inference, for the metadata (informative: the graph applies them)."""
     if family == "yolox":
-        return "BGR", float(model.test_score_thresh), int(model.max_detections_per_image), \
-            bool(model.clip_test_boxes)
+        cap = None if model.max_detections_per_image is None else int(model.max_detections_per_image)
+        return "BGR", float(model.test_score_thresh), cap, bool(model.clip_test_boxes)
     if family == "rtdetr":
         return model.input_format, 0.0, int(model.num_top_queries), bool(model.clip_boxes)
     if family == "retinanet":

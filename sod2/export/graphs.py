@@ -96,7 +96,8 @@ class YOLOXGraph(nn.Module):
         order = nms(boxes + (group.to(boxes) * (top + torch.ones_like(top)))[:, None], scores, m.test_nms_thresh)
         # nms orders by score over the batch; group by image, keeping the score order (stable)
         order = order[torch.sort(batch_index[order], stable=True).indices]
-        order = order[_rank_in_image(batch_index[order], B) < m.max_detections_per_image]
+        if m.max_detections_per_image is not None:  # None: no cap (the official YOLOX COCO configs)
+            order = order[_rank_in_image(batch_index[order], B) < m.max_detections_per_image]
         return boxes[order], scores[order], classes[order], batch_index[order]
 
 
