@@ -65,7 +65,7 @@ class OnnxModel(nn.Module):
     (so :class:`~sod2.inference.SlicedInference` picks its CPU batch size).
     """
 
-    def __init__(self, path, providers: Optional[Sequence[str]] = None, metadata=None):
+    def __init__(self, path, providers: Optional[Sequence[str]] = None, metadata=None, session_options=None):
         """
         Args:
             path: the ``.onnx`` file.
@@ -74,6 +74,9 @@ class OnnxModel(nn.Module):
                 "CPUExecutionProvider"]``).
             metadata: an :class:`~sod2.export.metadata.ExportMetadata`, or the path of its
                 JSON; None reads ``<name>.json`` next to ``path``.
+            session_options: an ``onnxruntime.SessionOptions`` (threads, graph optimisation
+                level, execution mode); None: ONNX Runtime's defaults (all graph optimisations,
+                sequential execution, one intra-op thread per physical core).
         Raises:
             UserError: one line: onnxruntime missing, no such file, the metadata JSON missing
                 or invalid, a file ONNX Runtime cannot load (damaged, not ONNX), a graph whose
@@ -102,7 +105,7 @@ class OnnxModel(nn.Module):
         ort = import_onnxruntime()
         providers = list(providers) if providers else ["CPUExecutionProvider"]
         try:
-            session = ort.InferenceSession(path, providers=providers)
+            session = ort.InferenceSession(path, sess_options=session_options, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise UserError(f"{path}: ONNX Runtime cannot load it (a damaged or non-ONNX file?): {first}") from None
