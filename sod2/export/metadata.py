@@ -63,6 +63,9 @@ class ExportMetadata:
     output_names: List[str] = dataclasses.field(default_factory=lambda: list(OUTPUT_NAMES))
     pixel_range: List[float] = dataclasses.field(default_factory=lambda: [0, 255])
     normalization: str = "in_graph"
+    # None for a float model; for an INT8 model of tools/quantize_model.py a dict
+    # {"dtype": "int8", "format": "QDQ", "dataset": name, "num_images": N, "seed": int, ...}
+    quantization: Optional[Dict[str, Any]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -148,6 +151,12 @@ class ExportMetadata:
         if self.opset is not None and not is_int(self.opset):
             bad("opset", f"must be an integer or null, got {self.opset!r}")
         _check_resize(self.test_resize, lambda why: bad("test_resize", why))
+        q = self.quantization
+        if q is not None and not (isinstance(q, dict) and q.get("dtype") == "int8"
+                                  and isinstance(q.get("dataset"), str) and q["dataset"]
+                                  and is_int(q.get("num_images")) and q["num_images"] > 0):
+            bad("quantization", f"must be null or a dict with 'dtype': 'int8', 'dataset' (a name) and "
+                "'num_images' (a positive integer), got {q!r}")
 
 
 def _check_resize(d: Any, fail) -> None:
