@@ -29,8 +29,9 @@ from typing import Dict, Iterator, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from detectron2.modeling import Backbone
-from detectron2.utils.events import get_event_storage
 from torch import nn
+
+from ..training import put_scalars
 
 __all__ = ["ReconstructionHead", "difference_map", "LearnableThreshold", "DGFE", "ReconstructionFPN",
            "ReconstructionRecord", "nearest_resize"]
@@ -394,8 +395,8 @@ class ReconstructionFPN(Backbone):
             if self.keep_visuals:
                 self.last_binary_map = binary.detach()
             if self.training:
-                get_event_storage().put_scalar("srtod/threshold", float(self.threshold.thresh.detach()) * 255,
-                                               smoothing_hint=False)
+                put_scalars(**{"srtod/threshold": float(self.threshold.thresh.detach()) * 255},
+                            smoothing_hint=False)
         if self.keep_visuals:
             self.last_reconstruction = rec.detach()
         return feats

@@ -22,9 +22,10 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 from torchvision.ops import box_convert
+
+from ..training import current_storage, put_scalars
 
 __all__ = ["aligned_iou_giou", "IoUTarget", "ScaleAlignedTarget", "SampleReweighting",
            "SamplePointRefinement", "log_reweighting_stats"]
@@ -228,18 +229,12 @@ def log_reweighting_stats(r_cls: Tensor, r_reg: Tensor, prefix: str = "better_sa
     """Put the mean and standard deviation of the SR weights (over all positives given) into
     Detectron2's current EventStorage, if one is active (nothing otherwise, nothing for P = 0):
     ``<prefix>/r_cls_mean``, ``r_cls_std``, ``r_reg_mean``, ``r_reg_std``."""
-    if r_cls.numel() == 0:
-        return
-    try:
-        storage = get_event_storage()
-    except AssertionError:  # outside a trainer
+    if r_cls.numel() == 0 or current_storage() is None:  # nothing to log / outside a trainer
         return
     r_cls, r_reg = r_cls.detach().float(), r_reg.detach().float()
     std = (lambda r: r.std().item() if r.numel() > 1 else 0.0)
-    storage.put_scalar(f"{prefix}/r_cls_mean", r_cls.mean().item())
-    storage.put_scalar(f"{prefix}/r_cls_std", std(r_cls))
-    storage.put_scalar(f"{prefix}/r_reg_mean", r_reg.mean().item())
-    storage.put_scalar(f"{prefix}/r_reg_std", std(r_reg))
+    put_scalars(**{f"{prefix}/r_cls_mean": r_cls.mean().item(), f"{prefix}/r_cls_std": std(r_cls),
+                   f"{prefix}/r_reg_mean": r_reg.mean().item(), f"{prefix}/r_reg_std": std(r_reg)})
 
 
 class SamplePointRefinement(nn.Module):

@@ -42,6 +42,7 @@ from torchvision.ops import box_convert
 
 from ...layers.losses import varifocal_loss
 from ..checks import check_size
+from ..training import zero_dependency
 from .better_sampling import IoUTarget, aligned_iou_giou, log_reweighting_stats
 
 __all__ = ["SetCriterion", "MatchedPositives", "DEFAULT_WEIGHT_DICT"]
@@ -242,7 +243,7 @@ class SetCriterion(nn.Module):
             # every generator parameter takes part in the graph even when it gets no gradient
             # (no positive in the batch, or detached weights), so DDP needs no find_unused_parameters
             first = next(iter(losses))
-            losses[first] = losses[first] + 0.0 * sum(p.sum() for p in self.reweighting.parameters())
+            losses[first] = losses[first] + zero_dependency(self.reweighting)
             log_reweighting_stats(torch.cat([r for r, _ in r_all]), torch.cat([r for _, r in r_all]),
                                   self.log_prefix)
         return losses

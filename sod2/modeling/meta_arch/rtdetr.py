@@ -56,6 +56,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from ..checks import check_size, warn_non_finite_images
+from ..training import zero_dependency
 
 __all__ = ["RTDETR"]
 
@@ -196,10 +197,7 @@ class RTDETR(nn.Module):
         iteration (module docstring: DDP without ``find_unused_parameters``), else None."""
         if self.denoising is None or denoising_used:
             return None
-        params = [p for p in self.denoising.parameters() if p.requires_grad]
-        if not params:
-            return None
-        return sum(p.sum() for p in params) * 0.0
+        return zero_dependency(self.denoising)
 
     def top_k(self, logits: Tensor, boxes: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """The reference's top-K over queries x classes (also the exported graph's, sod2.export).

@@ -55,13 +55,13 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
-from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from ...layers.losses import box_iou_loss
 from ..assigners import SimOTAAssigner, SimOTAResult
 from ..criterion.better_sampling import log_reweighting_stats
+from ..training import put_scalars, zero_dependency
 
 __all__ = ["YOLOX", "YOLOXPredictions", "ForegroundMaps"]
 
@@ -332,12 +332,8 @@ class YOLOX(DenseDetector):
             r_cls, r_reg = self.reweighting(self.gather_locations(features[0], fg),
                                             self.gather_locations(features[1], fg), target, score)
         num_fg = self.normalizer(assignments)
-        try:
-            storage = get_event_storage()
-            num_gts = sum(len(g) for g in gt_instances)
-            storage.put_scalar("yolox/num_fg_per_gt", sum(a.num_fg for a in assignments) / max(num_gts, 1))
-        except AssertionError:  # outside a trainer
-            pass
+        num_gts = sum(len(g) for g in gt_instances)
+        put_scalars(**{"yolox/num_fg_per_gt": sum(a.num_fg for a in assignments) / max(num_gts, 1)})
         w = self.loss_weights
         if r_reg is None:
             loss_iou = box_iou_loss(preds.boxes[fg], box_t, self.iou_loss_type, reduction="sum") / num_fg
@@ -363,7 +359,7 @@ class YOLOX(DenseDetector):
         if self.reweighting is not None:
             # every generator parameter takes part in the graph even when it gets no gradient
             # (no positive in the batch), so DDP needs no find_unused_parameters
-            out["loss_cls"] = out["loss_cls"] + 0.0 * sum(p.sum() for p in self.reweighting.parameters())
+            out["loss_cls"] = out["loss_cls"] + zero_dependency(self.reweighting)
             log_reweighting_stats(r_cls, r_reg)
         return out
 
@@ -453,7 +449,7 @@ class YOLOX(DenseDetector):
             losses = self.losses(preds, gt_instances, assignments, features=(cls_feats, reg_feats))
             if probe is not None:
                 losses.update(probe.losses(refined, idx, self.probe_targets(preds, gt_instances, assignments)))
-                get_event_storage().put_scalar("fgprobe/lambda", lam.detach().mean().item())
+                put_scalars(**{"fgprobe/lambda": lam.detach().mean().item()})
             return losses
         obj_logits = preds.obj_logits if probe is None else probe.apply(preds.obj_logits, idx, refined)
         if self.keep_visuals:

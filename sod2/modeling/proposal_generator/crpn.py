@@ -27,11 +27,11 @@ from detectron2.modeling.proposal_generator.build import PROPOSAL_GENERATOR_REGI
 from detectron2.modeling.proposal_generator.proposal_utils import find_top_rpn_proposals
 from detectron2.modeling.sampling import subsample_labels
 from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
-from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ...layers import AdaptiveConv, iou_loss
 from ..matchers import DynamicIoUAssigner, MaxIoUMatcher
+from ..training import put_scalars
 
 __all__ = ["CRPN", "CRPNHead", "CRPNTargets"]
 
@@ -342,9 +342,8 @@ class CRPN(nn.Module):
 
         num_s1_pos = sum(len(t.stage1_pos) for t in targets)
         num_sampled = int(sampled.sum())
-        storage = get_event_storage()
-        storage.put_scalar("crpn/num_pos_stage1", num_s1_pos / N)
-        storage.put_scalar("crpn/num_pos_stage2", sum(len(t.stage2_pos) for t in targets) / N)
+        put_scalars(**{"crpn/num_pos_stage1": num_s1_pos / N,
+                       "crpn/num_pos_stage2": sum(len(t.stage2_pos) for t in targets) / N})
 
         norm1 = N * A / self.stage1_anchor_normalizer if self.stage1_normalizer == "anchors" \
             else max(num_s1_pos, 1)

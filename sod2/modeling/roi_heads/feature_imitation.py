@@ -26,12 +26,12 @@ from detectron2.layers import cat
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils import comm
-from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ...layers import supervised_contrastive_loss
 from ...layers.losses import aligned_iou
 from ..checks import check_size
+from ..training import current_storage, put_scalars, zero_dependency
 
 logger = logging.getLogger(__name__)
 
@@ -548,7 +548,7 @@ class FeatureImitation(nn.Module):
                 table.feats.new_zeros((0, table.feats.shape[1]))
         emb = self.embed.project(torch.cat([self.embed.compress(table.feats[:n]), frozen]))
         if rows is None:  # keep every parameter in the graph (DDP) with a zero loss
-            return emb.sum() * 0.0 + sum(p.sum() for p in self.embed.parameters()) * 0.0
+            return emb.sum() * 0.0 + zero_dependency(self.embed)
         return supervised_contrastive_loss(emb[rows.anchor], emb[rows.samples], rows.positive,
                                            self.temperature, weights=rows.weights, valid=rows.valid).mean()
 
@@ -588,12 +588,11 @@ class FeatureImitation(nn.Module):
         loss = self.loss(table, rows)
         self.grow_bank(gt_feat, batch, hq, reweight)
 
-        storage = get_event_storage()
-        for c in range(self.num_classes):
-            storage.put_scalar(f"imitation/bank_fill/{c}", int(self.bank.bank_count[c]),
-                               smoothing_hint=False)
-        storage.put_scalar("imitation/hq_found", int(hq.sum()), smoothing_hint=False)
-        storage.put_scalar("imitation/anchors", 0 if rows is None else len(rows.anchor), smoothing_hint=False)
+        if current_storage() is not None:  # the counts cost a device sync: only in a trainer
+            put_scalars(**{f"imitation/bank_fill/{c}": int(self.bank.bank_count[c]) for c in range(self.num_classes)},
+                        **{"imitation/hq_found": int(hq.sum()),
+                           "imitation/anchors": 0 if rows is None else len(rows.anchor)},
+                        smoothing_hint=False)
         return {"loss_con": loss * self.loss_weight}
 
 
