@@ -4,7 +4,8 @@ ONNX Runtime's static quantization (``onnxruntime.quantization.quantize_static``
 per-channel int8 weights, uint8 activations calibrated by min/max on images of a registered
 dataset: the "U8S8" scheme, which ONNX Runtime's CPU provider fuses into ``QLinearConv`` /
 ``QLinearSigmoid`` / ``QLinearMul``; with int8 activations (S8S8) ONNX Runtime 1.32 on x86 left
-the convolutions as ``DequantizeLinear`` + float ``Conv``, slower than the float32 model). ``tools/quantize_model.py`` is the command; the result is ``<out>/model.onnx`` +
+the convolutions as ``DequantizeLinear`` + float ``Conv``, slower than the float32 model).
+``tools/quantize_model.py`` is the command; the result is ``<out>/model.onnx`` +
 ``model.json`` (the float model's :class:`~sod2.export.metadata.ExportMetadata` with
 ``quantization`` set), runnable by :class:`sod2.inference.OnnxModel` like the float export.
 
@@ -276,10 +277,13 @@ def quantize_export(onnx_path: str, dataset: str, output: str, num_images: int =
     dest_json = metadata_path(dest)
     if os.path.abspath(dest) == os.path.abspath(onnx_path):
         raise UserError(f"--output {output}: would overwrite the float model {onnx_path}; give another folder")
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise UserError(f"--output {output}: exists and is not a folder")
     try:
         model = onnx.load(onnx_path)
     except Exception as e:  # onnx raises DecodeError and others on a damaged file
-        raise UserError(f"{onnx_path}: not a readable ONNX model ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{onnx_path}: not a readable ONNX model ({first})") from None
     check_supported(meta, model, onnx_path)
     records = calibration_images(dataset, num_images, seed)
     reader = DatasetCalibrationReader(meta, records)

@@ -234,8 +234,16 @@ def test_cli_refusals_are_one_line_and_leave_nothing(quantized, tmp_path):
     _one_error_line(r.stderr, "no_such_dataset", "not registered")
     assert not out.exists()
     main = tool_module("quantize_model").main
+    (tmp_path / "damaged.onnx").write_bytes(b"\x08garbage")
+    (tmp_path / "damaged.json").write_text(open(quantized["float"][:-5] + ".json").read())
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "nojson.onnx").write_bytes(open(quantized["float"], "rb").read())
     cases = [
         (["--onnx", str(tmp_path / "missing.onnx"), "--dataset", "sod2_synthetic_train"], ["missing.onnx", "no such"]),
+        (["--onnx", str(tmp_path / "damaged.onnx"), "--dataset", "sod2_synthetic_train"],
+         ["damaged.onnx", "not a readable ONNX model"]),
+        (["--onnx", str(tmp_path / "nojson.onnx"), "--dataset", "sod2_synthetic_train"],
+         ["nojson.json is missing"]),
         (["--onnx", quantized["int8"], "--dataset", "sod2_synthetic_train"], ["already quantized"]),
         (["--onnx", quantized["float"], "--dataset", "sod2_synthetic_train", "--num-images", "100000"],
          ["--num-images 100000", "only 480 images"]),
@@ -245,10 +253,12 @@ def test_cli_refusals_are_one_line_and_leave_nothing(quantized, tmp_path):
         assert rc == 2, err
         _one_error_line(err, *words)
         assert not out.exists()
-    rc, err = _run_main(main, ["--onnx", quantized["float"], "--dataset", "sod2_synthetic_train",
-                               "--output", os.path.dirname(quantized["float"])])
-    assert rc == 2
-    _one_error_line(err, "would overwrite the float model")
+    for output, words in [(os.path.dirname(quantized["float"]), ["would overwrite the float model"]),
+                          (str(tmp_path / "a_file"), ["a_file", "not a folder"])]:
+        rc, err = _run_main(main, ["--onnx", quantized["float"], "--dataset", "sod2_synthetic_train",
+                                   "--output", output])
+        assert rc == 2
+        _one_error_line(err, *words)
 
 
 def test_unsupported_family_and_torchscript_are_refused_by_name(quantized, tmp_path):
