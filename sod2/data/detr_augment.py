@@ -51,6 +51,7 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from fvcore.transforms.transform import CropTransform, NoOpTransform, PadTransform, Transform
 from PIL import Image
 
+from .datasets.common import is_ignored
 from .io import read_image
 from .mapper import SODDatasetMapper, fill_ignore_regions, transform_area_scale
 
@@ -431,8 +432,8 @@ class DETRDatasetMapper(SODDatasetMapper):
         annos = dataset_dict.pop("annotations", None)
         if annos and self.ignore_fill is not None:
             image = fill_ignore_regions(image, annos, self.ignore_fill)
-        objects = [a for a in annos or [] if not (a.get("ignore", 0) or a.get("iscrowd", 0))]
-        ignored = [a for a in annos or [] if a.get("ignore", 0) or a.get("iscrowd", 0)]
+        objects = [a for a in annos or [] if not is_ignored(a)]
+        ignored = [a for a in annos or [] if is_ignored(a)]
         boxes = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in objects],
                          dtype=np.float64).reshape(-1, 4)
 

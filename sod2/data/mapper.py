@@ -31,6 +31,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode, Instances
 
+from .datasets.common import is_ignore_region, is_ignored
 from .io import read_image
 from .transforms import single_resize_ratio
 
@@ -41,7 +42,8 @@ __all__ = ["SODDatasetMapper", "fill_ignore_regions", "transform_area_scale"]
 
 def fill_ignore_regions(image: np.ndarray, annotations: Sequence[dict],
                         value: Union[str, Sequence[float]] = "mean") -> np.ndarray:
-    """Paint class-agnostic ignore regions, keeping the pixels of non-ignored objects.
+    """Paint class-agnostic ignore regions (:func:`~sod2.data.datasets.common.is_ignore_region`),
+    keeping the pixels inside every box of a class (objects and class-specific ignored boxes).
 
     Args:
         image: (H, W, C) uint8 image (modified copy returned).
@@ -57,7 +59,7 @@ def fill_ignore_regions(image: np.ndarray, annotations: Sequence[dict],
         x1, y1 = int(np.ceil(min(b[2], W))), int(np.ceil(min(b[3], H)))
         return x0, y0, x1, y1
 
-    regions = [a for a in annotations if a.get("ignore", 0) and a["category_id"] < 0]
+    regions = [a for a in annotations if is_ignore_region(a)]
     if not regions:
         return image
     for a in regions:
@@ -150,7 +152,7 @@ class SODDatasetMapper:
         objects, ignored = [], []
         for obj in annos:
             t = utils.transform_instance_annotations(obj, transforms, image_shape)
-            (ignored if obj.get("ignore", 0) or obj.get("iscrowd", 0) else objects).append(t)
+            (ignored if is_ignored(obj) else objects).append(t)
         instances = utils.annotations_to_instances(objects, image_shape)
         instances.gt_orig_areas = instances.gt_boxes.area() / transform_area_scale(transforms)
         dataset_dict["instances"] = utils.filter_empty_instances(instances) if self.filter_empty else instances

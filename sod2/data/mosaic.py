@@ -68,6 +68,7 @@ import torch
 from detectron2.data.common import DatasetFromList
 from detectron2.structures import Boxes, BoxMode, Instances
 
+from .datasets.common import is_ignored
 from .io import read_image
 from .mapper import fill_ignore_regions
 
@@ -310,7 +311,7 @@ class MosaicDataset(torch.utils.data.Dataset):
         # MixUp draws among images with at least one object
         source = dataset if isinstance(dataset, list) else [self._dicts[i] for i in range(len(self._dicts))]
         self._with_objects = np.array([i for i, d in enumerate(source) if any(
-            not (a.get("ignore", 0) or a.get("iscrowd", 0)) for a in d.get("annotations") or [])],
+            not is_ignored(a) for a in d.get("annotations") or [])],
             dtype=np.int64)
 
     # -- the switch
@@ -341,7 +342,7 @@ class MosaicDataset(torch.utils.data.Dataset):
             b[1::2] = b[1::2].clip(0, h)
             if b[2] <= b[0] or b[3] <= b[1]:
                 continue
-            if a.get("ignore", 0) or a.get("iscrowd", 0):
+            if is_ignored(a):
                 ign.append(b)
                 ign_cls.append(int(a["category_id"]))
             else:

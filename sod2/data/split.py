@@ -94,6 +94,8 @@ def split_record(record: Dict, patch_size: int = 800, stride: int = 650,
                 full = (b[2] - b[0]) * (b[3] - b[1])
                 kept = (ix1 - ix0) * (iy1 - iy0)
                 cid = int(a["category_id"])
+                # `ignore` only, on purpose: the records come from sod2's loaders, where
+                # iscrowd mirrors it, and make_annotation below writes both flags again
                 ignore = bool(a.get("ignore", 0)) or (cid != IGNORE_REGION and kept <= min_area_frac * full)
                 new.append(make_annotation([ix0 - x0, iy0 - y0, ix1 - ix0, iy1 - iy0], cid, ignore=ignore))
             if train_mode and not [a for a in new if a["category_id"] != IGNORE_REGION]:

@@ -134,7 +134,7 @@ def _load(name: str, key: str) -> List[Dict]:
 
 
 def _check_dicts(name: str, key: str, dicts, num_classes: Optional[Tuple[str, int]]) -> None:
-    from ..data.datasets.common import IGNORE_REGION, verify_records
+    from ..data.datasets.common import is_ignore_region, verify_records
 
     if not isinstance(dicts, list):
         return  # an iterable or map-style torch Dataset: nothing to check cheaply
@@ -147,8 +147,7 @@ def _check_dicts(name: str, key: str, dicts, num_classes: Optional[Tuple[str, in
     for d in dicts:
         for j, ann in enumerate(d.get("annotations") or ()):
             cid = ann.get("category_id")
-            ignore_region = cid == IGNORE_REGION and (ann.get("ignore") or ann.get("iscrowd"))
-            if ignore_region or (isinstance(cid, int) and not isinstance(cid, bool) and 0 <= cid < k):
+            if is_ignore_region(ann) or (isinstance(cid, int) and not isinstance(cid, bool) and 0 <= cid < k):
                 continue
             raise UserError(f"dataset {name!r}: {d.get('file_name', d.get('image_id'))}, annotation {j}: "
                             f"category_id {cid!r} is out of range for the model's {k} classes "
@@ -156,7 +155,9 @@ def _check_dicts(name: str, key: str, dicts, num_classes: Optional[Tuple[str, in
 
 
 def _has_object(d: Dict) -> bool:
-    return any(not a.get("iscrowd", 0) and not a.get("ignore", 0) for a in d.get("annotations") or ())
+    from ..data.datasets.common import is_ignored
+
+    return any(not is_ignored(a) for a in d.get("annotations") or ())
 
 
 def check_run(cfg, eval_only: bool = False, hand_over: bool = True) -> None:

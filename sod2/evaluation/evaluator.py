@@ -22,6 +22,7 @@ from detectron2.structures import BoxMode
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
+from ..data.datasets.common import is_ignored
 from ..errors import UserError
 from .cocoeval import Detections, GroundTruth, finite_detection_mask, nonfinite_warning
 from .merge import merge_patch_predictions
@@ -80,7 +81,7 @@ def ground_truth_from_dicts(dataset_dicts: Sequence[Dict], class_names: Sequence
             if not np.isfinite([x, y, w, h, area]).all():
                 raise UserError(f"image {iid!r} ({d.get('file_name')}): annotation #{j} has a "
                                 f"non-finite bbox or area: {list(a['bbox'])!r}, area {area!r}")
-            ign = bool(a.get("ignore", 0) or a.get("iscrowd", 0))
+            ign = is_ignored(a)
             c = int(a["category_id"])
             if c < 0:
                 if regions == "replicate":

@@ -8,13 +8,14 @@ from typing import Callable, Dict, Sequence
 import numpy as np
 import torch
 
+from ..data.datasets.common import is_ignore_region
 from ..data.mapper import fill_ignore_regions
 
 __all__ = ["FillIgnoreMapper"]
 
 
 class FillIgnoreMapper:
-    """``mapper(dataset_dict)``, then ignore regions (``category_id < 0`` with ``ignore``)
+    """``mapper(dataset_dict)``, then ignore regions (:func:`~sod2.data.datasets.common.is_ignore_region`)
     of ``dataset_dict["annotations"]`` painted with ``fill`` (except where an object box lies).
 
     The wrapped mapper must leave the image at its size (no resizing: with slicing, the
@@ -27,7 +28,7 @@ class FillIgnoreMapper:
     def __call__(self, dataset_dict: Dict) -> Dict:
         out = self.mapper(dataset_dict)
         annos = dataset_dict.get("annotations") or []
-        if not any(a.get("ignore", 0) and a["category_id"] < 0 for a in annos):
+        if not any(is_ignore_region(a) for a in annos):
             return out
         image = out["image"]  # (C, H, W)
         if tuple(image.shape[1:]) != (int(dataset_dict["height"]), int(dataset_dict["width"])):

@@ -21,6 +21,8 @@ from detectron2.structures import BoxMode, Instances
 from detectron2.utils.colormap import random_color
 from detectron2.utils.visualizer import VisImage, Visualizer
 
+from ..data.datasets.common import is_ignored
+
 __all__ = ["draw_ground_truth", "draw_predictions", "side_by_side", "class_colors", "foreground_map",
            "draw_heatmap", "OverlayVisualizer"]
 
@@ -112,7 +114,7 @@ def draw_ground_truth(image_rgb: np.ndarray, record: Dict, metadata, scale: floa
     for a in record.get("annotations", []):
         x0, y0, x1, y1 = BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
         c = int(a["category_id"])
-        ignored = bool(a.get("ignore", 0) or a.get("iscrowd", 0))
+        ignored = is_ignored(a)
         color = (0.6, 0.6, 0.6) if c < 0 else colors[c]
         vis.draw_box((x0, y0, x1, y1), edge_color=color, alpha=0.9,
                      line_style="--" if ignored else "-")

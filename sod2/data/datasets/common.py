@@ -12,6 +12,9 @@ Dataset dicts follow Detectron2's standard format. Each annotation dict has::
 ``iscrowd`` mirrors ``ignore`` so that Detectron2's own code paths (``DatasetMapper``,
 ``print_instances_class_histogram``, pycocotools) never turn an ignored box into an
 object, while sod2's mapper and evaluator read ``ignore`` to use them.
+:func:`is_ignored` (either flag: also right for Detectron2's COCO records, which carry
+only ``iscrowd``) and :func:`is_ignore_region` are the one test of these conventions that
+sod2's mappers, evaluator, preflight and drawing use.
 
 Patch datasets add ``"patch": {"image_id", "file_name", "origin": [x0, y0], "width",
 "height"}`` naming the whole image a patch was cut from and where.
@@ -56,9 +59,23 @@ logger = logging.getLogger(__name__)
 __all__ = ["dataset_root", "register_dataset", "make_annotation", "BoxChecker",
            "IGNORE_REGION", "DataFormatError", "require_path", "regions_first", "image_size",
            "finish_records", "require_split", "image_verification", "verify_records",
-           "require_registered"]
+           "require_registered", "is_ignored", "is_ignore_region"]
 
 IGNORE_REGION = -1  # category_id of a class-agnostic ignore region
+
+
+def is_ignored(ann: Dict) -> bool:
+    """True when the annotation is not an object to train on or to count: flagged
+    ``ignore`` (sod2) or ``iscrowd`` (COCO, Detectron2). Class-specific ignored boxes and
+    class-agnostic ignore regions both are; absent flags count as 0."""
+    return bool(ann.get("ignore", 0) or ann.get("iscrowd", 0))
+
+
+def is_ignore_region(ann: Dict) -> bool:
+    """True for a class-agnostic ignore region: ``category_id == IGNORE_REGION`` and
+    ignored (:func:`is_ignored`). A class-specific ignored box (``category_id >= 0``) is
+    not a region."""
+    return ann.get("category_id") == IGNORE_REGION and is_ignored(ann)
 
 
 def dataset_root() -> str:

@@ -15,7 +15,7 @@ from typing import Dict, List, Sequence
 from detectron2.structures import BoxMode
 
 from ..io import DataFormatError
-from .common import IGNORE_REGION
+from .common import IGNORE_REGION, is_ignored
 
 __all__ = ["to_sod2_json", "summarize"]
 
@@ -85,7 +85,7 @@ def to_sod2_json(dataset_dicts: Sequence[Dict], class_names: Sequence[str],
             if not _is_int(cid) or not 0 <= cid < len(names):
                 raise DataFormatError(f"{at}: category_id {cid!r} is not a class index in "
                                       f"[0, {len(names)}) or {IGNORE_REGION} (ignore region)")
-            ignore = int(bool(ann.get("ignore", 0)) or bool(ann.get("iscrowd", 0)))
+            ignore = int(is_ignored(ann))
             annotations.append({"id": len(annotations) + 1, "image_id": image_id,
                                 "category_id": cid + 1, "bbox": box, "area": box[2] * box[3],
                                 "iscrowd": ignore, "ignore": ignore})
@@ -108,6 +108,8 @@ def summarize(coco: Dict) -> Dict:
     ignored = collections.Counter({n: 0 for n in names.values()})
     with_objects = set()
     for a in coco["annotations"]:
+        # `ignore` only, on purpose: this reads the sod2 dialect that to_sod2_json writes,
+        # where `ignore` is the flag and iscrowd always equals it
         (ignored if a.get("ignore") else objects)[names[a["category_id"]]] += 1
         if not a.get("ignore"):
             with_objects.add(a["image_id"])
