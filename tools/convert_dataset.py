@@ -32,7 +32,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sod2.data.datasets import aitod, droneswarms, hituav, sodad, tinyperson, uavdt, visdrone
-from sod2.data.datasets.common import image_verification, verify_records
+from sod2.data.datasets.common import verify_records
 from sod2.data.datasets.export import summarize, to_sod2_json
 from sod2.data.io import VERIFY_LEVELS, DataFormatError, atomic_write_json
 
@@ -115,10 +115,11 @@ def convert(args) -> dict:
     try:
         # the loaders of json formats check the images at this level; those of the text
         # formats read only the headers for the sizes, so their images are checked here
-        with image_verification(args.verify_images):
-            dicts = load(args.split, args.root, **kwargs)
         if args.dataset in TEXT_FORMATS:
-            verify_records(dicts, f"the {args.dataset} {args.split} split", level=args.verify_images)
+            dicts = load(args.split, args.root, **kwargs)
+            verify_records(dicts, f"the {args.dataset} {args.split} split", args.verify_images)
+        else:
+            dicts = load(args.split, args.root, verify=args.verify_images, **kwargs)
     finally:
         log.removeHandler(tally)
     image_root = args.image_root or module.split_paths(args.split, args.root)["image_root"]

@@ -23,7 +23,7 @@ The cost: the datasets are loaded once here. In a single-process run the loaded 
 handed to the data loader's first ``DatasetCatalog.get`` of each name (so a dataset is
 not read twice); worker processes of a multi-process run load them again, as Detectron2's
 workers always do. Only file existence is checked here (a ``stat`` per image); decoding
-checks stay with the loaders (:func:`sod2.data.datasets.common.image_verification`).
+checks stay with the loaders (:func:`sod2.data.datasets.common.finish_records`).
 """
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def _check_dicts(name: str, key: str, dicts, num_classes: Optional[Tuple[str, in
         return  # an iterable or map-style torch Dataset: nothing to check cheaply
     if not dicts:
         raise UserError(f"dataset {name!r} ({key}) is empty")
-    verify_records([d for d in dicts if "file_name" in d], f"dataset {name!r}", level="none")
+    verify_records([d for d in dicts if "file_name" in d], f"dataset {name!r}", verify="none")
     if num_classes is None:
         return
     ncls_key, k = num_classes

@@ -1,5 +1,6 @@
 """Image checks at load and conversion time (empty, truncated, undecodable, wrong size),
 and the removal of temporaries that killed conversions, splits and generations left."""
+import inspect
 import os
 import subprocess
 import sys
@@ -98,6 +99,30 @@ def test_json_loader_checks_every_image(sod2_root, write_json):
     _png(b, w=41)  # another size than listed
     with pytest.raises(DataFormatError, match=r"b\.png: image is 41x30 but the annotation says 40x30"):
         DatasetCatalog.get("aitod_val")
+
+
+def test_json_loaders_take_the_verification_level_as_an_argument(sod2_root, write_json):
+    """``verify`` is an explicit argument of the loaders (no module-level state): each call
+    checks at its own level, and a load at "full" leaves the next default load at "header"."""
+    from sod2.data.datasets import aitod, sodad
+    from sod2.data.datasets.common import finish_records
+
+    base = _aitod(sod2_root, write_json)
+    _corrupt_pixels(base / "images" / "val" / "b.png")
+    assert len(aitod.load_aitod_split("val")) == 2  # header and end marker are fine
+    with pytest.raises(DataFormatError, match=r"b\.png: cannot decode image.*1 of 2 images unusable"):
+        aitod.load_aitod_split("val", verify="full")
+    assert len(aitod.load_aitod_split("val")) == 2  # the default is still "header"
+    (base / "images" / "val" / "b.png").write_bytes(b"")
+    assert len(aitod.load_aitod_split("val", verify="none")) == 2
+    with pytest.raises(DataFormatError, match=r"b\.png: cannot read image: the file is empty"):
+        aitod.load_aitod_split("val")
+    with pytest.raises(ValueError, match=r"image verification must be one of \('none', 'header', 'full'\), "
+                                         r"got 'fast'"):
+        aitod.load_aitod_split("val", verify="fast")
+    with pytest.raises(DataFormatError, match="image file not found"):  # "none" still needs the file
+        finish_records([{"file_name": str(base / "gone.png"), "annotations": []}], "x.json", verify="none")
+    assert "verify" in inspect.signature(sodad.load_sodad_patches_split).parameters
 
 
 def test_convert_verify_images_levels(sod2_root, write_json, convert_tool, tmp_path, capsys):

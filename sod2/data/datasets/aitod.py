@@ -18,10 +18,13 @@ AITOD_SPLITS = ("train", "val", "trainval", "test")
 FOLDER = "AI-TOD"
 
 
-def load_aitod(json_file: str, image_root: str) -> List[Dict]:
-    """Load an AI-TOD json as dataset dicts (sod2 conventions)."""
+def load_aitod(json_file: str, image_root: str, verify: str = "header") -> List[Dict]:
+    """Load an AI-TOD json as dataset dicts (sod2 conventions).
+
+    ``verify``: how each image is checked (:func:`~sod2.data.datasets.common.verify_records`:
+    ``"header"``, ``"full"`` or ``"none"``)."""
     dicts = load_coco_style_json(json_file, os.path.abspath(image_root), AITOD_CLASSES)
-    return finish_records(dicts, json_file)
+    return finish_records(dicts, json_file, verify)
 
 
 def split_paths(split: str, root: Optional[str] = None) -> Dict[str, str]:
@@ -33,7 +36,7 @@ def split_paths(split: str, root: Optional[str] = None) -> Dict[str, str]:
             "annotations": os.path.join(root, "annotations", f"aitod_{split}_v1.json")}
 
 
-def load_aitod_split(split: str, root: Optional[str] = None) -> List[Dict]:
+def load_aitod_split(split: str, root: Optional[str] = None, verify: str = "header") -> List[Dict]:
     p = split_paths(split, root)
     require_split(p, "AI-TOD", root=root)
-    return load_aitod(p["annotations"], p["image_root"])
+    return load_aitod(p["annotations"], p["image_root"], verify)

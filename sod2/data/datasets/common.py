@@ -36,18 +36,18 @@ sizes (VisDrone, UAVDT) read them from the image header with :func:`image_size`
 compares with the listed ones).
 Loaders of formats that list sizes check every image when they load it
 (:func:`finish_records`): by default its header, end marker and size (cheap: no pixels
-are decoded); :func:`image_verification` selects ``"full"`` decoding or ``"none"``.
+are decoded); their ``verify`` argument selects ``"full"`` decoding or ``"none"``
+(``tools/convert_dataset.py --verify-images``).
 """
 from __future__ import annotations
 
 import collections
-import contextlib
 import difflib
 import logging
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["dataset_root", "register_dataset", "make_annotation", "BoxChecker",
            "IGNORE_REGION", "DataFormatError", "require_path", "regions_first", "image_size",
-           "finish_records", "require_split", "image_verification", "verify_records",
+           "finish_records", "require_split", "verify_records",
            "require_registered", "is_ignored", "is_ignore_region"]
 
 IGNORE_REGION = -1  # category_id of a class-agnostic ignore region
@@ -108,23 +108,6 @@ def require_split(paths: Dict[str, str], dataset: str, annotations_is_dir: bool 
     return paths
 
 
-_verify_level = "header"
-
-
-@contextlib.contextmanager
-def image_verification(level: str) -> Iterator[None]:
-    """Within the block, loaders check images at ``level`` (``"none"``, ``"header"``:
-    the default, or ``"full"``; see :func:`sod2.data.io.verify_image`)."""
-    global _verify_level
-    if level not in VERIFY_LEVELS:
-        raise ValueError(f"image verification must be one of {VERIFY_LEVELS}, got {level!r}")
-    before, _verify_level = _verify_level, level
-    try:
-        yield
-    finally:
-        _verify_level = before
-
-
 def _check_one(d: Dict, level: str) -> Optional[str]:
     """The error message for one record's image, or None when it is usable."""
     try:
@@ -138,15 +121,22 @@ def _check_one(d: Dict, level: str) -> Optional[str]:
     return None
 
 
-def verify_records(dicts: List[Dict], source: str, level: Optional[str] = None) -> List[Dict]:
+def verify_records(dicts: List[Dict], source: str, verify: str = "header") -> List[Dict]:
     """Check every record's image file (missing, undecodable, truncated, or of another size
-    than the record says) at ``level`` (default: the :func:`image_verification` level).
+    than the record says).
 
+    Args:
+        verify: ``"header"`` (header, end marker and size; no pixels decoded), ``"full"``
+            (decoded as training does) or ``"none"`` (the file must exist); see
+            :func:`sod2.data.io.verify_image`.
     Raises:
         DataFormatError: naming the first bad image (in dataset order), ``source`` and how
             many images are bad.
+        ValueError: ``verify`` is not one of these.
     """
-    level = level or _verify_level
+    if verify not in VERIFY_LEVELS:
+        raise ValueError(f"image verification must be one of {VERIFY_LEVELS}, got {verify!r}")
+    level = verify
     missing = [d["file_name"] for d in dicts if not os.path.isfile(d["file_name"])]
     if missing:
         raise DataFormatError(f"{missing[0]}: image file not found (listed in {source}; "
@@ -172,11 +162,12 @@ def regions_first(annotations: List[Dict]) -> List[Dict]:
             + [a for a in annotations if a["category_id"] != IGNORE_REGION])
 
 
-def finish_records(dicts: List[Dict], source: str) -> List[Dict]:
+def finish_records(dicts: List[Dict], source: str, verify: str = "header") -> List[Dict]:
     """Put each image's regions first (:func:`regions_first`) and check every image file
-    (:func:`verify_records`), so that a missing, empty, truncated or undecodable image,
-    or one of another size than listed, fails at load time naming it and ``source``."""
-    verify_records(dicts, source)
+    at level ``verify`` (:func:`verify_records`), so that a missing, empty, truncated or
+    undecodable image, or one of another size than listed, fails at load time naming it
+    and ``source``."""
+    verify_records(dicts, source, verify)
     for d in dicts:
         d["annotations"] = regions_first(d["annotations"])
     return dicts

@@ -19,10 +19,13 @@ DRONESWARMS_SPLITS = ("train", "test")
 FOLDER = "DroneSwarms"
 
 
-def load_droneswarms(json_file: str, image_root: str) -> List[Dict]:
-    """Load a DroneSwarms json as dataset dicts (sod2 conventions)."""
+def load_droneswarms(json_file: str, image_root: str, verify: str = "header") -> List[Dict]:
+    """Load a DroneSwarms json as dataset dicts (sod2 conventions).
+
+    ``verify``: how each image is checked (:func:`~sod2.data.datasets.common.verify_records`:
+    ``"header"``, ``"full"`` or ``"none"``)."""
     dicts = load_coco_style_json(json_file, os.path.abspath(image_root), DRONESWARMS_CLASSES)
-    return finish_records(dicts, json_file)
+    return finish_records(dicts, json_file, verify)
 
 
 def split_paths(split: str, root: Optional[str] = None) -> Dict[str, str]:
@@ -34,7 +37,7 @@ def split_paths(split: str, root: Optional[str] = None) -> Dict[str, str]:
             "annotations": os.path.join(base, f"{split}.json")}
 
 
-def load_droneswarms_split(split: str, root: Optional[str] = None) -> List[Dict]:
+def load_droneswarms_split(split: str, root: Optional[str] = None, verify: str = "header") -> List[Dict]:
     p = split_paths(split, root)
     require_split(p, "DroneSwarms", root=root)
-    return load_droneswarms(p["annotations"], p["image_root"])
+    return load_droneswarms(p["annotations"], p["image_root"], verify)

@@ -24,12 +24,15 @@ HITUAV_SPLITS = ("train", "val", "test")
 FOLDER = "hit-uav"
 
 
-def load_hituav(json_file: str, image_root: str) -> List[Dict]:
-    """Load a HIT-UAV ``normal_json`` file as dataset dicts (sod2 conventions)."""
+def load_hituav(json_file: str, image_root: str, verify: str = "header") -> List[Dict]:
+    """Load a HIT-UAV ``normal_json`` file as dataset dicts (sod2 conventions).
+
+    ``verify``: how each image is checked (:func:`~sod2.data.datasets.common.verify_records`:
+    ``"header"``, ``"full"`` or ``"none"``)."""
     dicts = load_coco_style_json(json_file, os.path.abspath(image_root), HITUAV_CLASSES,
                                  region_names=("dontcare",), annotations_key="annotation",
                                  file_name_key="filename")
-    return finish_records(dicts, json_file)
+    return finish_records(dicts, json_file, verify)
 
 
 def split_paths(split: str, root: Optional[str] = None) -> Dict[str, str]:
@@ -41,7 +44,7 @@ def split_paths(split: str, root: Optional[str] = None) -> Dict[str, str]:
             "annotations": os.path.join(root, "annotations", f"{split}.json")}
 
 
-def load_hituav_split(split: str, root: Optional[str] = None) -> List[Dict]:
+def load_hituav_split(split: str, root: Optional[str] = None, verify: str = "header") -> List[Dict]:
     p = split_paths(split, root)
     require_split(p, "HIT-UAV", root=root)
-    return load_hituav(p["annotations"], p["image_root"])
+    return load_hituav(p["annotations"], p["image_root"], verify)

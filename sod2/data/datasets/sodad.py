@@ -26,11 +26,14 @@ SODAD_SPLITS = ("train", "val", "test")
 FOLDER = "SODA-D"
 
 
-def load_sodad(json_file: str, image_root: str) -> List[Dict]:
-    """Load a SODA-D json (raw or sod2-dialect patches) as dataset dicts (sod2 conventions)."""
+def load_sodad(json_file: str, image_root: str, verify: str = "header") -> List[Dict]:
+    """Load a SODA-D json (raw or sod2-dialect patches) as dataset dicts (sod2 conventions).
+
+    ``verify``: how each image is checked (:func:`~sod2.data.datasets.common.verify_records`:
+    ``"header"``, ``"full"`` or ``"none"``)."""
     dicts = load_coco_style_json(json_file, os.path.abspath(image_root), SODAD_CLASSES,
                                  region_names=("ignore",))
-    return finish_records(dicts, json_file)
+    return finish_records(dicts, json_file, verify)
 
 
 def _check_split(split: str) -> None:
@@ -54,14 +57,14 @@ def patch_split_paths(split: str, root: Optional[str] = None) -> Dict[str, str]:
             "annotations": os.path.join(patches, f"{split}.json")}
 
 
-def _load(p: Dict[str, str], what: str, root: Optional[str]) -> List[Dict]:
+def _load(p: Dict[str, str], what: str, root: Optional[str], verify: str) -> List[Dict]:
     require_split(p, what, root=root)
-    return load_sodad(p["annotations"], p["image_root"])
+    return load_sodad(p["annotations"], p["image_root"], verify)
 
 
-def load_sodad_split(split: str, root: Optional[str] = None) -> List[Dict]:
-    return _load(split_paths(split, root), "SODA-D", root)
+def load_sodad_split(split: str, root: Optional[str] = None, verify: str = "header") -> List[Dict]:
+    return _load(split_paths(split, root), "SODA-D", root, verify)
 
 
-def load_sodad_patches_split(split: str, root: Optional[str] = None) -> List[Dict]:
-    return _load(patch_split_paths(split, root), "SODA-D patches (tools/split_images.py)", root)
+def load_sodad_patches_split(split: str, root: Optional[str] = None, verify: str = "header") -> List[Dict]:
+    return _load(patch_split_paths(split, root), "SODA-D patches (tools/split_images.py)", root, verify)

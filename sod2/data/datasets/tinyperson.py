@@ -41,8 +41,8 @@ IGNORE_KEYS = ("ignore", "uncertain")
 
 
 def load_tinyperson(json_file: str, image_root: str, skip_dense: bool = False,
-                    dense_threshold: int = DENSE_THRESHOLD, logo_as_ignore: bool = True
-                    ) -> List[Dict]:
+                    dense_threshold: int = DENSE_THRESHOLD, logo_as_ignore: bool = True,
+                    verify: str = "header") -> List[Dict]:
     """Load a TinyPerson json as dataset dicts (sod2 conventions, one class ``person``).
 
     Args:
@@ -52,6 +52,8 @@ def load_tinyperson(json_file: str, image_root: str, skip_dense: bool = False,
         dense_threshold: an image with more boxes than this is dense (TinyBenchmark: 220).
         logo_as_ignore: boxes flagged ``logo`` are ignored boxes; False keeps a box flagged
             only ``logo`` as a person (counted warning either way).
+        verify: how each image is checked (:func:`~sod2.data.datasets.common.verify_records`:
+            ``"header"``, ``"full"`` or ``"none"``).
     """
     if isinstance(dense_threshold, bool) or not isinstance(dense_threshold, int) or dense_threshold < 0:
         raise ValueError(f"dense_threshold must be a non-negative integer, got {dense_threshold!r}")
@@ -129,7 +131,7 @@ def load_tinyperson(json_file: str, image_root: str, skip_dense: bool = False,
         warn_count(json_file, len(dense), f"dense image(s) skipped (an in_dense_image box or "
                                           f"more than {dense_threshold} boxes); "
                                           f"pass skip_dense=False to keep them")
-    return finish_records(dicts, json_file)
+    return finish_records(dicts, json_file, verify)
 
 
 def split_paths(split: str, root: Optional[str] = None) -> Dict[str, str]:
@@ -144,11 +146,11 @@ def split_paths(split: str, root: Optional[str] = None) -> Dict[str, str]:
 
 def load_tinyperson_split(split: str, root: Optional[str] = None, skip_dense: bool = True,
                           dense_threshold: int = DENSE_THRESHOLD,
-                          logo_as_ignore: bool = True) -> List[Dict]:
+                          logo_as_ignore: bool = True, verify: str = "header") -> List[Dict]:
     """Load a split. Dense images are skipped for every split by default: TinyBenchmark
     trains without them and does not use them in evaluation (``skip_dense=False`` keeps
     them, e.g. for ``tiny_set_train_with_dense.json`` style experiments)."""
     p = split_paths(split, root)
     require_split(p, "TinyPerson", root=root)
     return load_tinyperson(p["annotations"], p["image_root"], skip_dense=skip_dense,
-                           dense_threshold=dense_threshold, logo_as_ignore=logo_as_ignore)
+                           dense_threshold=dense_threshold, logo_as_ignore=logo_as_ignore, verify=verify)
