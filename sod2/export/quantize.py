@@ -34,9 +34,9 @@ channel order and resized by the export's test augmentations
 
 Supported families (:data:`SUPPORTED_FAMILIES`), each tried on a small export (the quantized
 graph loads, runs in ONNX Runtime's CPU provider and finds the float model's top detections
-again): YOLOX with and without Foreground Probing, RT-DETR, the R-CNN families (Faster R-CNN,
-SR-TOD, CFINet: its CRPN's deformable convolution is exported as ``GridSample``, no ONNX
-``DeformConv``) and RetinaNet. Refused in one line (:func:`check_supported`): a TorchScript
+again): YOLOX with Foreground Probing, RT-DETR, the R-CNN families (Faster and Cascade R-CNN,
+SR-TOD Faster R-CNN, CFINet: its CRPN's deformable convolution is exported as ``GridSample``,
+no ONNX ``DeformConv``) and RetinaNet. Refused in one line (:func:`check_supported`): a TorchScript
 export, an already quantized graph, another family (not tried).
 """
 from __future__ import annotations
