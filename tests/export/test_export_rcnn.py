@@ -17,10 +17,11 @@ import torch
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from detectron2.config import LazyConfig  # noqa: E402
 from detectron2.modeling.postprocessing import detector_postprocess  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
 
+from sod2.export.parity import pair_detections, random_model  # noqa: E402
 from sod2.export.rcnn import RCNNExportModule, RetinaNetExportModule, build_rcnn_export_module  # noqa: E402
 
 H, W = 200, 264  # not a multiple of 32: the in-graph padding is exercised
@@ -56,12 +57,7 @@ def _build(name):
     cfg = LazyConfig.load(path)
     if edit is not None:
         cfg = edit(cfg)
-    torch.manual_seed(0)
-    model = instantiate(cfg.model).eval()
-    with torch.no_grad():  # break the initialisation's symmetries: no tied scores
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model
+    return random_model(cfg, seed=0, noise=0.02)  # the initialisation's symmetries broken: no tied scores
 
 
 def _image():
@@ -80,21 +76,12 @@ def _postprocess(boxes, scores, classes):
 
 def _assert_same_detections(got: Instances, ref: Instances, box_tol: float = 1e-2, score_tol: float = 1e-4):
     """Same count, and a one-to-one pairing of the detections with equal labels, boxes within
-    ``box_tol`` px and scores within ``score_tol``, each ONNX detection at most 3 places from its
-    PyTorch twin in the score order (two detections whose scores differ by less than the
-    numeric error may come out swapped; the first image's sizes give ~1 such pair in 1000)."""
-    assert len(got) == len(ref), (len(got), len(ref))
-    gb, rb = got.pred_boxes.tensor.numpy(), ref.pred_boxes.tensor.numpy()
-    gs, rs = got.scores.numpy(), ref.scores.numpy()
-    gc, rc = got.pred_classes.numpy(), ref.pred_classes.numpy()
-    used = np.zeros(len(got), dtype=bool)
-    for i in range(len(ref)):
-        lo, hi = max(0, i - 3), min(len(got), i + 4)
-        ok = (~used[lo:hi]) & (gc[lo:hi] == rc[i]) & (np.abs(gs[lo:hi] - rs[i]) <= score_tol) \
-            & (np.abs(gb[lo:hi] - rb[i]).max(axis=1) <= box_tol)
-        assert ok.any(), (f"detection {i} (class {rc[i]}, score {rs[i]:.6f}, box {rb[i]}) has no twin: "
-                          f"classes {gc[lo:hi]}, scores {gs[lo:hi]}, boxes {gb[lo:hi]}")
-        used[lo + int(np.argmax(ok))] = True
+    ``box_tol`` px and scores within ``score_tol`` (sod2.export.parity.pair_detections), each
+    ONNX detection at most 3 places from its PyTorch twin in the score order (two detections
+    whose scores differ by less than the numeric error may come out swapped; the first image's
+    sizes give ~1 such pair in 1000)."""
+    pairing = pair_detections(got, ref, box_tol, score_tol)
+    assert pairing.passed and pairing.max_shift <= 3, pairing
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
