@@ -15,10 +15,11 @@ each to a temporary name first, then renamed: an error leaves nothing partial be
   order and does normalisation, padding, the network and post-processing (YOLOX: decode,
   score threshold, NMS as ONNX ``NonMaxSuppression``, the per-image cap; RT-DETR: top-K); the
   rescale to the original image stays in Python (:func:`sod2.export.postprocess.to_original`).
-* ``--dynamic``: height, width and batch are dynamic axes; without it the graph takes only the
-  sample's size (recorded as ``input_size`` in model.json). An RT-DETR whose anchors are
-  precomputed for one size (``encoder.eval_spatial_size``, as sod2's configs set) gets a dynamic
-  batch only; a config with ``rtdetr_eval_size(model, None)`` exports any size.
+* ``--dynamic``: height, width and batch are dynamic axes (batch 1 for the R-CNN families);
+  without it the graph takes only the sample's size (recorded as ``input_size`` in model.json).
+  RT-DETR's encoder position embedding and anchors, precomputed for ``eval_spatial_size`` in
+  eager mode, are then computed in the graph from the feature shapes; its H and W start at the
+  size whose feature maps hold ``num_queries`` tokens (97 px for 300 queries at strides 8-32).
 * Weights: ``train.init_checkpoint``, loaded strictly. Without one the tool refuses, unless
   ``--allow-random-weights`` (for tests and speed benchmarks, whose graphs need no training).
 * ``--format torchscript``: ``torch.jit.trace`` of the same graph (YOLOX and RT-DETR, fixed size
@@ -97,6 +98,22 @@ def _postprocess_settings(model, family: str):
     return model.input_format, float(predictor.test_score_thresh), int(predictor.test_topk_per_image), True
 
 
+def _check_dynamic_axes(path: str, dynamic_hw: bool, dynamic_batch: bool) -> None:
+    """The written graph's input has the dynamic axes asked for (the exporter can fall back to
+    the sample's sizes when the model's code fixes them); else the file is removed and a
+    RuntimeError names the fixed axes (an exporter limit, not a user error)."""
+    import onnx
+
+    dims = onnx.load(path, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    wanted = ([0] if dynamic_batch else []) + ([2, 3] if dynamic_hw else [])
+    names = {0: "batch", 2: "height", 3: "width"}
+    fixed = [f"{names[i]}={dims[i].dim_value}" for i in wanted if dims[i].HasField("dim_value")]
+    if fixed:
+        os.remove(path)
+        raise RuntimeError(f"export: the dynamo exporter fixed {', '.join(fixed)} of the dynamic input; "
+                           "nothing written")
+
+
 def export(args) -> dict:
     """Run the export; returns the metadata dict. Raises UserError on bad input."""
     from sod2.engine.checkpoint import load_for_inference
@@ -133,17 +150,12 @@ def export(args) -> dict:
     name = "model.onnx" if args.format == "onnx" else "model.pt"
     path = os.path.join(args.output, name)
     dynamic_hw = bool(args.dynamic)
-    if family == "rtdetr" and args.dynamic and getattr(model.encoder, "eval_spatial_size", None):
-        # anchors and position embeddings precomputed for eval_spatial_size: only that size runs
-        dynamic_hw = False
-        logger.warning("--dynamic: RT-DETR with encoder.eval_spatial_size=%s takes only that size: dynamic batch, "
-                       "fixed height and width (a config with rtdetr_eval_size(model, None) exports any size)",
-                       list(model.encoder.eval_spatial_size))
     dynamic_batch = bool(args.dynamic) and family in ("yolox", "rtdetr")
     if args.dynamic and not dynamic_batch:
         logger.warning("--dynamic: %s graphs take one image per call: dynamic height and width, batch 1", family)
     if args.format == "onnx":
         export_onnx(graph, image, path, dynamic=dynamic_hw, dynamic_batch=dynamic_batch)
+        _check_dynamic_axes(path, dynamic_hw, dynamic_batch)
     else:
         from sod2.data.io import atomic_path
 

@@ -106,11 +106,25 @@ class RTDETRGraph(nn.Module):
     ``size_divisibility``, backbone, encoder, decoder (eval layer; Better Sampling has no
     inference-time part, so its graph is the plain RT-DETR's), sigmoid, top-K over queries x
     classes; boxes XYXY in input pixels (normalised coordinates x the padded size); detections
-    with non-finite boxes or scores dropped (``RTDETR.inference``)."""
+    with non-finite boxes or scores dropped (``RTDETR.inference``).
+
+    With a dynamic height/width the encoder's position embedding and the query selection's
+    anchors are computed in the graph from the feature shapes (the functions that precompute
+    them for ``eval_spatial_size``); with a fixed size they are the precomputed buffers.
+    ``min_input_size``: the smallest height and width whose padded feature maps have at
+    least ``num_queries`` tokens (the query selection's top-K), the lower bound of a dynamic
+    export's H and W axes."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        strides = model.encoder.feat_strides
+        div = max(int(model.size_divisibility), max(strides))
+        queries = int(model.decoder.query_selection.num_queries)
+        n = div  # square padded size n: sum over levels of (n / s) ** 2 tokens
+        while sum((n // s) ** 2 for s in strides) < queries:
+            n += div
+        self.min_input_size = n - div + 1  # every side in (n - div, n] pads to n
 
     def forward(self, images: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """
@@ -134,8 +148,9 @@ class RTDETRGraph(nn.Module):
         logits, boxes = layer["logits"][:, num_dn:], layer["boxes"][:, num_dn:]
         scores, labels, xyxy = m.top_k(logits, boxes)
         B, k = scores.shape
-        xyxy = xyxy * torch.stack([wp, hp, wp, hp]).to(xyxy) if isinstance(wp, Tensor) else \
-            xyxy * xyxy.new_tensor([wp, hp, wp, hp])
+        # x the padded size per axis (a Python int, or symbolic under a dynamic-size export)
+        x0, y0, x1, y1 = xyxy.unbind(2)
+        xyxy = torch.stack([x0 * wp, y0 * hp, x1 * wp, y1 * hp], dim=2)
         finite = torch.isfinite(xyxy).all(dim=2) & torch.isfinite(scores)
         batch_index = torch.arange(B, device=images.device)[:, None].expand(B, k)
         return xyxy[finite], scores[finite], labels[finite], batch_index[finite]

@@ -66,8 +66,9 @@ def export_onnx(graph: nn.Module, sample: Tensor, path: str, dynamic: bool = Fal
             sample = torch.cat([sample, sample]) if sample.shape[0] == 1 else sample
             axes[0] = torch.export.Dim("batch", min=1, max=1024)
         if dynamic:
-            axes[2] = torch.export.Dim("height", min=32, max=8192)
-            axes[3] = torch.export.Dim("width", min=32, max=8192)
+            low = int(getattr(graph, "min_input_size", 32))  # RTDETRGraph: enough tokens for its queries
+            axes[2] = torch.export.Dim("height", min=low, max=8192)
+            axes[3] = torch.export.Dim("width", min=low, max=8192)
         shapes = ({k: v for k, v in axes.items()},)
     with torch.no_grad():
         program = torch.onnx.export(graph.eval(), (sample,), dynamo=True, opset_version=opset,

@@ -20,10 +20,11 @@ SpatialShapes = Union[Sequence[Tuple[int, int]], Tensor]
 
 
 def as_shape_list(spatial_shapes: SpatialShapes) -> List[Tuple[int, int]]:
-    """(H_l, W_l) python ints from a list of pairs or an (L, 2) integer tensor."""
+    """(H_l, W_l) python ints from a list of pairs or an (L, 2) integer tensor; symbolic sizes
+    (``torch.SymInt``, under ``torch.export`` with dynamic height/width) are kept as they are."""
     if isinstance(spatial_shapes, Tensor):
         spatial_shapes = spatial_shapes.tolist()
-    return [(int(h), int(w)) for h, w in spatial_shapes]
+    return [tuple(v if isinstance(v, torch.SymInt) else int(v) for v in (h, w)) for h, w in spatial_shapes]
 
 
 def ms_deform_attn(value: Tensor, spatial_shapes: SpatialShapes, sampling_locations: Tensor,

@@ -23,6 +23,11 @@ from ...layers.rep_blocks import ConvNormAct, CSPRepLayer, get_rep_activation
 __all__ = ["build_2d_sincos_position_embedding", "AIFILayer", "AIFIEncoder", "HybridEncoder"]
 
 
+def _size(v):
+    """A map size as a Python int, or kept symbolic (``torch.SymInt`` under ``torch.export``)."""
+    return v if isinstance(v, torch.SymInt) else int(v)
+
+
 def build_2d_sincos_position_embedding(w: int, h: int, embed_dim: int = 256,
                                        temperature: float = 10000.0) -> Tensor:
     """The reference's fixed 2-D sine-cosine embedding of a map of width ``w`` and height ``h``.
@@ -35,6 +40,11 @@ def build_2d_sincos_position_embedding(w: int, h: int, embed_dim: int = 256,
     for H != W this is not (row, column), and it is kept that way on purpose so that reference
     weights see the embedding they were trained with. Coordinates are raw integers.
 
+    ``w`` and ``h`` may be symbolic sizes (``torch.SymInt``, under ``torch.export`` with
+    dynamic height/width): the embedding is then computed in the exported graph from the
+    feature map's shape, by these same operations. The eval-size buffers of
+    :class:`HybridEncoder` are this function's output too.
+
     Returns:
         (1, w * h, embed_dim) float32 tensor on the CPU.
     """
@@ -42,9 +52,10 @@ def build_2d_sincos_position_embedding(w: int, h: int, embed_dim: int = 256,
         raise ValueError(f"embed_dim must be divisible by 4 for the 2-D sin-cos embedding, got {embed_dim}")
     dim = embed_dim // 4
     omega = 1.0 / (temperature ** (torch.arange(dim, dtype=torch.float32) / dim))
-    w, h = int(w), int(h)
-    slow = torch.arange(w, dtype=torch.float32).repeat_interleave(h)  # a = t // h
-    fast = torch.arange(h, dtype=torch.float32).repeat(w)  # b = t % h
+    w, h = _size(w), _size(h)
+    # the integer coordinates, exact in float32: a = t // h (slow), b = t % h (fast)
+    slow = torch.arange(w, dtype=torch.float32)[:, None].expand(w, h).reshape(-1)
+    fast = torch.arange(h, dtype=torch.float32)[None, :].expand(w, h).reshape(-1)
     ang_slow = slow[:, None] * omega[None, :]
     ang_fast = fast[:, None] * omega[None, :]
     return torch.cat([ang_slow.sin(), ang_slow.cos(), ang_fast.sin(), ang_fast.cos()], dim=1)[None]
@@ -119,7 +130,10 @@ class HybridEncoder(nn.Module):
     fits). With ``eval_spatial_size = (H, W)`` the embedding for ``(W / s, H / s)`` is
     precomputed as the non-persistent buffer ``pos_embed<idx>`` (not in the state dict, as in
     the reference) and used in eval mode when the map has that size; otherwise it is computed
-    for the actual size (the reference would fail on a mismatching size).
+    for the actual size (the reference would fail on a mismatching size). Under
+    ``torch.export`` with a dynamic height/width (``tools/export_model.py --dynamic``) the map
+    size is symbolic and the graph computes the embedding from it, with the same function
+    that built the buffer.
 
     Args:
         in_features: names of the backbone outputs to read, low stride first.
@@ -200,8 +214,11 @@ class HybridEncoder(nn.Module):
 
     def position_embedding(self, level: int, h: int, w: int, device: torch.device) -> Tensor:
         """(1, h * w, D) embedding for level index ``level`` with an (h, w) map: the precomputed
-        buffer in eval mode when it was built for this size, else computed (float32)."""
-        if not self.training and self._eval_pos_hw.get(level) == (h, w):
+        buffer in eval mode when it was built for this size, else computed (float32) by
+        :func:`build_2d_sincos_position_embedding`, the function that built the buffer. Symbolic
+        ``h``/``w`` (an export with dynamic height/width) always compute it, in the graph."""
+        symbolic = isinstance(h, torch.SymInt) or isinstance(w, torch.SymInt)
+        if not self.training and not symbolic and self._eval_pos_hw.get(level) == (h, w):
             return getattr(self, f"pos_embed{level}")
         return build_2d_sincos_position_embedding(w, h, self.hidden_dim, self.pe_temperature).to(device)
 

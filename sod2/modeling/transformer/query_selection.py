@@ -39,7 +39,12 @@ def generate_anchors(spatial_shapes: SpatialShapes, grid_size: float = 0.05, eps
     """Unactivated anchor boxes of every token and their validity.
 
     Computed in float32 on the CPU, as the reference does (then moved by the caller), so the
-    values are bit-identical to it whatever device the model runs on.
+    values are bit-identical to it whatever device the model runs on. The sizes may be
+    symbolic (``torch.SymInt``, under ``torch.export`` with dynamic height/width): the graph
+    then computes the anchors from the feature shapes with these same operations (centres
+    ``(j + 0.5) / W`` divide by the integer size, exact in float32 as the reference's
+    ``tensor([W, H])``). The eval-size buffers of :class:`QuerySelection` are this function's
+    output too.
 
     Args:
         spatial_shapes: L (H_l, W_l), low stride first; level l gets size ``grid_size * 2**l``.
@@ -54,7 +59,7 @@ def generate_anchors(spatial_shapes: SpatialShapes, grid_size: float = 0.05, eps
     for lvl, (h, w) in enumerate(as_shape_list(spatial_shapes)):
         ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32),
                                 torch.arange(w, dtype=torch.float32), indexing="ij")
-        centres = (torch.stack([xs, ys], dim=-1) + 0.5) / torch.tensor([w, h], dtype=torch.float32)
+        centres = torch.stack([(xs + 0.5) / w, (ys + 0.5) / h], dim=-1)
         sizes = torch.full_like(centres, grid_size * 2.0 ** lvl)
         per_level.append(torch.cat([centres, sizes], dim=-1).reshape(h * w, 4))
     anchors = torch.cat(per_level, dim=0)[None]
@@ -111,7 +116,8 @@ class QuerySelection(nn.Module):
     shapes ``(H // s, W // s)`` for ``s`` in ``feat_strides`` are precomputed into the
     non-persistent buffers ``anchors`` / ``valid_mask`` (not in checkpoints, move with the
     module) and used in eval; unlike the reference (which would fail), eval inputs of other
-    shapes fall back to generating their anchors.
+    shapes fall back to generating their anchors, and so does an export with dynamic
+    height/width (symbolic shapes: the graph generates them).
 
     Args:
         hidden_dim: C, the memory's channels.
@@ -159,9 +165,13 @@ class QuerySelection(nn.Module):
         nn.init.zeros_(self.enc_bbox_head.layers[-1].bias)
 
     def get_anchors(self, spatial_shapes: SpatialShapes, device: torch.device) -> Tuple[Tensor, Tensor]:
-        """(anchors (1, S, 4) float32, valid_mask (1, S, 1) bool) on ``device``."""
+        """(anchors (1, S, 4) float32, valid_mask (1, S, 1) bool) on ``device``: the precomputed
+        buffers in eval mode for the eval shapes, else :func:`generate_anchors` (the function
+        that built them) for ``spatial_shapes``; always the latter for symbolic shapes (an
+        export with dynamic height/width computes the anchors in the graph)."""
         shapes = as_shape_list(spatial_shapes)
-        if not self.training and self._eval_shapes is not None and shapes == self._eval_shapes:
+        symbolic = any(isinstance(v, torch.SymInt) for hw in shapes for v in hw)
+        if not self.training and not symbolic and self._eval_shapes is not None and shapes == self._eval_shapes:
             return self.anchors.to(device), self.valid_mask.to(device)
         anchors, valid_mask = generate_anchors(shapes, self.grid_size, self.eps)
         return anchors.to(device), valid_mask.to(device)

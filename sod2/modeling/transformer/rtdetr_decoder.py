@@ -213,7 +213,7 @@ class RTDETRDecoder(nn.Module):
         memory, shapes = [], []
         for proj, feat in zip(self.input_proj, features):
             x = proj(feat)
-            shapes.append((int(x.shape[2]), int(x.shape[3])))
+            shapes.append((x.shape[2], x.shape[3]))  # ints; symbolic under a dynamic-size export
             memory.append(x.flatten(2).transpose(1, 2))
         return torch.cat(memory, dim=1), shapes
 
