@@ -2,10 +2,16 @@
 # The CUDA check in one go (`make gpu-check`): the tests marked `cuda` (tests/gpu: the adaptive
 # conv's CUDA kernel against its CPU path, a training step in fp32 and AMP and inference of
 # every method's config, the trainer end to end with AMP), then tools/benchmark.py on the CUDA
-# device; prints a summary of pass/fail and timings. Without a CUDA device it says so and exits 0.
+# device, then the exported models under ONNX Runtime's CUDA and TensorRT execution providers
+# (tools/check_export_parity.py: YOLOX-S, RT-DETR-R18vd and Faster R-CNN R50-FPN at 640 px,
+# seeded random weights, PyTorch on CUDA as the reference; needs the onnxruntime-gpu package,
+# else that step is reported as SKIP); prints a summary of pass/fail/skip and timings. Without
+# a CUDA device it says so and exits 0.
 #
 #   tools/gpu_check.sh [extra pytest args]
-#   GPU_CHECK_OUT=dir    reports (junit xml, logs, benchmark tables); default output/gpu_check
+#   tools/gpu_check.sh --ort-providers   only say which ONNX Runtime GPU providers are here
+#                                        (exit 0: some, 3: none: onnxruntime-gpu is needed)
+#   GPU_CHECK_OUT=dir    reports (junit xml, logs, benchmark and parity tables); default output/gpu_check
 #   GPU_CHECK_QUICK=1    fewer benchmark iterations
 set -uo pipefail
 case "${1:-}" in
@@ -16,6 +22,28 @@ esac
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 OUT="${GPU_CHECK_OUT:-output/gpu_check}"
+
+# ONNX Runtime's GPU execution providers available here, on one line (exit 3 when none)
+ort_gpu_providers() {
+    "$PYTHON" - <<'PY'
+import sys
+try:
+    import onnxruntime as ort
+except ImportError:
+    print("onnxruntime is not installed: onnxruntime-gpu is needed for the CUDA/TensorRT providers")
+    sys.exit(3)
+gpu = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in ort.get_available_providers()]
+if not gpu:
+    print(f"onnxruntime {ort.__version__} offers {', '.join(ort.get_available_providers())}: "
+          "onnxruntime-gpu is needed for the CUDA/TensorRT providers")
+    sys.exit(3)
+print(" ".join(gpu))
+PY
+}
+if [ "${1:-}" = "--ort-providers" ]; then
+    ort_gpu_providers
+    exit $?
+fi
 
 if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
     echo "== GPU check summary =="
@@ -69,9 +97,23 @@ step consistency-srtod 300 env SOD2_DATASETS="$(pwd)/tests/fixtures/hituav-subse
     --opts-a train.device=cuda model.backbone.threshold.init=0.3 \
     --opts-b train.device=cuda model.backbone.threshold.init=0.3 model.backbone.sampled_inference=False
 
+# exported models under ONNX Runtime's CUDA / TensorRT providers against PyTorch on CUDA (same
+# weights, images and comparison as the CPU parity tests: sod2/export/parity.py)
+ORT_GPU="$(ort_gpu_providers)"; ORT_RC=$?
+if [ "$ORT_RC" -eq 0 ]; then
+    # shellcheck disable=SC2086  # one word per provider
+    step onnx-gpu-parity 600 "$PYTHON" tools/check_export_parity.py \
+        --config-file configs/yolox/yolox_s_coco.py --config-file configs/rtdetr/rtdetr_r18vd_coco.py \
+        --config-file configs/baselines/faster_rcnn_R50_fpn_aitod_1x.py --image-size 640 640 --images 2 \
+        --device cuda --providers $ORT_GPU --output "$OUT/onnx-gpu-parity.md"
+else
+    echo; echo "== onnx-gpu-parity: SKIP: $ORT_GPU"
+    SUMMARY+=("$(printf '%-28s %-20s %5ds' onnx-gpu-parity "SKIP (no onnxruntime-gpu)" 0)")
+fi
+
 echo; echo "== GPU check summary ($(head -n1 "$OUT/device.txt"))"
 printf '%s\n' "${SUMMARY[@]}"
 echo "cuda tests: ${TESTS_LINE:-no pytest summary line}"
-for f in "$OUT"/bench-*.md "$OUT"/consistency-*.md; do [ -f "$f" ] && { echo "-- $f"; cat "$f"; }; done
+for f in "$OUT"/bench-*.md "$OUT"/consistency-*.md "$OUT"/onnx-gpu-parity.md; do [ -f "$f" ] && { echo "-- $f"; cat "$f"; }; done
 echo "reports: $OUT"
 exit "$FAILED"
