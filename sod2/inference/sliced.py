@@ -5,15 +5,26 @@ wrapped model in batches, an optional full-image pass is added, and the detectio
 mapped back to image coordinates and merged (:func:`.merge.merge_detections`: NMS or
 GREEDYNMM, IoU or IoS, class-wise or class-agnostic, a per-image limit).
 
-The wrapper is an ``nn.Module`` with the model's interface (``model(list of dicts) ->
-list of {"instances": Instances}``), so ``inference_on_dataset``, the evaluators and the
-demo use it unchanged. In training mode it is the wrapped model (it starts in the wrapped
-model's mode; ``train()``/``eval()`` set both). Its ``state_dict`` is
-the wrapped model's, so checkpoints load into either; attributes it does not have are
-the wrapped model's (``device``, ``backbone``, ...).
+The wrapper is an ``nn.Module`` with the model's calling convention (``model(list of
+dicts) -> list of {"instances": Instances}``), so ``inference_on_dataset``, the evaluators
+and the demo use it unchanged. Its interface, and all of it:
+
+* ``forward``: sliced inference; in training mode it is the wrapped model's forward (the
+  wrapper starts in the wrapped model's mode; ``train()``/``eval()`` set both);
+* ``state_dict`` / ``load_state_dict``: the wrapped model's, so checkpoints load into either;
+* ``model``: the wrapped model, and :meth:`SlicedInference.detector` (``m.model`` for a
+  wrapper, ``m`` for anything else), which is how code that needs the detector's own
+  methods (the no-aug tail's ``set_l1_loss``) reaches it;
+* ``device``: where the wrapped model's tensors are;
+* the slicing settings (``slice_h``, ``stride_y``, ``merge``, ``enabled``, ...), ``windows``
+  and ``resolved_batch_size``.
+
+Nothing else is forwarded: the wrapped model's other attributes are read and set on
+``m.model`` (``SlicedInference.detector(m)``), never through the wrapper.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Dict, List, Optional, Sequence
 
@@ -196,27 +207,21 @@ class SlicedInference(nn.Module):
         self.pad_value = None if pad_value is None else float(pad_value)
         self.enabled = bool(enabled)
         self.training = model.training  # the wrapper starts in the model's mode
-        self.model = model  # last: from here on, unknown attributes are the model's
+        self.model = model
 
     # ------------------------------------------------------------ the wrapped model's face
-    def __getattr__(self, name):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            model = self.__dict__.get("_modules", {}).get("model")
-            if model is None or name.startswith("__"):
-                raise
-            return getattr(model, name)
+    @staticmethod
+    def detector(model: nn.Module) -> nn.Module:
+        """The detector inside a :class:`SlicedInference` wrapper (``model.model``), or
+        ``model`` itself when it is not one (unwrap DDP first: ``sod2.engine.ema.unwrap_model``)."""
+        return model.model if isinstance(model, SlicedInference) else model
 
-    def __setattr__(self, name, value):
-        # an attribute only the wrapped model has is set there (e.g. YOLOX's use_l1 by the
-        # no-aug tail hook); the wrapper's own and new attributes stay the wrapper's
-        model = self.__dict__.get("_modules", {}).get("model")
-        if (model is not None and name not in self.__dict__ and not hasattr(type(self), name)
-                and not isinstance(value, (nn.Module, nn.Parameter)) and hasattr(model, name)):
-            setattr(model, name, value)
-        else:
-            super().__setattr__(name, value)
+    @property
+    def device(self) -> torch.device:
+        """The device of the wrapped model's first parameter or buffer (the CPU for a model
+        without any, e.g. :class:`~sod2.inference.OnnxModel`)."""
+        tensor = next(itertools.chain(self.model.parameters(), self.model.buffers()), None)
+        return torch.device("cpu") if tensor is None else tensor.device
 
     def state_dict(self, *args, **kwargs):
         return self.model.state_dict(*args, **kwargs)

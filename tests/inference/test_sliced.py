@@ -171,15 +171,24 @@ def test_cuda_outputs_stay_on_the_device():
     assert out.scores.device.type == "cuda" and len(out) == len(RECTS)
 
 
-def test_attributes_only_the_model_has_are_set_on_it_and_copies_work():
+def test_explicit_interface_forwards_nothing_and_copies_work():
+    """The wrapper's interface is its own (module docstring): the wrapped model's attributes
+    are reached through ``m.model`` / ``SlicedInference.detector(m)``, never forwarded."""
     import copy
 
     m = _sliced()
-    m.model.use_l1 = False
-    m.use_l1 = True  # e.g. the no-aug tail hook on a sliced YOLOX config
-    assert m.model.use_l1 is True and "use_l1" not in m.__dict__
-    m.enabled = False  # the wrapper's own
-    assert m.enabled is False and not hasattr(m.model, "enabled")
+    assert SlicedInference.detector(m) is m.model and isinstance(m.model, FakeDetector)
+    plain = FakeDetector()
+    assert SlicedInference.detector(plain) is plain
+    assert not hasattr(m, "calls")  # the model's attribute is not read through the wrapper
+    m.calls = "wrapper's"  # nor written through it
+    assert m.model.calls == [] and m.calls == "wrapper's"
+    assert m.device == torch.device("cpu")
+    assert SlicedInference(torch.nn.Linear(1, 1, device="meta")).device == torch.device("meta")
+    assert SlicedInference(torch.nn.Identity()).device == torch.device("cpu")  # nothing: the CPU
+    assert list(m.state_dict()) == ["weight"]  # the model's keys, no "model." prefix
+    m.load_state_dict({"weight": torch.full((1,), 3.0)})
+    assert m.model.weight.item() == 3.0
     c = copy.deepcopy(m)
     assert isinstance(c.model, FakeDetector) and c.slice_h == 128 and c.model is not m.model
     m.train()
