@@ -13,8 +13,9 @@ train = dict(
     # model EMA (sod2/engine/ema.py): evaluation and checkpoints' "model" use the EMA weights
     ema=dict(enabled=False, decay=0.9998, ramp=2000.0),
     # no-aug tail (sod2/engine/hooks.py NoAugTail): from start_iter on, strong augmentation
-    # (MosaicDataset) off and model.<model_attr> = True; None: never
-    no_aug=dict(start_iter=None, model_attr="use_l1"),
+    # (dataloader.train.dataset, a MosaicDataset) off and, with l1_loss, the model's L1 loss
+    # on (model.set_l1_loss(True): YOLOX); None: never
+    no_aug=dict(start_iter=None, l1_loss=True),
     # multi-scale batches (sod2/engine/multiscale.py): every `period` iterations a size in
     # size_range (pixels, multiples of 32) for images of input_size (h, w)
     multiscale=dict(enabled=False, input_size=[640, 640], size_range=[480, 800], period=10),

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
 
 import cv2
 import numpy as np
@@ -72,8 +72,18 @@ from .datasets.common import is_ignored
 from .io import read_image
 from .mapper import fill_ignore_regions
 
-__all__ = ["MosaicDataset", "mosaic_placement", "affine_matrix", "random_affine_matrix",
-           "affine_boxes", "augment_hsv", "random_hsv_gains", "letterbox"]
+__all__ = ["MosaicDataset", "StrongAugmentationSwitch", "mosaic_placement", "affine_matrix",
+           "random_affine_matrix", "affine_boxes", "augment_hsv", "random_hsv_gains", "letterbox"]
+
+
+@runtime_checkable
+class StrongAugmentationSwitch(Protocol):
+    """A training dataset whose strong augmentation can be switched on and off, in its own
+    process and in its data loader workers (:class:`MosaicDataset`): what the no-aug tail
+    (:class:`sod2.engine.hooks.NoAugTail`) is handed."""
+
+    def set_strong_augmentation(self, enabled: bool) -> None:
+        ...
 
 
 # ----------------------------------------------------------------------------- pieces

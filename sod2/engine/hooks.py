@@ -2,10 +2,11 @@
 Training hooks of sod2's recipes (Detectron2 ``HookBase``), reusable by any sod2 model.
 
 * :class:`NoAugTail`: from iteration ``start_iter`` on, strong augmentation (Mosaic, MixUp,
-  random affine of :class:`sod2.data.mosaic.MosaicDataset`) is off and the model's boolean
-  attribute ``model_attr`` (YOLOX: ``use_l1``, the extra L1 box loss) is set to True.
-* :func:`find_strong_augmentation`: the objects of a data loader that can switch strong
-  augmentation (anything with ``set_strong_augmentation(bool)``).
+  random affine of :class:`sod2.data.mosaic.MosaicDataset`) is off and, with ``l1_loss``,
+  the model's extra L1 box loss is on (YOLOX: :meth:`~sod2.modeling.meta_arch.YOLOX.set_l1_loss`).
+  The switches are handed over explicitly: :func:`strong_augmentation_switch` instantiates
+  the training loader's ``dataset`` node and checks that it is a
+  :class:`~sod2.data.mosaic.StrongAugmentationSwitch`.
 * :func:`build_recipe_hooks`: the hooks that ``train.ema``, ``train.no_aug`` and
   ``train.multiscale`` ask for (what :func:`sod2.engine.lazy_train.do_train` registers).
 
@@ -25,89 +26,118 @@ no_aug_epochs - 1`` (0-based), one epoch before its learning rate becomes flat, 
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, List, Optional
+from typing import List, Protocol, Sequence, runtime_checkable
 
+from detectron2.config import instantiate
 from detectron2.engine import HookBase
+from torch import nn
 
+from ..data.mosaic import StrongAugmentationSwitch
+from ..inference.sliced import SlicedInference
 from .ema import unwrap_model
+from .lazy_train import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NoAugTail", "find_strong_augmentation", "set_model_flag", "build_recipe_hooks"]
+__all__ = ["NoAugTail", "L1LossSwitch", "no_aug_settings", "strong_augmentation_switch", "training_detector",
+           "build_recipe_hooks"]
 
-# attributes through which Detectron2's loaders reach the dataset / mapper
-_CHILDREN = ("dataset", "_dataset", "data_loader", "loader", "_map_func", "mapper")
-
-
-def find_strong_augmentation(obj: Any, max_depth: int = 8) -> List[Any]:
-    """Objects reachable from ``obj`` through a data loader's usual attributes
-    (``dataset``, ``_dataset``, ``_map_func``, ``mapper``, ``data_loader``, ``loader``) that
-    have a ``set_strong_augmentation`` method (e.g. ``MosaicDataset``), ``obj`` included."""
-    found, seen = [], set()
-
-    def walk(o, depth):
-        if o is None or id(o) in seen or depth > max_depth or isinstance(o, (str, bytes, int, float)):
-            return
-        seen.add(id(o))
-        if callable(getattr(type(o), "set_strong_augmentation", None)):
-            found.append(o)
-            return
-        for name in _CHILDREN:
-            child = getattr(o, name, None)
-            if child is not None and not isinstance(child, (list, tuple)):
-                walk(child, depth + 1)
-    walk(obj, 0)
-    return found
+NO_AUG_KEYS = ("start_iter", "l1_loss")
 
 
-def set_model_flag(model, attr: str, value: bool = True) -> None:
-    """Set the attribute ``attr`` (dotted path allowed, e.g. ``"head.use_l1"``) of the model
-    inside DDP; an attribute that the model does not have is an error (a typo would
-    otherwise silently create it)."""
-    target = unwrap_model(model)
-    *path, last = attr.split(".")
-    for p in path:
-        target = getattr(target, p)
-    if not hasattr(target, last):
-        raise AttributeError(f"NoAugTail: the model ({type(unwrap_model(model)).__name__}) has no "
-                             f"attribute {attr!r}; set model_attr=None for models without it")
-    setattr(target, last, value)
+@runtime_checkable
+class L1LossSwitch(Protocol):
+    """A model whose extra L1 box loss can be switched (YOLOX)."""
+
+    def set_l1_loss(self, enabled: bool) -> None:
+        ...
+
+
+def training_detector(model: nn.Module) -> nn.Module:
+    """The detector that ``trainer.model`` trains: DDP / DataParallel unwrapped
+    (:func:`~sod2.engine.ema.unwrap_model`), then a :class:`~sod2.inference.SlicedInference`
+    wrapper (:meth:`~sod2.inference.SlicedInference.detector`)."""
+    return SlicedInference.detector(unwrap_model(model))
+
+
+def no_aug_settings(cfg) -> dict:
+    """``cfg.train.no_aug`` as a dict (empty when absent); a key other than
+    :data:`NO_AUG_KEYS` is a ConfigError naming it (e.g. the former ``model_attr``)."""
+    no_aug = dict(cfg.train.get("no_aug") or {})
+    unknown = sorted(set(no_aug) - set(NO_AUG_KEYS))
+    if unknown:
+        raise ConfigError(f"train.no_aug.{unknown[0]}: unknown key (train.no_aug takes {', '.join(NO_AUG_KEYS)})")
+    return no_aug
+
+
+def strong_augmentation_switch(cfg) -> StrongAugmentationSwitch:
+    """Instantiate ``cfg.dataloader.train.dataset`` in place (the loader is then built around
+    this very object) and return it, for :class:`NoAugTail`.
+
+    Raises:
+        ConfigError: one line naming ``train.no_aug.start_iter`` when the training loader has no
+            ``dataset`` node or its dataset cannot switch strong augmentation off.
+    """
+    key = f"train.no_aug.start_iter={no_aug_settings(cfg).get('start_iter')}"
+    loader = cfg.dataloader.train
+    node = loader.get("dataset") if hasattr(loader, "get") else None
+    if node is None:
+        raise ConfigError(f"{key}: dataloader.train has no `dataset` to switch strong augmentation off in "
+                        f"(use sod2.data.MosaicDataset as its dataset, or set train.no_aug.start_iter=None)")
+    dataset = instantiate(node)
+    if not isinstance(dataset, StrongAugmentationSwitch):
+        raise ConfigError(f"{key}: dataloader.train.dataset ({type(dataset).__name__}) has no "
+                        f"set_strong_augmentation(bool) (sod2.data.MosaicDataset has); set "
+                        f"train.no_aug.start_iter=None for a training set without strong augmentation")
+    loader.dataset = dataset
+    return dataset
 
 
 class NoAugTail(HookBase):
-    """From iteration ``start_iter`` on: strong augmentation off, ``model.<model_attr> = True``.
+    """From iteration ``start_iter`` on: strong augmentation off in every ``switches`` and,
+    with ``l1_loss``, ``set_l1_loss(True)`` on the trained detector.
 
-    Applied before the first iteration at or after ``start_iter`` (also after ``--resume``).
+    Applied before the first iteration at or after ``start_iter`` (also after ``--resume``:
+    then before training starts, i.e. before the data loader's workers start).
     """
 
-    def __init__(self, start_iter: int, model_attr: Optional[str] = "use_l1",
-                 switches: Optional[Iterable[Any]] = None):
+    def __init__(self, start_iter: int, switches: Sequence[StrongAugmentationSwitch], l1_loss: bool = True):
         """
         Args:
             start_iter: the first iteration without strong augmentation.
-            model_attr: the model's boolean attribute to set True (DDP unwrapped); None: none.
-            switches: objects with ``set_strong_augmentation(bool)``; None: found in
-                ``trainer.data_loader`` (:func:`find_strong_augmentation`) when applied.
+            switches: the datasets (or other objects) whose strong augmentation to switch off
+                (:func:`strong_augmentation_switch`); at least one.
+            l1_loss: also switch the model's extra L1 loss on (the model must be an
+                :class:`L1LossSwitch`, checked before training).
         """
         self.start_iter = int(start_iter)
-        self.model_attr = model_attr
-        self.switches = list(switches) if switches is not None else None
+        self.switches = list(switches)
+        bad = [type(s).__name__ for s in self.switches if not isinstance(s, StrongAugmentationSwitch)]
+        if not self.switches or bad:
+            raise ValueError(f"NoAugTail: switches must be objects with set_strong_augmentation(bool), "
+                             f"got {bad or 'none'}")
+        self.l1_loss = bool(l1_loss)
         self.applied = False
 
+    def check_model(self, model: nn.Module) -> None:
+        """Raise ConfigError (one line) when ``l1_loss`` is asked of a model without
+        ``set_l1_loss`` (``model`` as the trainer holds it: DDP or sliced is fine)."""
+        detector = training_detector(model)
+        if self.l1_loss and not isinstance(detector, L1LossSwitch):
+            raise ConfigError(f"train.no_aug.l1_loss=True: the model ({type(detector).__name__}) has no "
+                              f"set_l1_loss(bool) (YOLOX has); set train.no_aug.l1_loss=False for it")
+
     def _apply(self) -> None:
-        switches = self.switches if self.switches is not None else \
-            find_strong_augmentation(self.trainer.data_loader)
-        if not switches:
-            logger.warning("NoAugTail: the data loader has no strong augmentation to switch off")
-        for s in switches:
+        for s in self.switches:
             s.set_strong_augmentation(False)
-        if self.model_attr:
-            set_model_flag(self.trainer.model, self.model_attr, True)
+        if self.l1_loss:
+            training_detector(self.trainer.model).set_l1_loss(True)
         self.applied = True
         logger.info("NoAugTail: iteration %d: strong augmentation off%s", self.trainer.iter,
-                    f", model.{self.model_attr} = True" if self.model_attr else "")
+                    ", L1 loss on" if self.l1_loss else "")
 
     def before_train(self):
+        self.check_model(self.trainer.model)  # do_train has checked it before training already
         if self.trainer.iter >= self.start_iter:  # resumed inside the tail: before workers start
             self._apply()
 
@@ -116,8 +146,9 @@ class NoAugTail(HookBase):
             self._apply()
 
 
-def build_recipe_hooks(cfg, ema=None) -> List[HookBase]:
-    """The hooks of ``train.ema`` (``ema``: a ModelEMA or None), ``train.no_aug`` and
+def build_recipe_hooks(cfg, ema=None, switches: Sequence[StrongAugmentationSwitch] = ()) -> List[HookBase]:
+    """The hooks of ``train.ema`` (``ema``: a ModelEMA or None), ``train.no_aug``
+    (``switches``: what :func:`strong_augmentation_switch` returned) and
     ``train.multiscale``, in the order they must run after the optimizer step (before
     checkpointing and evaluation). Keys absent from ``cfg.train`` mean "off"."""
     from .ema import EMAHook
@@ -126,9 +157,9 @@ def build_recipe_hooks(cfg, ema=None) -> List[HookBase]:
     out: List[HookBase] = []
     if ema is not None:
         out.append(EMAHook(ema))
-    no_aug = cfg.train.get("no_aug") or {}
+    no_aug = no_aug_settings(cfg)
     if no_aug.get("start_iter") is not None:
-        out.append(NoAugTail(no_aug["start_iter"], model_attr=no_aug.get("model_attr", "use_l1")))
+        out.append(NoAugTail(no_aug["start_iter"], switches, l1_loss=no_aug.get("l1_loss", True)))
     ms = cfg.train.get("multiscale") or {}
     if ms.get("enabled", False):
         sizes = ms.get("sizes")  # an explicit list to draw from (RT-DETR), else size_range (YOLOX)

@@ -377,8 +377,15 @@ def do_train(args, cfg) -> None:
     model.to(cfg.train.device)
     # sod2 training recipe (train.ema / train.no_aug / train.multiscale; all off by default)
     from .ema import EMACheckpointer, build_model_ema
-    from .hooks import build_recipe_hooks
+    from .hooks import NoAugTail, build_recipe_hooks, no_aug_settings, strong_augmentation_switch
     ema = build_model_ema(cfg, model)  # None unless train.ema.enabled
+    # the no-aug tail is handed the training dataset itself (instantiated first, then the loader)
+    no_aug = no_aug_settings(cfg)
+    switches = [strong_augmentation_switch(cfg)] if no_aug.get("start_iter") is not None else []
+    recipe_hooks = build_recipe_hooks(cfg, ema, switches)
+    for h in recipe_hooks:
+        if isinstance(h, NoAugTail):
+            h.check_model(model)  # before anything trains: a model without set_l1_loss is one line
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
@@ -397,7 +404,7 @@ def do_train(args, cfg) -> None:
     trainer.register_hooks([
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-        *build_recipe_hooks(cfg, ema),  # after the optimizer step, before checkpoints and eval
+        *recipe_hooks,  # after the optimizer step, before checkpoints and eval
         hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
         if comm.is_main_process() else None,
         # EvalHook also puts the results into the event storage (metrics.json, tensorboard)

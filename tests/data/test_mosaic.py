@@ -9,9 +9,8 @@ import torch
 from detectron2.data import build_detection_train_loader
 
 from sod2.data.datasets.common import IGNORE_REGION, make_annotation
-from sod2.data.mosaic import (MosaicDataset, _Labels, affine_boxes, affine_matrix, augment_hsv,
-                              letterbox, mosaic_placement, random_hsv_gains)
-from sod2.engine.hooks import find_strong_augmentation
+from sod2.data.mosaic import (MosaicDataset, StrongAugmentationSwitch, _Labels, affine_boxes, affine_matrix,
+                              augment_hsv, letterbox, mosaic_placement, random_hsv_gains)
 
 BG = (30, 30, 30)
 SIZES = [(48, 64), (64, 48), (40, 56), (64, 64), (56, 40), (48, 48)]  # (h, w) of the source images
@@ -294,10 +293,10 @@ def test_switch_reaches_loader_workers(tmp_path, workers):
     dicts, _ = _dataset(tmp_path)
     ds = MosaicDataset(dicts, (64, 64), hsv_prob=0.0)
     loader = build_detection_train_loader(ds, mapper=None, total_batch_size=2, num_workers=workers)
-    assert find_strong_augmentation(loader) == [ds]
+    assert isinstance(ds, StrongAugmentationSwitch)  # what the no-aug tail is handed
     it = iter(loader)
     assert all(d["mosaic"] for _ in range(3) for d in next(it))
-    find_strong_augmentation(loader)[0].set_strong_augmentation(False)
+    ds.set_strong_augmentation(False)  # in this process, after the workers started
     flags = [d["mosaic"] for _ in range(8) for d in next(it)]
     # batches prepared before the switch (prefetched by the worker) may still come
     assert not any(flags[8:]), flags

@@ -16,8 +16,10 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from sod2.config import get_config
-from sod2.engine.hooks import NoAugTail, build_recipe_hooks
+from sod2.engine.hooks import NoAugTail, build_recipe_hooks, strong_augmentation_switch
+from sod2.engine.lazy_train import ConfigError
 from sod2.engine.multiscale import MultiScaleHook, draw_size, resize_batch
+from sod2.inference import SlicedInference
 from sod2.solver import WarmupCosineNoAugParamScheduler
 
 from ..distributed import free_port, leave
@@ -107,37 +109,87 @@ class _YOLOXLike(nn.Module):
     def __init__(self):
         super().__init__()
         self.lin = nn.Linear(1, 1)
-        self.use_l1 = False
+        self.l1 = False
+
+    def set_l1_loss(self, enabled):
+        self.l1 = enabled
 
 
 def test_no_aug_tail_switches_data_and_model():
     sw = _Switch()
-    loader = SimpleNamespace(dataset=SimpleNamespace(dataset=SimpleNamespace(_dataset=sw)))
-    model = nn.DataParallel(_YOLOXLike())  # unwrapped like DDP
-    hook = NoAugTail(start_iter=3)
-    hook.trainer = SimpleNamespace(iter=0, data_loader=loader, model=model)
+    inner = _YOLOXLike()
+    model = nn.DataParallel(SlicedInference(inner))  # unwrapped like DDP, then the sliced wrapper
+    hook = NoAugTail(start_iter=3, switches=[sw])
+    hook.trainer = SimpleNamespace(iter=0, model=model)
     hook.before_train()
     for it in range(3):
         hook.trainer.iter = it
         hook.before_step()
-        assert sw.on and not model.module.use_l1
+        assert sw.on and not inner.l1
     hook.trainer.iter = 3
     hook.before_step()
-    assert not sw.on and model.module.use_l1 is True
+    assert not sw.on and inner.l1 is True
     # resumed inside the tail: applied before training (before the workers start)
     sw2, m2 = _Switch(), _YOLOXLike()
     h2 = NoAugTail(start_iter=3, switches=[sw2])
-    h2.trainer = SimpleNamespace(iter=5, data_loader=None, model=m2)
+    h2.trainer = SimpleNamespace(iter=5, model=m2)
     h2.before_train()
-    assert not sw2.on and m2.use_l1
-    # a model without the attribute is refused; model_attr=None leaves the model alone
-    h3 = NoAugTail(0, model_attr="use_l1x", switches=[])
-    h3.trainer = SimpleNamespace(iter=0, data_loader=None, model=_YOLOXLike())
-    with pytest.raises(AttributeError, match="use_l1x"):
+    assert not sw2.on and m2.l1
+    # a model without set_l1_loss is refused in one line before training; l1_loss=False
+    # leaves the model alone
+    h3 = NoAugTail(0, switches=[_Switch()])
+    h3.trainer = SimpleNamespace(iter=0, model=nn.Linear(1, 1))
+    with pytest.raises(ConfigError, match=r"^train\.no_aug\.l1_loss=True: the model \(Linear\) has no "
+                                          r"set_l1_loss\(bool\)"):
         h3.before_train()
-    h4 = NoAugTail(0, model_attr=None, switches=[_Switch()])
-    h4.trainer = SimpleNamespace(iter=0, data_loader=None, model=nn.Linear(1, 1))
+    sw4 = _Switch()
+    h4 = NoAugTail(0, switches=[sw4], l1_loss=False)
+    h4.trainer = SimpleNamespace(iter=0, model=nn.Linear(1, 1))
     h4.before_train()
+    assert not sw4.on
+    with pytest.raises(ValueError, match="set_strong_augmentation"):
+        NoAugTail(0, switches=[])
+    with pytest.raises(ValueError, match="Linear"):
+        NoAugTail(0, switches=[nn.Linear(1, 1)])
+
+
+def _loader_cfg(dataset):
+    from detectron2.data import build_detection_train_loader
+
+    return OmegaConf.create({"train": {"no_aug": {"start_iter": 7, "l1_loss": True}},
+                             "dataloader": {"train": L(build_detection_train_loader)(
+                                 dataset=dataset, mapper=None, total_batch_size=1, num_workers=0)}},
+                            flags={"allow_objects": True})
+
+
+def test_strong_augmentation_switch_is_the_loaders_dataset():
+    """The training loader's dataset node is instantiated once, handed to the hook and kept in
+    the config, so the loader is built around that very object."""
+    from detectron2.data import get_detection_dataset_dicts
+
+    from sod2.data import MosaicDataset
+    from sod2.data.mosaic import StrongAugmentationSwitch
+
+    cfg = _loader_cfg(L(MosaicDataset)(dataset=L(get_detection_dataset_dicts)(names="sod2_synthetic_val"),
+                                       input_size=(64, 64)))
+    ds = strong_augmentation_switch(cfg)
+    assert isinstance(ds, MosaicDataset) and isinstance(ds, StrongAugmentationSwitch)
+    assert cfg.dataloader.train.dataset is ds
+    loader = instantiate(cfg.dataloader.train)
+    ds.set_strong_augmentation(False)
+    assert not next(iter(loader))[0]["mosaic"]
+    # a dataset that cannot switch, or no dataset node: one line naming the key
+    plain = _loader_cfg(L(get_detection_dataset_dicts)(names="sod2_synthetic_val"))
+    with pytest.raises(ConfigError, match=r"^train\.no_aug\.start_iter=7: dataloader\.train\.dataset \(list\) "
+                                          r"has no set_strong_augmentation\(bool\)"):
+        strong_augmentation_switch(plain)
+    del plain.dataloader.train["dataset"]
+    with pytest.raises(ConfigError, match=r"^train\.no_aug\.start_iter=7: dataloader\.train has no `dataset`"):
+        strong_augmentation_switch(plain)
+    old = OmegaConf.create({"train": {"no_aug": {"start_iter": 7, "model_attr": "use_l1"}}})
+    with pytest.raises(ConfigError, match=r"^train\.no_aug\.model_attr: unknown key \(train\.no_aug takes "
+                                          r"start_iter, l1_loss\)"):
+        build_recipe_hooks(old, None, [_Switch()])
 
 
 # --------------------------------------------------------------------------- multi-scale
@@ -236,9 +288,10 @@ def test_recipe_config_keys():
     assert build_recipe_hooks(cfg, None) == []
     cfg.train.no_aug.start_iter = 100
     cfg.train.multiscale.enabled = True
-    hooks = build_recipe_hooks(cfg, ema="EMA placeholder")
+    sw = _Switch()
+    hooks = build_recipe_hooks(cfg, ema="EMA placeholder", switches=[sw])
     assert [type(h).__name__ for h in hooks] == ["EMAHook", "NoAugTail", "MultiScaleHook"]
-    assert hooks[1].start_iter == 100 and hooks[1].model_attr == "use_l1"
+    assert hooks[1].start_iter == 100 and hooks[1].l1_loss is True and hooks[1].switches == [sw]
     assert hooks[2].input_size == (640, 640) and hooks[2].size_range == (480, 800) and hooks[2].period == 10
 
 
@@ -271,7 +324,7 @@ def test_recipe_in_lazy_trainer(tmp_path, monkeypatch):
     args = default_argument_parser().parse_args(
         ["--config-file", config, "train.device=cpu", "train.max_iter=4", "train.eval_period=0",
          "train.checkpointer.period=100", f"train.output_dir={tmp_path}", "train.seed=0",
-         "train.ema.enabled=True", "train.no_aug.start_iter=2", "train.no_aug.model_attr=null",
+         "train.ema.enabled=True", "train.no_aug.start_iter=2", "train.no_aug.l1_loss=False",
          "train.multiscale.enabled=True", "train.multiscale.input_size=[128,128]",
          "train.multiscale.size_range=[96,160]", "train.multiscale.period=1",
          "lr_multiplier.scheduler.milestones=[2,3]", "lr_multiplier.scheduler.num_updates=4"])

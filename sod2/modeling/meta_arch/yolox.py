@@ -138,7 +138,7 @@ class YOLOX(DenseDetector):
             {"iou": 5, "obj": 1, "cls": 1, "l1": 1}.
         iou_loss_type: "iou" (YOLOX: 1 - IoU^2), "giou" or "ciou" (Foreground Probing).
         use_l1: adds the L1 loss on raw outputs; YOLOX turns it on for the last 15 epochs
-            (a hook sets ``model.use_l1 = True``; it is a plain attribute, not saved in
+            (the no-aug tail hook calls :meth:`set_l1_loss`; it is a plain attribute, not saved in
             checkpoints, so the hook sets it again after a resume).
         all_reduce_num_fg: normalise by the mean over processes of the batch fg count instead
             of the local count (the reference uses the local one).
@@ -245,6 +245,11 @@ class YOLOX(DenseDetector):
         wh = torch.exp(reg_f[..., 2:]) * stride[:, None]
         boxes = torch.cat([xy - wh / 2, xy + wh / 2], dim=-1)
         return YOLOXPredictions(cls_f, reg_f, obj_f, boxes, grid, stride, sizes)
+
+    def set_l1_loss(self, enabled: bool) -> None:
+        """Switch the L1 loss on raw box outputs (``loss_l1``, ``use_l1``) on or off; the
+        no-aug tail (:class:`sod2.engine.hooks.NoAugTail`) turns it on."""
+        self.use_l1 = bool(enabled)
 
     @torch.no_grad()
     def label(self, preds: YOLOXPredictions, gt_instances: List[Instances]) -> List[SimOTAResult]:
