@@ -39,8 +39,8 @@ from .lazy_train import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NoAugTail", "L1LossSwitch", "no_aug_settings", "strong_augmentation_switch", "training_detector",
-           "build_recipe_hooks"]
+__all__ = ["NoAugTail", "L1LossSwitch", "no_aug_settings", "check_no_aug_config", "strong_augmentation_switch",
+           "training_detector", "build_recipe_hooks"]
 
 NO_AUG_KEYS = ("start_iter", "l1_loss")
 
@@ -70,6 +70,59 @@ def no_aug_settings(cfg) -> dict:
     return no_aug
 
 
+def _dataset_node(cfg):
+    """``cfg.dataloader.train.dataset``; ConfigError when the loader has none."""
+    loader = cfg.dataloader.train
+    node = loader.get("dataset") if hasattr(loader, "get") else None
+    if node is None:
+        raise ConfigError(f"train.no_aug.start_iter={cfg.train.no_aug.start_iter}: dataloader.train has no "
+                          f"`dataset` to switch strong augmentation off in (use sod2.data.MosaicDataset as its "
+                          f"dataset, or set train.no_aug.start_iter=None)")
+    return node
+
+
+def _not_a_switch(cfg, kind: str) -> ConfigError:
+    return ConfigError(f"train.no_aug.start_iter={cfg.train.no_aug.start_iter}: dataloader.train.dataset ({kind}) "
+                       f"has no set_strong_augmentation(bool) (sod2.data.MosaicDataset has); set "
+                       f"train.no_aug.start_iter=None for a training set without strong augmentation")
+
+
+def _no_l1_switch(model_name: str) -> ConfigError:
+    return ConfigError(f"train.no_aug.l1_loss=True: the model ({model_name}) has no set_l1_loss(bool) "
+                       f"(YOLOX has); set train.no_aug.l1_loss=False for it")
+
+
+def check_no_aug_config(cfg) -> None:
+    """The no-aug tail's checks on the config alone, nothing built (for
+    :func:`sod2.engine.preflight.check_run`, before anything is written): the training
+    dataset's class can switch strong augmentation (Detectron2's
+    ``get_detection_dataset_dicts``, a list, cannot) and, with ``l1_loss``, the model's
+    class (a sliced model's inner one) has ``set_l1_loss``. Targets that are other
+    functions are checked when built (:func:`strong_augmentation_switch`).
+
+    Raises:
+        ConfigError: one line naming the key.
+    """
+    from detectron2.data import get_detection_dataset_dicts
+
+    no_aug = no_aug_settings(cfg)
+    if no_aug.get("start_iter") is None:
+        return
+    node = _dataset_node(cfg)
+    target = node.get("_target_") if hasattr(node, "get") else None
+    if target is get_detection_dataset_dicts:
+        raise _not_a_switch(cfg, "list")
+    if isinstance(target, type) and not issubclass(target, StrongAugmentationSwitch):
+        raise _not_a_switch(cfg, target.__name__)
+    model = cfg.model
+    target = model.get("_target_") if hasattr(model, "get") else None
+    if isinstance(target, type) and issubclass(target, SlicedInference):
+        model = model.get("model")
+        target = model.get("_target_") if hasattr(model, "get") else None
+    if no_aug.get("l1_loss", True) and isinstance(target, type) and not issubclass(target, L1LossSwitch):
+        raise _no_l1_switch(target.__name__)
+
+
 def strong_augmentation_switch(cfg) -> StrongAugmentationSwitch:
     """Instantiate ``cfg.dataloader.train.dataset`` in place (the loader is then built around
     this very object) and return it, for :class:`NoAugTail`.
@@ -78,18 +131,11 @@ def strong_augmentation_switch(cfg) -> StrongAugmentationSwitch:
         ConfigError: one line naming ``train.no_aug.start_iter`` when the training loader has no
             ``dataset`` node or its dataset cannot switch strong augmentation off.
     """
-    key = f"train.no_aug.start_iter={no_aug_settings(cfg).get('start_iter')}"
-    loader = cfg.dataloader.train
-    node = loader.get("dataset") if hasattr(loader, "get") else None
-    if node is None:
-        raise ConfigError(f"{key}: dataloader.train has no `dataset` to switch strong augmentation off in "
-                        f"(use sod2.data.MosaicDataset as its dataset, or set train.no_aug.start_iter=None)")
-    dataset = instantiate(node)
+    no_aug_settings(cfg)
+    dataset = instantiate(_dataset_node(cfg))
     if not isinstance(dataset, StrongAugmentationSwitch):
-        raise ConfigError(f"{key}: dataloader.train.dataset ({type(dataset).__name__}) has no "
-                        f"set_strong_augmentation(bool) (sod2.data.MosaicDataset has); set "
-                        f"train.no_aug.start_iter=None for a training set without strong augmentation")
-    loader.dataset = dataset
+        raise _not_a_switch(cfg, type(dataset).__name__)
+    cfg.dataloader.train.dataset = dataset
     return dataset
 
 
@@ -124,8 +170,7 @@ class NoAugTail(HookBase):
         ``set_l1_loss`` (``model`` as the trainer holds it: DDP or sliced is fine)."""
         detector = training_detector(model)
         if self.l1_loss and not isinstance(detector, L1LossSwitch):
-            raise ConfigError(f"train.no_aug.l1_loss=True: the model ({type(detector).__name__}) has no "
-                              f"set_l1_loss(bool) (YOLOX has); set train.no_aug.l1_loss=False for it")
+            raise _no_l1_switch(type(detector).__name__)
 
     def _apply(self) -> None:
         for s in self.switches:

@@ -9,7 +9,9 @@ message is one line naming the config key, dataset, file or annotation:
 
 * the config has ``model``, ``train`` and ``dataloader``;
 * every ``num_classes`` in ``cfg.model`` is an integer >= 1;
-* training: ``train.max_iter`` is an integer >= 1;
+* training: ``train.max_iter`` is an integer >= 1; with ``train.no_aug.start_iter`` the
+  training dataset can switch strong augmentation off and, with ``train.no_aug.l1_loss``,
+  the model has ``set_l1_loss`` (:func:`sod2.engine.hooks.check_no_aug_config`);
 * ``--eval-only``: ``train.init_checkpoint`` is set and is a file;
 * ``train.output_dir`` is a folder (or can be created) and is writable;
 * the datasets of ``dataloader.train`` (training) and ``dataloader.test`` (when there is
@@ -189,6 +191,9 @@ def check_run(cfg, eval_only: bool = False, hand_over: bool = True) -> None:
         if isinstance(it, bool) or not isinstance(it, int) or it < 1:
             raise UserError(f"train.max_iter={it!r}: training needs at least 1 iteration "
                             "(use --eval-only to evaluate a checkpoint)")
+        from .hooks import check_no_aug_config
+
+        check_no_aug_config(cfg)  # train.no_aug: a switchable dataset, a model with set_l1_loss
     if train.get("output_dir"):
         check_output_dir(train.output_dir)
     splits = ["test"] if eval_only else ["train", "test"]

@@ -112,6 +112,34 @@ def test_refusals_before_anything_is_written(tmp_path, capsys):
         assert not out.exists()
 
 
+def test_no_aug_refusals_before_anything_is_written(tmp_path, capsys):
+    """train.no_aug on a training set that cannot switch strong augmentation off, or (with
+    l1_loss) on a model without set_l1_loss: one line naming the key, nothing written."""
+    mosaic = tmp_path / "mosaic_rcnn.py"  # Faster R-CNN on Mosaic data: switchable, but no L1 loss
+    mosaic.write_text(textwrap.dedent(f"""
+        from detectron2.config import LazyCall as L
+        from detectron2.config import LazyConfig
+
+        from sod2.data import MosaicDataset
+
+        _base = LazyConfig.load({CONFIG!r})
+        model, dataloader, train, optimizer, lr_multiplier = (
+            _base.model, _base.dataloader, _base.train, _base.optimizer, _base.lr_multiplier)
+        dataloader.train.dataset = L(MosaicDataset)(dataset=dataloader.train.dataset, input_size=(64, 64))
+        dataloader.train.mapper = None
+    """))
+    out = tmp_path / "out"
+    common = [*FAST, *NO_EVAL, f"train.output_dir={out}", "train.no_aug.start_iter=2"]
+    for config, start, end in (
+            (CONFIG, "error: train.no_aug.start_iter=2: dataloader.train.dataset (list) has no "
+                     "set_strong_augmentation(bool) (sod2.data.MosaicDataset has)", ""),
+            (str(mosaic), "error: train.no_aug.l1_loss=True: the model (",
+             "GeneralizedRCNN) has no set_l1_loss(bool) (YOLOX has); set train.no_aug.l1_loss=False for it")):
+        status, err = _run_tool(capsys, config, *common)
+        assert status == 2 and err.startswith(start) and err.strip().endswith(end), err
+        assert len(err.strip().splitlines()) == 1 and not out.exists(), err
+
+
 def _cli(*argv, timeout=300, **kw):
     return subprocess.run([sys.executable, TOOL, *argv], capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, OMP_NUM_THREADS="1"), **kw)
