@@ -12,7 +12,10 @@ For each model, in this one process, one after the other:
    ``YOLOXTestResize`` and square padding, RT-DETR's fixed ``Resize`` (and its precomputed
    anchor size), Detectron2's ``ResizeShortestEdge`` (short edge ``S``) are overridden when the
    config tests at another size (the ``test resize`` column says what ran);
-2. the model is built with random weights (seed 0; the graphs need no training), saved as a
+2. the model is built with the parity check's seeded random weights (seed 0; the graphs need no
+   training): :func:`sod2.export.parity.random_model` with the score heads scaled by their
+   fan-in and :func:`~sod2.export.parity.calibrate_batchnorm_` on the input, so that the model
+   detects and both sides time their post-processing (NMS, caps) too; saved as a
    checkpoint, and exported with ``tools/export_model.py`` (fixed input size unless
    ``--dynamic``) from that checkpoint, so both sides run the same weights;
 3. both run the same test-mapper input (batch 1), post-processing to the original size included:
@@ -249,6 +252,7 @@ def bench_model(name: str, args, workdir: str, image: str, threads: int) -> dict
     from detectron2.config import instantiate
 
     from sod2.engine.lazy_train import load_config
+    from sod2.export.parity import SCORE_HEADS, calibrate_batchnorm_, random_model
     from sod2.inference import OnnxModel
 
     label, config = _resolve(name)
@@ -257,8 +261,15 @@ def bench_model(name: str, args, workdir: str, image: str, threads: int) -> dict
     os.makedirs(folder, exist_ok=True)
     ckpt = os.path.join(folder, "random_init.pth")
     cfg = load_config(config, size_opts + [f"train.init_checkpoint={ckpt}"], warn=False)
-    torch.manual_seed(0)
-    model = instantiate(cfg.model).eval()
+    mapper = instantiate(cfg.dataloader.test.mapper)
+    mapped = mapper({"file_name": image, "height": args.image_size, "width": args.image_size, "image_id": 0})
+    inputs = [{k: mapped[k] for k in ("image", "height", "width", "resize_ratio") if k in mapped}]
+    # the parity check's seeded weights with BatchNorm statistics set from this input and score heads
+    # scaled by their fan-in: unlike a fresh init (every YOLOX score ~1e-4, below the threshold), the
+    # models detect, so both sides time their post-processing (NMS, the per-image cap) too
+    model = random_model(cfg, seed=0, head_std=None, score_heads=SCORE_HEADS)
+    calibrate_batchnorm_(model, [dict(d) for d in inputs])
+    model.eval()
     torch.save({"model": model.state_dict()}, ckpt)
 
     export_args = ["--config-file", config, "--output", folder, "--sample-image", image, "--allow-random-weights"]
@@ -269,9 +280,6 @@ def bench_model(name: str, args, workdir: str, image: str, threads: int) -> dict
     if _export_tool().main(export_args) != 0:
         raise UserError(f"{label}: tools/export_model.py {' '.join(export_args)} failed (see above)")
 
-    mapper = instantiate(cfg.dataloader.test.mapper)
-    mapped = mapper({"file_name": image, "height": args.image_size, "width": args.image_size, "image_id": 0})
-    inputs = [{k: mapped[k] for k in ("image", "height", "width", "resize_ratio") if k in mapped}]
     h, w = inputs[0]["image"].shape[1:]
 
     torch.set_num_threads(threads)
@@ -309,7 +317,7 @@ def run(args) -> ResultTable:
     for name in args.models:
         _resolve(name)
     header = environment_line(torch_intra_op=threads, onnxruntime_intra_op=threads) + \
-        f"; batch 1, {args.image_size}x{args.image_size} noise image, random weights, " \
+        f"; batch 1, {args.image_size}x{args.image_size} noise image, seeded random weights (BatchNorm statistics from the input), " \
         f"{'dynamic' if args.dynamic else 'fixed'}-size export; median ± IQR of {args.iters} calls after " \
         f"{args.warmup} warm-up calls"
     table = ResultTable(COLUMNS, header=header)
