@@ -25,7 +25,11 @@ For each model, in this one process, one after the other:
    ``--threads`` (default: the usable cores);
 4. ``--warmup`` untimed calls, then ``--iters`` timed calls each (:func:`sod2.utils.benchmark.
    time_callable`): median and interquartile range in ms, and the ratio eager / runtime of the
-   medians (> 1: the exported graph is faster).
+   medians (> 1: the exported graph is faster);
+5. with ``--int8 DATASET``, an INT8 copy of each export (:func:`sod2.export.quantize.quantize_export`,
+   the static quantization of ``tools/quantize_model.py``, calibrated on ``--int8-images`` images of
+   the registered dataset) timed the same way (its speed only: the random weights' accuracy says
+   nothing; README "INT8 quantization" measures the trained demo model's AP).
 
 Models (``--models``; names or config files): yolox_s, yolox_s_fgprobe, rtdetr_r18vd, rtdetr_r50vd,
 faster_rcnn_r50_fpn, cfinet_r50 (default: all six). ``yolox_s_fgprobe`` is
@@ -66,7 +70,7 @@ MODELS = {  # name: (row label, config file relative to the repository)
 }
 
 COLUMNS = ["model", "config", "test resize", "input (HxW)", "eager (ms)", "ONNX Runtime (ms)",
-           "eager / ORT", "OpenVINO (ms)", "detections eager / ORT"]
+           "eager / ORT", "ORT INT8 (ms, eager / INT8)", "OpenVINO (ms)", "detections eager / ORT"]
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -80,6 +84,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="untimed calls before them (default 3)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch and ONNX Runtime intra-op threads (default: the usable cores)")
+    p.add_argument("--int8", default=None, metavar="DATASET",
+                   help="also time an INT8 copy of each export (tools/quantize_model.py's static quantization, "
+                        "calibrated on --int8-images images of this registered dataset)")
+    p.add_argument("--int8-images", type=int, default=16, metavar="N", help="calibration images for --int8 (default 16)")
     p.add_argument("--dynamic", action="store_true", help="export with dynamic height/width (default: fixed size)")
     p.add_argument("--output", default=None, metavar="FILE", help="also write the Markdown table here")
     p.add_argument("--workdir", default=None, metavar="DIR",
@@ -232,9 +240,11 @@ def _resolve(name: str):
 def _noise_image(folder: str, size: int) -> str:
     import cv2
 
+    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"noise_{size}.png")
-    if not os.path.isfile(path):
-        cv2.imwrite(path, np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8))
+    if not os.path.isfile(path) and not cv2.imwrite(path, np.random.default_rng(0).integers(0, 256, (size, size, 3),
+                                                                                           dtype=np.uint8)):
+        raise UserError(f"--workdir: cannot write {path}")
     return path
 
 
@@ -289,6 +299,16 @@ def bench_model(name: str, args, workdir: str, image: str, threads: int) -> dict
     onnx = OnnxModel(os.path.join(folder, "model.onnx"), session_options=_ort_session_options(threads))
     n_ort = _count(onnx(inputs), "ONNX Runtime", label)
     ort_t = time_callable(lambda: onnx(inputs), iters=args.iters, warmup=args.warmup)
+    int8 = "-"
+    if args.int8:
+        from sod2.export.quantize import quantize_export
+
+        quantize_export(os.path.join(folder, "model.onnx"), args.int8, os.path.join(folder, "int8"),
+                        num_images=args.int8_images)
+        q_model = OnnxModel(os.path.join(folder, "int8", "model.onnx"), session_options=_ort_session_options(threads))
+        _count(q_model(inputs), "ONNX Runtime INT8", label)
+        q_t = time_callable(lambda: q_model(inputs), iters=args.iters, warmup=args.warmup)
+        int8 = f"{_ms(q_t)} ({eager.median / q_t.median:.2f}x)"
     openvino = "not installed"
     if _openvino_available():
         ov_model = OpenVINOModel(onnx, threads)
@@ -296,7 +316,7 @@ def bench_model(name: str, args, workdir: str, image: str, threads: int) -> dict
         ov_t = time_callable(lambda: ov_model(inputs), iters=args.iters, warmup=args.warmup)
         openvino = f"{_ms(ov_t)} ({eager.median / ov_t.median:.2f}x)"
     row = dict(label=label, config=os.path.relpath(os.path.abspath(config), ROOT), resize=resize,
-               input=f"{h}x{w}", eager=eager, ort=ort_t, openvino=openvino, detections=(n_eager, n_ort))
+               input=f"{h}x{w}", eager=eager, ort=ort_t, int8=int8, openvino=openvino, detections=(n_eager, n_ort))
     logger.info("%s: eager %.1f ms, ORT %.1f ms", label, 1e3 * eager.median, 1e3 * ort_t.median)
     return row
 
@@ -327,7 +347,7 @@ def run(args) -> ResultTable:
         for name in args.models:
             r = bench_model(name, args, workdir, image, threads)
             table.add_row([r["label"], f"`{r['config']}`", r["resize"], r["input"], _ms(r["eager"]), _ms(r["ort"]),
-                           f"{r['eager'].median / r['ort'].median:.2f}x", r["openvino"],
+                           f"{r['eager'].median / r['ort'].median:.2f}x", r["int8"], r["openvino"],
                            "%d / %d" % r["detections"]])
     return table
 
