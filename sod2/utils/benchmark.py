@@ -17,7 +17,11 @@ What sod2's benchmark tools share: one timer and one result-table writer.
   NumPy's default ``percentile``), plus min and max.
 * :class:`ResultTable` writes a Markdown table: an optional header line (the machine and library
   versions: :func:`environment_line`), a blank line, the table. :meth:`ResultTable.write` prints it
-  and writes it to a file atomically (no half-written file on an error).
+  and writes it to a file atomically (no half-written file on an error); :func:`write_tables`
+  does the same for a report of several tables (one blank line between them).
+* :func:`ratio` formats ``b / a`` as ``"1.23x"`` (``"-"`` without a baseline); :func:`peak_rss_mb`
+  is the process's peak resident set so far; :func:`run_report` is the top level of a benchmark
+  tool (tables on stdout and ``--output``; a :class:`~sod2.errors.UserError` is one line, exit 2).
 """
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ from typing import Callable, List, Optional, Sequence
 
 from ..errors import UserError
 
-__all__ = ["Timing", "time_callable", "ResultTable", "environment_line", "cpu_count", "percentile"]
+__all__ = ["Timing", "time_callable", "ResultTable", "environment_line", "cpu_count", "percentile", "ratio",
+           "peak_rss_mb", "write_tables", "run_report"]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -185,12 +190,54 @@ class ResultTable:
     def write(self, path: Optional[str] = None, stream=None) -> str:
         """Print the table to ``stream`` (default stdout) and, when ``path`` is given, write it
         there atomically (temporary name, then rename). Returns the text."""
-        from ..data.io import atomic_write_text
+        return write_tables([self], path, stream)
 
-        text = self.to_markdown()
-        (stream or sys.stdout).write(text)
-        if path:
-            folder = os.path.dirname(os.path.abspath(path))
-            os.makedirs(folder, exist_ok=True)
-            atomic_write_text(text, path)
-        return text
+
+def write_tables(tables: Sequence[ResultTable], path: Optional[str] = None, stream=None) -> str:
+    """Print the tables' Markdown, one blank line between two tables, to ``stream`` (default
+    stdout) and, when ``path`` is given, write the same text there atomically. Returns the text."""
+    from ..data.io import atomic_write_text
+
+    text = "\n".join(t.to_markdown() for t in tables)
+    (stream or sys.stdout).write(text)
+    if path:
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        atomic_write_text(text, path)
+    return text
+
+
+def ratio(b: Optional[float], a: Optional[float]) -> str:
+    """``b / a`` as ``"1.23x"``; ``"-"`` when ``a`` is 0 or None or ``b`` is None.
+
+    Raises:
+        ValueError: ``a`` or ``b`` is not finite (a broken measurement is never a ratio).
+    """
+    if a is None or b is None or a == 0:
+        return "-"
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise ValueError(f"ratio of non-finite measurements {b!r} / {a!r}")
+    return f"{b / a:.2f}x"
+
+
+def peak_rss_mb() -> float:
+    """The peak resident set size of this process so far, in MiB (``getrusage``'s ``ru_maxrss``:
+    KiB on Linux, bytes on macOS)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024
+
+
+def run_report(build: Callable[[object], Sequence[ResultTable]], args) -> int:
+    """The top level of a benchmark tool: ``build(args)`` gives the report's tables, which go to
+    stdout and to ``args.output`` when set (atomically). A :class:`~sod2.errors.UserError` is one
+    line ``error: <message>`` on stderr, nothing written, and the exit status 2. Returns the exit
+    status."""
+    try:
+        tables = build(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    write_tables(tables, getattr(args, "output", None))
+    return 0
