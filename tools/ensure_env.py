@@ -9,7 +9,7 @@ Make sure the Python environment can run sod2 (used by `make demo` and `make tes
    missing pure-Python requirements and compiles the evaluation kernel) unless this
    checkout is already the installed one and its kernel is up to date;
 3. the test dependency SAHI (the sliced-inference equivalence tests and
-   `tools/benchmark.py sliced` compare with it) is installed at the tested version with
+   `tools/benchmark_sliced.py` compare with it) is installed at the tested version with
    `pip install --no-deps` (its own requirements would not change torch, but could add a
    second OpenCV distribution), plus those of its light requirements that are missing;
    if that fails, a warning names the command and the SAHI tests are skipped;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA check in one go (`make gpu-check`): the tests marked `cuda` (tests/gpu: the adaptive
 # conv's CUDA kernel against its CPU path, a training step in fp32 and AMP and inference of
-# every method's config, the trainer end to end with AMP), then tools/benchmark.py on the CUDA
+# every method's config, the trainer end to end with AMP), then tools/benchmark_{models,consistency}.py on the CUDA
 # device, then the exported models under ONNX Runtime's CUDA and TensorRT execution providers
 # (tools/check_export_parity.py: YOLOX-S, RT-DETR-R18vd and Faster R-CNN R50-FPN at 640 px,
 # seeded random weights, PyTorch on CUDA as the reference; needs the onnxruntime-gpu package,
@@ -78,21 +78,21 @@ TESTS_LINE="$(grep -E '^=+ .*(passed|failed|error|skipped).* in [0-9.]+s' "$OUT/
 # benchmarks on CUDA: each model in a fresh process, random 800x800 images, train step and latency
 SRTOD=configs/srtod/faster_rcnn_srtod_R50_fpn_visdrone_1x.py
 # A: the plain twin; B: the method (README cost tables: B / A)
-step bench-cfinet 300 "$PYTHON" tools/benchmark.py models \
+step bench-cfinet 300 "$PYTHON" tools/benchmark_models.py \
     --config-a configs/cfinet/cfinet-plain_R50_fpn_visdrone_1x.py --config-b configs/cfinet/cfinet_R50_fpn_visdrone_1x.py \
     --image-size 800 800 --iters "$ITERS" --warmup "$WARMUP" --output "$OUT/bench-cfinet.md" \
     --opts-a train.device=cuda --opts-b train.device=cuda
-step bench-srtod 300 "$PYTHON" tools/benchmark.py models --config-a "$SRTOD" --config-b "$SRTOD" \
+step bench-srtod 300 "$PYTHON" tools/benchmark_models.py --config-a "$SRTOD" --config-b "$SRTOD" \
     --image-size 800 800 --iters "$ITERS" --warmup "$WARMUP" --output "$OUT/bench-srtod.md" \
     --opts-a train.device=cuda model.backbone.enabled=False --opts-b train.device=cuda
-step bench-srtod-light 300 "$PYTHON" tools/benchmark.py models --config-a "$SRTOD" \
+step bench-srtod-light 300 "$PYTHON" tools/benchmark_models.py --config-a "$SRTOD" \
     --config-b configs/srtod/faster_rcnn_srtod-light_R50_fpn_visdrone_1x.py \
     --image-size 800 800 --iters "$ITERS" --warmup "$WARMUP" --output "$OUT/bench-srtod-light.md" \
     --opts-a train.device=cuda model.backbone.enabled=False --opts-b train.device=cuda
 # SR-TOD's sampled inference against the full reconstruction on CUDA (same weights, the
 # repository's real HIT-UAV images; threshold 0.3 so that random weights give a sparse map)
-step consistency-srtod 300 env SOD2_DATASETS="$(pwd)/tests/fixtures/hituav-subset" "$PYTHON" tools/benchmark.py \
-    consistency --config configs/srtod/faster_rcnn_srtod_R18s_fpn_hituav_cpu.py --dataset hituav_val \
+step consistency-srtod 300 env SOD2_DATASETS="$(pwd)/tests/fixtures/hituav-subset" "$PYTHON" tools/benchmark_consistency.py \
+    --config configs/srtod/faster_rcnn_srtod_R18s_fpn_hituav_cpu.py --dataset hituav_val \
     --max-images 17 --output "$OUT/consistency-srtod.md" \
     --opts-a train.device=cuda model.backbone.threshold.init=0.3 \
     --opts-b train.device=cuda model.backbone.threshold.init=0.3 model.backbone.sampled_inference=False
