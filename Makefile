@@ -33,7 +33,7 @@ gpu-check: env
 # scratch on the embedded dataset the same way (2 CPU cores, < 20 min); prints both tables.
 cfinet-demo: env
 	$(PYTHON) tools/compare_configs.py --output-dir output/cfinet_demo --names "Faster R-CNN" CFINet \
-		--configs configs/cfinet/cfinet-plain_R18s_fpn_synthetic.py configs/cfinet/cfinet_R18s_fpn_synthetic.py
+		--configs configs/cfinet/cfinet_plain_R18s_fpn_synthetic.py configs/cfinet/cfinet_R18s_fpn_synthetic.py
 
 # Faster R-CNN with SR-TOD next to the same detector without it (one override), both trained
 # from scratch on the embedded dataset the same way (2 CPU cores, ~18 min); prints both tables.
@@ -46,10 +46,10 @@ srtod-demo: env
 # from scratch on the embedded dataset the same way (2 CPU cores, < 20 min); prints both tables.
 fgprobe-demo: env
 	$(PYTHON) tools/compare_configs.py --output-dir output/fgprobe_demo --names YOLOX "YOLOX + FG-Probe" \
-		--configs configs/fgprobe/fgprobe-plain_yolox_tiny_p2_synthetic.py configs/fgprobe/fgprobe_yolox_tiny_p2_synthetic.py
+		--configs configs/fgprobe/fgprobe_plain_yolox_tiny_p2_synthetic.py configs/fgprobe/fgprobe_yolox_tiny_p2_synthetic.py
 
 # RT-DETR with Better Sampling (ST + SR + SPR) next to the same RT-DETR without it, both trained
 # from scratch on the embedded dataset the same way (2 CPU cores, < 25 min); prints both tables.
 bsdetr-demo: env
 	$(PYTHON) tools/compare_configs.py --output-dir output/bsdetr_demo --names RT-DETR "RT-DETR + Better Sampling" \
-		--configs configs/bsdetr/bsdetr-plain_r18s_synthetic.py configs/bsdetr/bsdetr_r18s_synthetic.py
+		--configs configs/bsdetr/bsdetr_plain_r18s_synthetic.py configs/bsdetr/bsdetr_r18s_synthetic.py

@@ -37,6 +37,37 @@ def test_configs_found_without_pkg_resources():
         get_config_file("nope/missing.py")
 
 
+def test_config_names_are_importable_and_unique():
+    """No config file name contains '-' (each config can be imported as a module, e.g. by its
+    method twin), and no two configs share a stem: the default output folder is
+    ``./output/<stem>`` (sod2.engine.lazy_train.derive_output_dir), so two configs with one
+    stem would write into the same folder."""
+    dashed = sorted(str(p.relative_to(configs_root())) for p in configs_root().rglob("*.py") if "-" in p.name)
+    assert dashed == [], f"config names with '-': {dashed}"
+    stems = {}
+    for path in CONFIGS:
+        stems.setdefault(Path(path).stem, []).append(path)
+    shared = {s: paths for s, paths in stems.items() if len(paths) > 1}
+    assert shared == {}, f"configs sharing a stem (and so an output folder): {shared}"
+
+
+def test_configs_leave_output_dir_to_their_file_name():
+    """No config sets ``train.output_dir``: each one runs in ``./output/<its own stem>``. A
+    config restating ``./output/<stem>`` would hand that folder to every config that imports
+    it (a child would write into its parent's folder)."""
+    from sod2.engine.lazy_train import load_config, derive_output_dir
+
+    wrong = {}
+    for path in CONFIGS:
+        cfg = load_config(get_config_file(path), warn=False)
+        loaded = cfg.train.output_dir
+        derived = derive_output_dir(cfg, get_config_file(path))
+        want = "./output/" + Path(path).name[:-len(".py")]
+        if loaded != "./output" or derived != want:
+            wrong[path] = f"loads {loaded!r}, runs in {derived!r}, want {want!r}"
+    assert wrong == {}, "\n".join(f"{k}: {v}" for k, v in wrong.items())
+
+
 @pytest.mark.parametrize("path", CONFIGS)
 def test_config_trains_and_infers(path, tmp_path):
     cfg = get_config(path)

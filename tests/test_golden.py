@@ -32,7 +32,7 @@ import torch
 from sod2.config import configs_root
 
 from .golden import golden_runs as G
-from .golden.config_snapshots import compare_to_snapshot, config_files, load_snapshots
+from .golden.config_snapshots import compare_to_snapshot, config_files, current_path, load_snapshots, recorded_stem
 
 pytestmark = pytest.mark.realdata  # reads tests/fixtures (rerun from a copy of the checkout)
 
@@ -45,6 +45,10 @@ SCORE_ATOL = 5e-5
 SNAPSHOT_IGNORED = {
     "train.no_aug.model_attr": "issue 16 item 5: the no-aug tail calls model.set_l1_loss (train.no_aug.l1_loss)",
     "train.no_aug.l1_loss": "issue 16 item 5: replaces train.no_aug.model_attr='use_l1' (same behaviour)",
+    "train.output_dir": "issue 16 item 3: the 96 lines restating ./output/<stem> are gone; LazyConfig.load now "
+                        "gives common/train.py's ./output and derive_output_dir sets ./output/<stem> at run time "
+                        "(tests/test_configs.py checks every config's derived folder)",
+    "dataloader.evaluator.output_dir": "issue 16 item 3: interpolates ${train.output_dir} (see train.output_dir)",
 }
 
 
@@ -93,8 +97,8 @@ def _detection_errors(got: list, want: list):
 
 @pytest.mark.parametrize("stem", list(G.GOLDEN_CONFIGS))
 def test_golden_outputs(stem):
-    want = json.loads((FIXTURES / "golden" / f"{stem}.json").read_text())
-    assert want["config"] == G.GOLDEN_CONFIGS[stem]
+    want = json.loads((FIXTURES / "golden" / f"{recorded_stem(stem)}.json").read_text())
+    assert current_path(want["config"]) == G.GOLDEN_CONFIGS[stem]
     got = G.round_record(G.run_golden(G.build_model(G.GOLDEN_CONFIGS[stem])))
     errors = _loss_errors(got["losses"], want["losses"]) + _detection_errors(got["detections"], want["detections"])
     if errors and got["fill_checksum"] != want["fill_checksum"]:
@@ -109,7 +113,7 @@ def test_golden_detections_are_informative():
     detections per image, with scores that are not all equal, boxes of many sizes and (for the
     R-CNNs, whose boxes come from the proposals) more than one box."""
     for stem in G.GOLDEN_CONFIGS:
-        rec = json.loads((FIXTURES / "golden" / f"{stem}.json").read_text())
+        rec = json.loads((FIXTURES / "golden" / f"{recorded_stem(stem)}.json").read_text())
         assert rec["losses"] and all(_finite(v) for v in rec["losses"].values()), stem
         for d in rec["detections"]:
             assert len(d["scores"]) == G.TOP_K, stem
@@ -135,8 +139,8 @@ def test_golden_fill_is_a_function_of_name_and_shape():
 
 @pytest.mark.parametrize("stem", G.LEGACY_KEY_CONFIGS)
 def test_legacy_keys_unchanged(stem):
-    want = json.loads((FIXTURES / "legacy-keys" / f"{stem}.json").read_text())
-    got = G.state_dict_layout(G.build_model(want["config"]))
+    want = json.loads((FIXTURES / "legacy-keys" / f"{recorded_stem(stem)}.json").read_text())
+    got = G.state_dict_layout(G.build_model(current_path(want["config"])))
     missing, new = sorted(set(want["keys"]) - set(got)), sorted(set(got) - set(want["keys"]))
     changed = sorted(k for k in set(got) & set(want["keys"]) if got[k] != want["keys"][k])
     assert not (missing or new or changed), (
@@ -146,15 +150,17 @@ def test_legacy_keys_unchanged(stem):
 
 def test_config_snapshots_unchanged():
     """Every config resolves to its recorded values (apart from ``SNAPSHOT_IGNORED``), and no
-    config appeared or vanished."""
+    config appeared or vanished (a renamed one is found under its recorded stem through
+    ``CONFIG_RENAMES``)."""
     root = configs_root()
     snaps = load_snapshots()
     files = config_files(root)
-    assert sorted(Path(f).stem for f in files) == sorted(snaps), "configs added or removed since the snapshot"
+    assert sorted(recorded_stem(Path(f).stem) for f in files) == sorted(snaps), \
+        "configs added or removed since the snapshot (a renamed one needs its CONFIG_RENAMES entry)"
     failures = {}
     for rel in files:
-        stem = Path(rel).stem
-        assert snaps[stem]["path"] == rel, f"{stem} moved: {snaps[stem]['path']} -> {rel}"
+        stem = recorded_stem(Path(rel).stem)
+        assert current_path(snaps[stem]["path"]) == rel, f"{stem} moved: {snaps[stem]['path']} -> {rel}"
         diff = compare_to_snapshot(stem, root / rel, ignore_keys=SNAPSHOT_IGNORED)
         if diff:
             failures[rel] = diff[:5]

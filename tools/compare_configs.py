@@ -4,7 +4,7 @@ Train and evaluate several configs the same way, one after the other, and print 
 scale-bucket results side by side (Markdown).
 
     python tools/compare_configs.py \
-        --configs configs/cfinet/cfinet-plain_R18s_fpn_synthetic.py configs/cfinet/cfinet_R18s_fpn_synthetic.py \
+        --configs configs/cfinet/cfinet_plain_R18s_fpn_synthetic.py configs/cfinet/cfinet_R18s_fpn_synthetic.py \
         --names "Faster R-CNN" CFINet --output-dir output/cfinet_vs_plain \
         --opts train.max_iter=400 "lr_multiplier.scheduler.milestones=[300,370]" \
                lr_multiplier.scheduler.num_updates=400

@@ -79,14 +79,14 @@ TESTS_LINE="$(grep -E '^=+ .*(passed|failed|error|skipped).* in [0-9.]+s' "$OUT/
 SRTOD=configs/srtod/faster_rcnn_srtod_R50_fpn_visdrone_1x.py
 # A: the plain twin; B: the method (README cost tables: B / A)
 step bench-cfinet 300 "$PYTHON" tools/benchmark_models.py \
-    --config-a configs/cfinet/cfinet-plain_R50_fpn_visdrone_1x.py --config-b configs/cfinet/cfinet_R50_fpn_visdrone_1x.py \
+    --config-a configs/cfinet/cfinet_plain_R50_fpn_visdrone_1x.py --config-b configs/cfinet/cfinet_R50_fpn_visdrone_1x.py \
     --image-size 800 800 --iters "$ITERS" --warmup "$WARMUP" --output "$OUT/bench-cfinet.md" \
     --opts-a train.device=cuda --opts-b train.device=cuda
 step bench-srtod 300 "$PYTHON" tools/benchmark_models.py --config-a "$SRTOD" --config-b "$SRTOD" \
     --image-size 800 800 --iters "$ITERS" --warmup "$WARMUP" --output "$OUT/bench-srtod.md" \
     --opts-a train.device=cuda model.backbone.enabled=False --opts-b train.device=cuda
 step bench-srtod-light 300 "$PYTHON" tools/benchmark_models.py --config-a "$SRTOD" \
-    --config-b configs/srtod/faster_rcnn_srtod-light_R50_fpn_visdrone_1x.py \
+    --config-b configs/srtod/faster_rcnn_srtod_light_R50_fpn_visdrone_1x.py \
     --image-size 800 800 --iters "$ITERS" --warmup "$WARMUP" --output "$OUT/bench-srtod-light.md" \
     --opts-a train.device=cuda model.backbone.enabled=False --opts-b train.device=cuda
 # SR-TOD's sampled inference against the full reconstruction on CUDA (same weights, the

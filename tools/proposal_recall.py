@@ -4,7 +4,7 @@ Class-agnostic proposal recall per size bucket of one or more trained models (CF
 Table 4: AR@300 by SODA-D bucket).
 
     python tools/proposal_recall.py --protocol sodad \
-        --model RPN configs/cfinet/cfinet-plain_R18s_fpn_synthetic.py output/plain/model_final.pth \
+        --model RPN configs/cfinet/cfinet_plain_R18s_fpn_synthetic.py output/plain/model_final.pth \
         --model CRPN configs/cfinet/cfinet_R18s_fpn_synthetic.py output/cfinet/model_final.pth
 
 Each model is evaluated on its config's test dataset (or --dataset) with its test-time

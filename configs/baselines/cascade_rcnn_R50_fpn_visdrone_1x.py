@@ -4,4 +4,3 @@ from ..common.models.cascade_rcnn_fpn_p2 import model
 from .faster_rcnn_R50_fpn_visdrone_1x import dataloader, lr_multiplier, optimizer, train
 
 model.roi_heads.num_classes = 10
-train.output_dir = "./output/cascade_rcnn_R50_fpn_visdrone_1x"

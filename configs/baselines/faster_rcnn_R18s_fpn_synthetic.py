@@ -17,6 +17,5 @@ model.proposal_generator.post_nms_topk = (300, 1000)
 train.max_iter = 600
 train.eval_period = 600
 train.checkpointer.period = 300
-train.output_dir = "./output/faster_rcnn_R18s_fpn_synthetic"
 optimizer.lr = 0.02
 lr_multiplier = step_schedule(train.max_iter, steps=[450, 560], warmup_iters=100)

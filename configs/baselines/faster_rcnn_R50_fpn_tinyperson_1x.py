@@ -10,7 +10,6 @@ model.roi_heads.num_classes = 1
 dataloader.train.total_batch_size = 8
 optimizer.lr = 0.01
 train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
-train.output_dir = "./output/faster_rcnn_R50_fpn_tinyperson_1x"
 iters_per_epoch = NUM_TRAIN_IMAGES // dataloader.train.total_batch_size
 lr_multiplier = epoch_schedule(12, [8, 11], iters_per_epoch)
 train.max_iter = 12 * iters_per_epoch

@@ -10,7 +10,6 @@ model.roi_heads.num_classes = 3
 dataloader.train.total_batch_size = 8
 optimizer.lr = 0.01
 train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
-train.output_dir = "./output/faster_rcnn_R50_fpn_uavdt_1x"
 # 12 epochs: set train.max_iter (and the steps at 8/12 and 11/12 of it) from the number
 # of training images of your split; 90k iterations at batch 8 by default
 train.max_iter = 90000

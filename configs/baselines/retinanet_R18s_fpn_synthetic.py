@@ -14,4 +14,3 @@ model.head.input_shape = [L(ShapeSpec)(channels=64)] * 5
 model.head.conv_dims = [64, 64]
 model.num_classes = 3
 optimizer.lr = 0.01
-train.output_dir = "./output/retinanet_R18s_fpn_synthetic"

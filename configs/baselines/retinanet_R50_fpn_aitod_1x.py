@@ -4,4 +4,3 @@ from ..common.models.retinanet_fpn_p3 import model
 from .faster_rcnn_R50_fpn_aitod_1x import dataloader, lr_multiplier, optimizer, train
 
 model.num_classes = 8
-train.output_dir = "./output/retinanet_R50_fpn_aitod_1x"

@@ -1,6 +1,6 @@
 """Better Sampling (ST + SR + SPR) on a small RT-DETR trained from scratch on the embedded
 synthetic dataset on a CPU (``make bsdetr-demo`` trains it next to its plain twin
-``bsdetr-plain_r18s_synthetic.py``: RT-DETR with everything else the same).
+``bsdetr_plain_r18s_synthetic.py``: RT-DETR with everything else the same).
 
 Model: ResNet-18-vd at half width (``widths`` 32-64-128-256: deep stem, average-pool
 shortcuts, BatchNorm that learns, nothing frozen); encoder and decoder 128 wide (FFN 512, 8 heads), 3 decoder layers,
@@ -12,8 +12,8 @@ times). Optimiser: AdamW lr 4e-4 for every part (from scratch: no slower backbon
 clipping 0.1, 50-iteration linear warm-up, VFL alpha 0.5 gamma 1.5 (the paper's), EMA
 (ramp 200), batch 8, 6 epochs (360 iterations). Evaluation: sod2_synthetic_val, AI-TOD buckets.
 
-Ablation rows (everything else shared): ``bsdetr-plain_...`` (none), ``bsdetr-sr_...`` (SR),
-``bsdetr-spr_...`` (SPR), ``bsdetr-st-sr_...`` (ST+SR), this file (ST+SR+SPR)."""
+Ablation rows (everything else shared): ``bsdetr_plain_...`` (none), ``bsdetr_sr_...`` (SR),
+``bsdetr_spr_...`` (SPR), ``bsdetr_st_sr_...`` (ST+SR), this file (ST+SR+SPR)."""
 from ..common.data.synthetic import NUM_TRAIN_IMAGES, dataloader
 from ..common.models.bsdetr import with_better_sampling
 from ..common.models.rtdetr import model, rtdetr_depth, rtdetr_eval_size
@@ -46,4 +46,3 @@ lr_multiplier = rtdetr_recipe(dataloader, train, optimizer, epochs=EPOCHS, iters
 train.max_iter = EPOCHS * ITERS_PER_EPOCH
 train.eval_period = train.max_iter
 train.checkpointer.period = train.max_iter
-train.output_dir = "./output/bsdetr_r18s_synthetic"

@@ -9,8 +9,8 @@ Weights: the reference's COCO RT-DETR-R18vd checkpoint converted to sod2's names
 ``./weights/rtdetr_r18vd_6x_coco_sod2.pth`` (its 80-class score heads and denoising embedding do
 not fit the 4 classes and are skipped at loading).
 
-Ablation rows (everything else shared): ``bsdetr-plain_r18vd_hituav.py`` (none),
-``bsdetr-sr_...`` (SR), ``bsdetr-spr_...`` (SPR), ``bsdetr-st-sr_...`` (ST+SR), this file
+Ablation rows (everything else shared): ``bsdetr_plain_r18vd_hituav.py`` (none),
+``bsdetr_sr_...`` (SR), ``bsdetr_spr_...`` (SPR), ``bsdetr_st_sr_...`` (ST+SR), this file
 (ST+SR+SPR). R50-vd instead: ``rtdetr_depth(model, "r50")`` and its COCO weights (the etas of
 SPR follow the decoder depth when ``with_better_sampling`` runs after ``rtdetr_depth``)."""
 from ..common.data.hituav import NUM_TRAIN_IMAGES, dataloader
@@ -34,4 +34,3 @@ train.init_checkpoint = "./weights/rtdetr_r18vd_6x_coco_sod2.pth"
 train.max_iter = EPOCHS * ITERS_PER_EPOCH
 train.eval_period = 8 * ITERS_PER_EPOCH
 train.checkpointer.period = 8 * ITERS_PER_EPOCH
-train.output_dir = "./output/bsdetr_r18vd_hituav"

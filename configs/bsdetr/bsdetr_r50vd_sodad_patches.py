@@ -11,8 +11,8 @@ number of training patches ``tools/split_images.py`` prints.
 Weights: the ImageNet ResNet50-vd (SSLD v2) backbone, converted to sod2's names, at
 ``./weights/ResNet50_vd_ssld_v2_pretrained_sod2.pth`` (see ``bsdetr_r50vd_visdrone.py``).
 
-Ablation rows (Table 3 settings; everything else shared): ``bsdetr-plain_r50vd_sodad_patches.py``
-(none), ``bsdetr-sr_...`` (SR), ``bsdetr-spr_...`` (SPR), ``bsdetr-st-sr_...`` (ST+SR), this
+Ablation rows (Table 3 settings; everything else shared): ``bsdetr_plain_r50vd_sodad_patches.py``
+(none), ``bsdetr_sr_...`` (SR), ``bsdetr_spr_...`` (SPR), ``bsdetr_st_sr_...`` (ST+SR), this
 file (ST+SR+SPR)."""
 from ..common.data.sodad_patches import dataloader
 from ..common.models.bsdetr import with_better_sampling
@@ -39,4 +39,3 @@ train.init_checkpoint = "./weights/ResNet50_vd_ssld_v2_pretrained_sod2.pth"
 train.max_iter = EPOCHS * ITERS_PER_EPOCH
 train.eval_period = 12 * ITERS_PER_EPOCH
 train.checkpointer.period = 6 * ITERS_PER_EPOCH
-train.output_dir = "./output/bsdetr_r50vd_sodad_patches"

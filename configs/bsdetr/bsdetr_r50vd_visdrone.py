@@ -11,8 +11,8 @@ reference's ``ResNet50_vd_ssld_v2_pretrained_from_paddle.pth`` keys) at
 ``./weights/ResNet50_vd_ssld_v2_pretrained_sod2.pth``.
 
 Ablation rows (Table 3; everything else shared, the VFL alpha/gamma included):
-``bsdetr-plain_r50vd_visdrone.py`` (none), ``bsdetr-sr_...`` (SR), ``bsdetr-spr_...`` (SPR),
-``bsdetr-st-sr_...`` (ST+SR), this file (ST+SR+SPR). The same as overrides:
+``bsdetr_plain_r50vd_visdrone.py`` (none), ``bsdetr_sr_...`` (SR), ``bsdetr_spr_...`` (SPR),
+``bsdetr_st_sr_...`` (ST+SR), this file (ST+SR+SPR). The same as overrides:
 ``model.criterion.class_target=null`` (ST off), ``model.criterion.reweighting=null`` (SR off),
 ``model.criterion.point_refinement=null`` (SPR off)."""
 from ..common.data.visdrone import NUM_TRAIN_IMAGES, dataloader
@@ -36,4 +36,3 @@ train.init_checkpoint = "./weights/ResNet50_vd_ssld_v2_pretrained_sod2.pth"
 train.max_iter = EPOCHS * ITERS_PER_EPOCH
 train.eval_period = 6 * ITERS_PER_EPOCH
 train.checkpointer.period = 6 * ITERS_PER_EPOCH
-train.output_dir = "./output/bsdetr_r50vd_visdrone"

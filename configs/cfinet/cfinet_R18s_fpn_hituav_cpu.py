@@ -6,7 +6,6 @@ from ..common.schedules import step_schedule
 from .cfinet_R18s_fpn_synthetic import model, optimizer, train
 
 model.roi_heads.num_classes = 4
-train.output_dir = "./output/cfinet_R18s_fpn_hituav_cpu"
 train.max_iter = 300
 train.eval_period = 300
 train.checkpointer.period = 300

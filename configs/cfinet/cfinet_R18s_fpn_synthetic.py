@@ -16,7 +16,6 @@ model.roi_heads.imitation.embed.num_groups = 8  # GroupNorm over 8 channels, as 
 # 200) the CRPN regression loss is ~50x larger on these dense 256 px images than on SODA-D's
 # 1200 px patches, and training at 0.02 diverged after ~90 iterations
 optimizer.lr = 0.01
-train.output_dir = "./output/cfinet_R18s_fpn_synthetic"
 train.max_iter = 400
 train.eval_period = 400
 train.checkpointer.period = 200

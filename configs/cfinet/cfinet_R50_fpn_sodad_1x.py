@@ -15,7 +15,6 @@ set_detections_per_image(model, 100)
 dataloader.train.total_batch_size = 4
 optimizer.lr = 0.01
 train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
-train.output_dir = "./output/cfinet_R50_fpn_sodad_1x"
 # 12 epochs of the training patches (tools/split_images.py prints their number N):
 # train.max_iter = 12 * N // 4 and steps at 8/12 and 11/12 of it
 train.max_iter = 90000

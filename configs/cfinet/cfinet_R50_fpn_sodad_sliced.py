@@ -22,4 +22,3 @@ model = with_slicing(model, size=800, stride=650, batch_size=2, merge="nms", met
 # point one level off inside the wrapper: resolve it first
 dataloader.test.mapper.image_format = dataloader.train.mapper.image_format
 dataloader.test.mapper = L(FillIgnoreMapper)(mapper=dataloader.test.mapper, fill=[0, 0, 0])
-train.output_dir = "./output/cfinet_R50_fpn_sodad_sliced"

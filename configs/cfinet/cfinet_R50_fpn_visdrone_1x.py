@@ -11,7 +11,6 @@ model.roi_heads.num_classes = 10
 dataloader.train.total_batch_size = 4
 optimizer.lr = 0.01
 train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
-train.output_dir = "./output/cfinet_R50_fpn_visdrone_1x"
 iters_per_epoch = NUM_TRAIN_IMAGES // dataloader.train.total_batch_size
 train.max_iter = 12 * iters_per_epoch
 lr_multiplier = epoch_schedule(12, [8, 11], iters_per_epoch, warmup_iters=500, warmup_factor=0.001)

@@ -2,7 +2,7 @@
 2029 training images of 640x512) on HIT-UAV (CC BY 4.0, Suo et al. 2023): 640 px YOLOX
 recipe, 640 px test, K = 500, SGD lr 0.01 at batch 8, 100 epochs, from the official COCO
 YOLOX-S weights (``python tools/convert_weights.py yolox yolox_s.pth weights/yolox_s_sod2.pth``).
-Plain twin: ``fgprobe-plain_yolox_s_p2_hituav.py``."""
+Plain twin: ``fgprobe_plain_yolox_s_p2_hituav.py``."""
 from ..common.data.hituav import NUM_TRAIN_IMAGES, dataloader
 from ..common.models.fgprobe import with_fgprobe
 from ..common.models.yolox import model, yolox_size
@@ -25,4 +25,3 @@ train.init_checkpoint = "./weights/yolox_s_sod2.pth"
 train.max_iter = EPOCHS * ITERS_PER_EPOCH
 train.eval_period = 10 * ITERS_PER_EPOCH
 train.checkpointer.period = 10 * ITERS_PER_EPOCH
-train.output_dir = "./output/fgprobe_yolox_s_p2_hituav"

@@ -3,7 +3,7 @@ Suo et al. 2023) within a CPU budget: trained from scratch on the first 200 imag
 val split, evaluated on its other 90 (AI-TOD buckets), at 512 px (YOLOX recipe: Mosaic + affine
 0.5-1.5, HSV, flips, multi-scale 448-576, EMA, warm-up + cosine, L1 in the last epochs), batch
 4, 4 epochs (200 iterations). Shows the chain works on real data, not converged accuracy.
-Plain twin: ``fgprobe-plain_yolox_tiny_p2_hituav_cpu.py``."""
+Plain twin: ``fgprobe_plain_yolox_tiny_p2_hituav_cpu.py``."""
 from ..common.data.hituav_cpu import NUM_TRAIN_IMAGES, dataloader
 from ..common.models.fgprobe import with_fgprobe
 from ..common.models.yolox import model, yolox_size
@@ -27,4 +27,3 @@ optimizer.lr = 0.01
 train.max_iter = EPOCHS * ITERS_PER_EPOCH
 train.eval_period = train.max_iter
 train.checkpointer.period = train.max_iter
-train.output_dir = "./output/fgprobe_yolox_tiny_p2_hituav_cpu"

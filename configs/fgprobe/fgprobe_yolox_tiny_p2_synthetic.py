@@ -4,7 +4,7 @@ with scale 0.5-1.5 as YOLOX-Tiny, no MixUp, HSV, flips, multi-scale 192-320, EMA
 warm-up for 1 epoch, cosine, the last 3 epochs without Mosaic and with the L1 loss), SGD lr
 0.02 at batch 8, 6 epochs of the 480 training images (360 iterations, ~7 min on 2 cores);
 K = 100 tokens (the images hold ~20-60 objects). ``make fgprobe-demo`` trains it next to its
-plain twin ``fgprobe-plain_yolox_tiny_p2_synthetic.py`` (= ``model.head.probe=None``)."""
+plain twin ``fgprobe_plain_yolox_tiny_p2_synthetic.py`` (= ``model.head.probe=None``)."""
 from ..common.data.synthetic import NUM_TRAIN_IMAGES, dataloader
 from ..common.models.fgprobe import with_fgprobe
 from ..common.models.yolox import model, yolox_size
@@ -32,4 +32,3 @@ optimizer.lr = 0.02
 train.max_iter = EPOCHS * ITERS_PER_EPOCH
 train.eval_period = train.max_iter
 train.checkpointer.period = train.max_iter
-train.output_dir = "./output/fgprobe_yolox_tiny_p2_synthetic"

@@ -3,7 +3,7 @@ ESOD), everything else as ``fgprobe_yolox_x_p2_visdrone.py`` (960 px YOLOX recip
 batch 8, 100 epochs, converted COCO YOLOX-X weights). UAVDT has 3 classes (car, truck, bus).
 Set ``NUM_TRAIN_IMAGES`` (the frames of the 30 training sequences on disk) through
 ``train.max_iter`` / the schedule when your copy differs. Plain twin:
-``fgprobe-plain_yolox_x_p2_uavdt.py``."""
+``fgprobe_plain_yolox_x_p2_uavdt.py``."""
 from ..common.data.uavdt import dataloader
 from ..common.models.fgprobe import with_fgprobe
 from ..common.models.yolox import model, yolox_size
@@ -27,4 +27,3 @@ train.init_checkpoint = "./weights/yolox_x_sod2.pth"
 train.max_iter = EPOCHS * ITERS_PER_EPOCH
 train.eval_period = 10 * ITERS_PER_EPOCH
 train.checkpointer.period = 10 * ITERS_PER_EPOCH
-train.output_dir = "./output/fgprobe_yolox_x_p2_uavdt"

@@ -4,7 +4,7 @@ MixUp, affine, HSV, multi-scale 800-1120, EMA, L1 in the last epochs), 1504 px t
 0.01 at batch 8, 100 epochs, from the official COCO YOLOX-X weights converted to sod2's names:
     python tools/convert_weights.py yolox yolox_x.pth weights/yolox_x_sod2.pth
 (yolox_x.pth from the official YOLOX release page; the 80-class prediction layers are skipped
-at loading). Plain twin: ``fgprobe-plain_yolox_x_p2_visdrone.py`` (= ``model.head.probe=None``).
+at loading). Plain twin: ``fgprobe_plain_yolox_x_p2_visdrone.py`` (= ``model.head.probe=None``).
 Ablations: ``model.head.probe.num_tokens=100|300|700``, ``model.head.probe.gate=0.3|0.5|0.7``."""
 from ..common.data.visdrone import NUM_TRAIN_IMAGES, dataloader
 from ..common.models.fgprobe import with_fgprobe
@@ -29,4 +29,3 @@ train.init_checkpoint = "./weights/yolox_x_sod2.pth"
 train.max_iter = EPOCHS * ITERS_PER_EPOCH
 train.eval_period = 10 * ITERS_PER_EPOCH
 train.checkpointer.period = 10 * ITERS_PER_EPOCH
-train.output_dir = "./output/fgprobe_yolox_x_p2_visdrone"

@@ -12,4 +12,3 @@ optimizer.params.lr_factor_func.factors = {"backbone.": 0.01}
 optimizer.params.weight_decay_norm = None  # the optimizer's weight decay everywhere
 optimizer.params.overrides = None
 train.init_checkpoint = "./weights/ResNet101_vd_ssld_pretrained_sod2.pth"
-train.output_dir = "./output/rtdetr_r101vd_coco"

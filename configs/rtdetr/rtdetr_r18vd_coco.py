@@ -8,4 +8,3 @@ from .rtdetr_r50vd_coco import dataloader, lr_multiplier, model, optimizer, trai
 rtdetr_depth(model, "r18")
 rtdetr_norm(model, "SyncBN")
 train.init_checkpoint = "./weights/ResNet18_vd_pretrained_sod2.pth"
-train.output_dir = "./output/rtdetr_r18vd_coco"

@@ -35,4 +35,3 @@ train.init_checkpoint = "./weights/ResNet50_vd_ssld_v2_pretrained_sod2.pth"
 train.max_iter = EPOCHS * ITERS_PER_EPOCH
 train.eval_period = ITERS_PER_EPOCH
 train.checkpointer.period = ITERS_PER_EPOCH
-train.output_dir = "./output/rtdetr_r50vd_coco"

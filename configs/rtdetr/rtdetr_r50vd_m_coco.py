@@ -6,4 +6,3 @@ from .rtdetr_r50vd_coco import dataloader, lr_multiplier, model, optimizer, trai
 
 rtdetr_depth(model, "r50_m")
 rtdetr_norm(model, "SyncBN")
-train.output_dir = "./output/rtdetr_r50vd_m_coco"

@@ -13,4 +13,3 @@ model.roi_heads = _cascade.roi_heads
 # the official Cascade R-CNN keeps 2000 training proposals; 100 detections as the Faster twin
 model.proposal_generator.post_nms_topk = (2000, 1000)
 set_detections_per_image(model, 100)
-train.output_dir = "./output/cascade_rcnn_srtod_R50_fpn_droneswarms_20e"

@@ -11,4 +11,3 @@ from .faster_rcnn_srtod_R50_fpn_visdrone_1x import dataloader, lr_multiplier, mo
 _cascade.roi_heads.num_classes = model.roi_heads.num_classes
 model.roi_heads = _cascade.roi_heads
 set_detections_per_image(model, 3000)  # as the official code
-train.output_dir = "./output/cascade_rcnn_srtod_R50_fpn_visdrone_1x"

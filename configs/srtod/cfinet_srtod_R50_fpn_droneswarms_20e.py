@@ -8,5 +8,4 @@ from .faster_rcnn_srtod_R50_fpn_droneswarms_20e import model as _twin
 
 model.roi_heads.num_classes = _twin.roi_heads.num_classes
 with_srtod(model, threshold=_twin.backbone.threshold.init)
-train.output_dir = "./output/cfinet_srtod_R50_fpn_droneswarms_20e"
 imitation_mlp_lr(optimizer)  # Feat2Embed's MLP at 0.05x, as the official code

@@ -10,5 +10,4 @@ from .faster_rcnn_srtod_R50_fpn_visdrone_1x import model as _twin
 model.roi_heads.num_classes = _twin.roi_heads.num_classes
 set_detections_per_image(model, 3000)  # as the SR-TOD twin
 with_srtod(model, threshold=_twin.backbone.threshold.init)
-train.output_dir = "./output/cfinet_srtod_R50_fpn_visdrone_1x"
 imitation_mlp_lr(optimizer)  # Feat2Embed's MLP at 0.05x, as the official code

@@ -8,7 +8,6 @@ from .faster_rcnn_srtod_R18s_fpn_synthetic import model, optimizer, train
 
 model.roi_heads.num_classes = 4
 model.backbone.threshold.init = 8 / 255  # thermal frames: smoother than the synthetic images
-train.output_dir = "./output/faster_rcnn_srtod_R18s_fpn_hituav_cpu"
 train.max_iter = 300
 train.eval_period = 300
 train.checkpointer.period = 300

@@ -5,4 +5,3 @@ from ..common.models.srtod import with_srtod
 from ..baselines.faster_rcnn_R18s_fpn_synthetic import dataloader, lr_multiplier, model, optimizer, train
 
 with_srtod(model, threshold=16 / 255)
-train.output_dir = "./output/faster_rcnn_srtod_R18s_fpn_synthetic"

@@ -21,7 +21,6 @@ with_srtod(model, threshold=3 / 255)
 dataloader.train.total_batch_size = 2
 optimizer.lr = 0.005
 train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
-train.output_dir = "./output/faster_rcnn_srtod_R50_fpn_aitod_1x"
 iters_per_epoch = NUM_TRAIN_IMAGES // dataloader.train.total_batch_size
 train.max_iter = 12 * iters_per_epoch
 lr_multiplier = epoch_schedule(12, [8, 11], iters_per_epoch, warmup_iters=500, warmup_factor=0.001)

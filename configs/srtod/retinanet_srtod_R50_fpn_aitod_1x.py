@@ -11,4 +11,3 @@ model.num_classes = _twin.roi_heads.num_classes
 # the official RetinaNet: 3000 candidates per level before NMS, 3000 detections
 set_detections_per_image(model, 3000, candidates=3000)
 with_srtod(model, threshold=_twin.backbone.threshold.init)
-train.output_dir = "./output/retinanet_srtod_R50_fpn_aitod_1x"

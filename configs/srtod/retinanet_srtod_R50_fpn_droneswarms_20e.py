@@ -8,4 +8,3 @@ from .faster_rcnn_srtod_R50_fpn_droneswarms_20e import model as _twin
 
 model.num_classes = _twin.roi_heads.num_classes
 with_srtod(model, threshold=_twin.backbone.threshold.init)
-train.output_dir = "./output/retinanet_srtod_R50_fpn_droneswarms_20e"

@@ -4,4 +4,3 @@ from ..common.models.yolox import yolox_size
 from .yolox_s_coco import dataloader, lr_multiplier, model, optimizer, train
 
 yolox_size(model, "l")
-train.output_dir = "./output/yolox_l_coco"

@@ -7,4 +7,3 @@ from .yolox_tiny_coco import dataloader, lr_multiplier, model, optimizer, train
 
 yolox_size(model, "nano")
 dataloader.train.dataset.mosaic_prob = 0.5
-train.output_dir = "./output/yolox_nano_coco"

@@ -30,4 +30,3 @@ optimizer.lr = 0.01  # 0.01 / 64 per image x 64
 train.max_iter = EPOCHS * ITERS_PER_EPOCH
 train.eval_period = 10 * ITERS_PER_EPOCH
 train.checkpointer.period = 10 * ITERS_PER_EPOCH
-train.output_dir = "./output/yolox_s_coco"

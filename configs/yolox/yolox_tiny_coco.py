@@ -15,4 +15,3 @@ dataloader.train.dataset.mosaic_scale = (0.5, 1.5)
 dataloader.train.dataset.enable_mixup = False
 train.multiscale.input_size = [INPUT_SIZE, INPUT_SIZE]
 train.multiscale.size_range = [320, 640]  # random_size (10, 20) x 32
-train.output_dir = "./output/yolox_tiny_coco"

@@ -33,9 +33,9 @@ from sod2.export.postprocess import to_original  # noqa: E402
 from tests.modules import REPO, tool_module  # noqa: E402
 
 FG = "configs/fgprobe/fgprobe_yolox_tiny_p2_synthetic.py"
-FG_PLAIN = "configs/fgprobe/fgprobe-plain_yolox_tiny_p2_synthetic.py"
+FG_PLAIN = "configs/fgprobe/fgprobe_plain_yolox_tiny_p2_synthetic.py"
 BS = "configs/bsdetr/bsdetr_r18s_synthetic.py"
-BS_PLAIN = "configs/bsdetr/bsdetr-plain_r18s_synthetic.py"
+BS_PLAIN = "configs/bsdetr/bsdetr_plain_r18s_synthetic.py"
 BOX_TOL, SCORE_TOL = 1e-2, 1e-4
 
 

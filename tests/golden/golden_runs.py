@@ -27,28 +27,28 @@ import torch
 from detectron2.config import instantiate
 from detectron2.utils.events import EventStorage
 
-# stem -> config path (relative to configs/); the stems name the fixture files
+# stem -> config path (relative to configs/); config_snapshots.recorded_stem(stem) names the fixture files
 GOLDEN_CONFIGS: Dict[str, str] = {
     "faster_rcnn_R18s_fpn_synthetic": "baselines/faster_rcnn_R18s_fpn_synthetic.py",
     "retinanet_R18s_fpn_synthetic": "baselines/retinanet_R18s_fpn_synthetic.py",
     "cfinet_R18s_fpn_synthetic": "cfinet/cfinet_R18s_fpn_synthetic.py",
-    "cfinet-plain_R18s_fpn_synthetic": "cfinet/cfinet-plain_R18s_fpn_synthetic.py",
+    "cfinet_plain_R18s_fpn_synthetic": "cfinet/cfinet_plain_R18s_fpn_synthetic.py",
     "faster_rcnn_srtod_R18s_fpn_synthetic": "srtod/faster_rcnn_srtod_R18s_fpn_synthetic.py",
     "retinanet_srtod_R18s_fpn_synthetic": "srtod/retinanet_srtod_R18s_fpn_synthetic.py",
     "cfinet_srtod_R18s_fpn_synthetic": "srtod/cfinet_srtod_R18s_fpn_synthetic.py",
-    "faster_rcnn_srtod-light_R18s_fpn_synthetic": "srtod/faster_rcnn_srtod-light_R18s_fpn_synthetic.py",
+    "faster_rcnn_srtod_light_R18s_fpn_synthetic": "srtod/faster_rcnn_srtod_light_R18s_fpn_synthetic.py",
     "fgprobe_yolox_tiny_p2_synthetic": "fgprobe/fgprobe_yolox_tiny_p2_synthetic.py",
-    "fgprobe-plain_yolox_tiny_p2_synthetic": "fgprobe/fgprobe-plain_yolox_tiny_p2_synthetic.py",
+    "fgprobe_plain_yolox_tiny_p2_synthetic": "fgprobe/fgprobe_plain_yolox_tiny_p2_synthetic.py",
     "bs_yolox_tiny_p2_synthetic": "bsdetr/bs_yolox_tiny_p2_synthetic.py",
     "bsdetr_r18s_synthetic": "bsdetr/bsdetr_r18s_synthetic.py",
-    "bsdetr-plain_r18s_synthetic": "bsdetr/bsdetr-plain_r18s_synthetic.py",
+    "bsdetr_plain_r18s_synthetic": "bsdetr/bsdetr_plain_r18s_synthetic.py",
     "rtdetr_r18vd_coco": "rtdetr/rtdetr_r18vd_coco.py",
 }
 
 # the method configs whose state-dict keys tests/fixtures/legacy-keys/ records (old checkpoints)
 LEGACY_KEY_CONFIGS = (
     "faster_rcnn_srtod_R18s_fpn_synthetic", "retinanet_srtod_R18s_fpn_synthetic",
-    "cfinet_srtod_R18s_fpn_synthetic", "faster_rcnn_srtod-light_R18s_fpn_synthetic",
+    "cfinet_srtod_R18s_fpn_synthetic", "faster_rcnn_srtod_light_R18s_fpn_synthetic",
     "fgprobe_yolox_tiny_p2_synthetic", "bsdetr_r18s_synthetic", "bs_yolox_tiny_p2_synthetic",
     "cfinet_R18s_fpn_synthetic",
 )

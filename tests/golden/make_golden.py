@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # golden_runs, not the
 import torch  # noqa: E402
 
 import golden_runs as G  # noqa: E402
+from config_snapshots import recorded_stem  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -51,11 +52,11 @@ def main(argv=None) -> int:
         rec = G.round_record(G.run_golden(model))
         rec = {"config": path, "torch": torch.__version__, "detectron2": detectron2.__version__,
                "batch": "golden_runs.golden_batch()", "top_k": G.TOP_K, **rec}
-        (args.fixtures / "golden" / f"{stem}.json").write_text(G.dump_json(rec))
+        (args.fixtures / "golden" / f"{recorded_stem(stem)}.json").write_text(G.dump_json(rec))
         if stem in G.LEGACY_KEY_CONFIGS:
             layout = {"config": path, "torch": torch.__version__, "format": "key: [shape, dtype, parameter|buffer]",
                       "keys": G.state_dict_layout(G.build_model(path))}  # a fresh model: the layout only
-            (args.fixtures / "legacy-keys" / f"{stem}.json").write_text(G.dump_json(layout))
+            (args.fixtures / "legacy-keys" / f"{recorded_stem(stem)}.json").write_text(G.dump_json(layout))
         n = [len(d["scores"]) for d in rec["detections"]]
         print(f"{stem}: {len(rec['losses'])} losses, detections per image {n}, {time.perf_counter() - t0:.1f} s")
     return 0

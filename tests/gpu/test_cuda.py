@@ -29,7 +29,7 @@ METHOD_CONFIGS = [
     "srtod/cfinet_srtod_R18s_fpn_synthetic.py",
     "fgprobe/fgprobe_yolox_tiny_p2_synthetic.py",
     "bsdetr/bs_yolox_tiny_p2_synthetic.py",
-    "bsdetr/bsdetr-plain_r18s_synthetic.py",
+    "bsdetr/bsdetr_plain_r18s_synthetic.py",
     "bsdetr/bsdetr_r18s_synthetic.py",
 ]
 

@@ -382,7 +382,7 @@ def test_without_onnxruntime_sod2_imports_and_refuses_in_one_line(toy):
 
 
 # ------------------------------------------------- an exported sod2 model: the same evaluation
-YOLOX_CONFIG = str(REPO / "configs" / "fgprobe" / "fgprobe-plain_yolox_tiny_p2_synthetic.py")
+YOLOX_CONFIG = str(REPO / "configs" / "fgprobe" / "fgprobe_plain_yolox_tiny_p2_synthetic.py")
 
 
 def test_exported_yolox_evaluates_as_the_pytorch_model(tmp_path, val8):

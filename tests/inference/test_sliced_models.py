@@ -19,7 +19,7 @@ from .fake_detector import FakeDetector, scene
 
 MODELS = ["baselines/faster_rcnn_R18s_fpn_synthetic.py", "baselines/retinanet_R18s_fpn_synthetic.py",
           "cfinet/cfinet_R18s_fpn_synthetic.py", "srtod/faster_rcnn_srtod_R18s_fpn_synthetic.py",
-          "fgprobe/fgprobe-plain_yolox_tiny_p2_synthetic.py"]
+          "fgprobe/fgprobe_plain_yolox_tiny_p2_synthetic.py"]
 
 
 def _config_module(path):

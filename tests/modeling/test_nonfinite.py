@@ -272,7 +272,7 @@ def test_feature_imitation_nan_feature_gives_nan_loss_and_stays_out_of_the_bank(
 
 
 # ------------------------------------------------------------------ a real training run
-@pytest.mark.parametrize("config,size", [("fgprobe/fgprobe-plain_yolox_tiny_p2_synthetic.py", 64),
+@pytest.mark.parametrize("config,size", [("fgprobe/fgprobe_plain_yolox_tiny_p2_synthetic.py", 64),
                                          ("bsdetr/bsdetr_r18s_synthetic.py", 128)])
 def test_enormous_lr_stops_with_detectron2s_loss_message(config, size):
     """The config's model and optimizer (lr 1e30; RT-DETR's with its gradient clipping) in

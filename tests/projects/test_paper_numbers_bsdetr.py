@@ -88,8 +88,8 @@ def test_table6_vfl_alpha_gamma_set_by_every_switch_of_the_helper():
         bs.with_better_sampling(cfg.model, *switches)
         crit = cfg.model.criterion
         assert (crit.alpha, crit.gamma) == (0.5, 1.5), f"Table 6: VFL 0.5 / 1.5 with switches {switches}"
-    for path in ["bsdetr/bsdetr-plain_r50vd_visdrone.py", "bsdetr/bsdetr-st-sr_r50vd_visdrone.py",
-                 "bsdetr/bsdetr-sr_r50vd_visdrone.py", "bsdetr/bsdetr-spr_r50vd_visdrone.py"]:
+    for path in ["bsdetr/bsdetr_plain_r50vd_visdrone.py", "bsdetr/bsdetr_st_sr_r50vd_visdrone.py",
+                 "bsdetr/bsdetr_sr_r50vd_visdrone.py", "bsdetr/bsdetr_spr_r50vd_visdrone.py"]:
         crit = get_config(path).model.criterion
         assert (crit.alpha, crit.gamma) == (0.5, 1.5), f"Table 3 ablation row {path}: the paper's VFL 0.5 / 1.5"
 
@@ -272,7 +272,7 @@ def test_sr_gradient_reaches_the_generator_only_in_the_paper_literal_default():
 
 
 def test_plain_twin_is_the_table3_none_row():
-    """Table 3's "none" row (``bsdetr-plain_r50vd_visdrone.py``) differs from the paper's config
+    """Table 3's "none" row (``bsdetr_plain_r50vd_visdrone.py``) differs from the paper's config
     only in the three parts: data, schedule, VFL 0.5 / 1.5 and weights are shared."""
-    assert config_difference(PAPER, "bsdetr/bsdetr-plain_r50vd_visdrone.py") == [
+    assert config_difference(PAPER, "bsdetr/bsdetr_plain_r50vd_visdrone.py") == [
         "model.criterion.class_target", "model.criterion.point_refinement", "model.criterion.reweighting"]

@@ -308,6 +308,6 @@ def test_l_con_alone_reaches_the_fpn_and_backbone_through_the_student_side():
 def test_plain_twin_differs_only_in_crpn_and_imitation():
     """The Faster R-CNN row of the SODA-D table: the plain twin differs from the paper's config
     only in the proposal generator (plain RPN) and the imitation branch (off)."""
-    diff = config_difference(PAPER, "cfinet/cfinet-plain_R50_fpn_sodad_1x.py")
+    diff = config_difference(PAPER, "cfinet/cfinet_plain_R50_fpn_sodad_1x.py")
     assert "model.roi_heads.imitation" in diff
     assert all(k == "model.roi_heads.imitation" or k.startswith("model.proposal_generator.") for k in diff), diff

@@ -190,4 +190,4 @@ def test_l_ref_alone_trains_the_head_and_backbone_through_the_gathered_features(
 def test_plain_twin_is_the_yolox_row():
     """Table 2's YOLOX row: the plain twin differs from the paper's config only in the probe
     (same YOLOX-X, P2-P5 head, CIoU loss, data and schedule)."""
-    assert config_difference(VISDRONE, "fgprobe/fgprobe-plain_yolox_x_p2_visdrone.py") == ["model.head.probe"]
+    assert config_difference(VISDRONE, "fgprobe/fgprobe_plain_yolox_x_p2_visdrone.py") == ["model.head.probe"]

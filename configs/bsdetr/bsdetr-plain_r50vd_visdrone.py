@@ -1,8 +1,0 @@
-"""The plain twin of ``bsdetr_r50vd_visdrone.py`` (Better Sampling ablation row "none"): RT-DETR
-without ST, SR and SPR; data, schedule, VFL alpha 0.5 / gamma 1.5 and weights are shared."""
-from .bsdetr_r50vd_visdrone import dataloader, lr_multiplier, model, optimizer, train
-
-model.criterion.class_target = None
-model.criterion.reweighting = None
-model.criterion.point_refinement = None
-train.output_dir = "./output/bsdetr-plain_r50vd_visdrone"

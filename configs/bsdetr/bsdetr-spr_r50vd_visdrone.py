@@ -1,7 +1,0 @@
-"""Better Sampling ablation row "SPR" of ``bsdetr_r50vd_visdrone.py``: sample-point refinement
-only (IoU target, no SR); data, schedule, VFL alpha 0.5 / gamma 1.5 and weights are shared."""
-from .bsdetr_r50vd_visdrone import dataloader, lr_multiplier, model, optimizer, train
-
-model.criterion.class_target = None
-model.criterion.reweighting = None
-train.output_dir = "./output/bsdetr-spr_r50vd_visdrone"

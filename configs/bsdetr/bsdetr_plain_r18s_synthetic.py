@@ -1,0 +1,7 @@
+"""The plain twin of ``bsdetr_r18s_synthetic.py`` (Better Sampling ablation row "none"): RT-DETR
+without ST, SR and SPR; data, schedule, VFL alpha 0.5 / gamma 1.5 and weights are shared."""
+from .bsdetr_r18s_synthetic import dataloader, lr_multiplier, model, optimizer, train
+
+model.criterion.class_target = None
+model.criterion.reweighting = None
+model.criterion.point_refinement = None

@@ -1,0 +1,6 @@
+"""Better Sampling ablation row "SPR" of ``bsdetr_r18s_synthetic.py``: sample-point refinement
+only (IoU target, no SR); data, schedule, VFL alpha 0.5 / gamma 1.5 and weights are shared."""
+from .bsdetr_r18s_synthetic import dataloader, lr_multiplier, model, optimizer, train
+
+model.criterion.class_target = None
+model.criterion.reweighting = None

@@ -1,5 +1,0 @@
-"""CFINet ablation on sodad: +CRPN: the coarse-to-fine RPN, no feature imitation."""
-from .cfinet_R50_fpn_sodad_1x import dataloader, lr_multiplier, model, optimizer, train
-
-model.roi_heads.imitation = None
-train.output_dir = "./output/cfinet-crpn_R50_fpn_sodad_1x"

@@ -1,7 +1,0 @@
-"""CFINet ablation on the synthetic dataset: +FI on a plain RPN."""
-from ..common.models.cfinet import plain_rpn
-from .cfinet_R18s_fpn_synthetic import dataloader, lr_multiplier, model, optimizer, train
-
-model.proposal_generator = plain_rpn
-model.proposal_generator.head.in_channels = 64
-train.output_dir = "./output/cfinet-fi_R18s_fpn_synthetic"

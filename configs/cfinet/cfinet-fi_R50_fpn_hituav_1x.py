@@ -1,6 +1,0 @@
-"""CFINet ablation on hituav: +FI: feature imitation on a plain RPN."""
-from ..common.models.cfinet import plain_rpn
-from .cfinet_R50_fpn_hituav_1x import dataloader, lr_multiplier, model, optimizer, train
-
-model.proposal_generator = plain_rpn
-train.output_dir = "./output/cfinet-fi_R50_fpn_hituav_1x"

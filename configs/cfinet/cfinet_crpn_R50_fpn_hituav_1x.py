@@ -1,0 +1,4 @@
+"""CFINet ablation on hituav: +CRPN: the coarse-to-fine RPN, no feature imitation."""
+from .cfinet_R50_fpn_hituav_1x import dataloader, lr_multiplier, model, optimizer, train
+
+model.roi_heads.imitation = None

@@ -1,0 +1,5 @@
+"""CFINet ablation on aitod: +FI: feature imitation on a plain RPN."""
+from ..common.models.cfinet import plain_rpn
+from .cfinet_R50_fpn_aitod_1x import dataloader, lr_multiplier, model, optimizer, train
+
+model.proposal_generator = plain_rpn
