@@ -221,8 +221,20 @@ def ratio(b: Optional[float], a: Optional[float]) -> str:
 
 
 def peak_rss_mb() -> float:
-    """The peak resident set size of this process so far, in MiB (``getrusage``'s ``ru_maxrss``:
-    KiB on Linux, bytes on macOS)."""
+    """The peak resident set size of this process so far, in MiB.
+
+    On Linux the ``VmHWM`` line of ``/proc/self/status`` (the high-water mark of this process's
+    own memory map); elsewhere ``getrusage``'s ``ru_maxrss`` (KiB on Linux, bytes on macOS).
+    ``ru_maxrss`` is not used on Linux because it survives ``exec``: a worker started by a
+    process that had reached 11 GB reports 11 GB before it allocates anything.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -23,7 +23,9 @@ def test_ratio_hand_values():
 
 
 def test_peak_rss_grows_with_a_large_allocation():
-    # a fresh process: in this one an earlier test may have set a higher peak already
+    # a fresh process: in this one an earlier test may have set a higher peak already. Started
+    # from pytest's (often multi-GB) process: getrusage's ru_maxrss survives exec and gave the
+    # parent's peak before and after (the CI failure this test caught); VmHWM does not
     code = ("import sys, numpy as np; sys.path.insert(0, {root!r}); from sod2.utils.benchmark import peak_rss_mb; "
             "b = peak_rss_mb(); x = np.ones(256 * 2 ** 20 // 8); print(b, peak_rss_mb(), x.sum() == x.size)")
     root = str(Path(__file__).resolve().parents[2])
