@@ -6,4 +6,5 @@ used) and every model component in Detectron2's registries.
 __version__ = "0.1.0"
 
 from . import data, evaluation, modeling  # noqa: E402,F401  (registration side effects)
+from .modeling import methods  # noqa: E402,F401  (registers the methods' classes)
 from .evaluation.evaluator import ScaleBucketEvaluator  # noqa: E402,F401

@@ -22,6 +22,7 @@
 
 Rewrite the fixtures only on purpose: tests/golden/make_golden.py, snapshot_configs.py.
 """
+import fnmatch
 import json
 import math
 from pathlib import Path
@@ -50,6 +51,62 @@ SNAPSHOT_IGNORED = {
                         "(tests/test_configs.py checks every config's derived folder)",
     "dataloader.evaluator.output_dir": "issue 16 item 3: interpolates ${train.output_dir} (see train.output_dir)",
 }
+
+# Modules moved since the snapshot (issue 16 item 1: each method in its package): old dotted
+# prefix -> new one; a recorded class or function under an old prefix compares as its new name.
+MODULE_MOVES = {
+    "sod2.modeling.proposal_generator.crpn.": "sod2.modeling.methods.cfinet.crpn.",
+    "sod2.modeling.roi_heads.feature_imitation.": "sod2.modeling.methods.cfinet.feature_imitation.",
+    "sod2.modeling.matchers.dynamic_iou.": "sod2.modeling.methods.cfinet.dynamic_iou.",
+    "sod2.layers.adaptive_conv.": "sod2.modeling.methods.cfinet.adaptive_conv.",
+    "sod2.modeling.backbone.reconstruction.": "sod2.modeling.methods.srtod.reconstruction.",
+    "sod2.modeling.meta_arch.srtod.": "sod2.modeling.methods.srtod.model.",
+    "sod2.modeling.heads.foreground_probe.": "sod2.modeling.methods.fgprobe.probe.",
+    "sod2.modeling.criterion.better_sampling.": "sod2.modeling.methods.better_sampling.components.",
+}
+
+
+# Config keys moved on purpose (issue 16: a method's part now sits where the method puts it),
+# per config: (fnmatch pattern on the recorded stem, regex on a recorded dotted key, replacement).
+# A key moved here must hold the same value at its new place.
+CONFIG_KEY_MOVES = [
+    # CFINet / SR-TOD
+    # Foreground Probing / dense Better Sampling
+    # RT-DETR / Better Sampling
+]
+# Values changed on purpose, per config: (fnmatch pattern on the recorded stem, fnmatch pattern
+# on the dotted key) -> why. Keep each reason exact: this is the list a reviewer reads.
+CONFIG_CHANGES = {
+    # CFINet / SR-TOD
+    # Foreground Probing / dense Better Sampling
+    # RT-DETR / Better Sampling
+}
+
+
+def snapshot_exceptions(stem: str):
+    """(key_moves, ignore_keys) of ``compare_to_snapshot`` for the recorded config ``stem``."""
+    moves = [(p, r) for pat, p, r in CONFIG_KEY_MOVES if fnmatch.fnmatchcase(stem, pat)]
+    ignore = list(SNAPSHOT_IGNORED) + [k for (pat, k) in CONFIG_CHANGES if fnmatch.fnmatchcase(stem, pat)]
+    return moves, ignore
+
+
+def moved_targets(snapshot: dict) -> dict:
+    """``compare_to_snapshot``'s ``target_aliases`` for every recorded string under a moved module."""
+    out = {}
+
+    def walk(v):
+        if isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+        elif isinstance(v, str):
+            for old, new in MODULE_MOVES.items():
+                if v.startswith(old):
+                    out[v] = new + v[len(old):]
+    walk(snapshot)
+    return out
 
 
 def _finite(x) -> bool:
@@ -161,7 +218,9 @@ def test_config_snapshots_unchanged():
     for rel in files:
         stem = recorded_stem(Path(rel).stem)
         assert current_path(snaps[stem]["path"]) == rel, f"{stem} moved: {snaps[stem]['path']} -> {rel}"
-        diff = compare_to_snapshot(stem, root / rel, ignore_keys=SNAPSHOT_IGNORED)
+        moves, ignore = snapshot_exceptions(stem)
+        diff = compare_to_snapshot(stem, root / rel, ignore_keys=ignore, key_moves=moves,
+                                   target_aliases=moved_targets(snaps[stem]["config"]))
         if diff:
             failures[rel] = diff[:5]
     assert not failures, "\n".join(f"{k}: {v}" for k, v in failures.items())

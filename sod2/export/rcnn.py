@@ -131,8 +131,8 @@ class RCNNExportModule(nn.Module):
         from detectron2.modeling.proposal_generator import RPN
         from detectron2.modeling.roi_heads import CascadeROIHeads, StandardROIHeads
 
-        from ..modeling.proposal_generator import CRPN
-        from ..modeling.roi_heads import FeatureImitationROIHeads
+        from ..modeling.methods.cfinet import CRPN
+        from ..modeling.methods.cfinet import FeatureImitationROIHeads
 
         if type(model.proposal_generator) not in (RPN, CRPN):
             raise TypeError(f"sod2 R-CNN export supports Detectron2's RPN and sod2's CRPN, got "

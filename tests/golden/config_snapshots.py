@@ -18,6 +18,7 @@ import functools
 import gzip
 import json
 import math
+import re
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Union
 
@@ -165,7 +166,8 @@ def _ignored(key: str, patterns: Iterable[str]) -> bool:
 
 def compare_to_snapshot(stem_old: str, cfg_new, ignore_keys: Iterable[str] = (),
                         target_aliases: Optional[Mapping[str, str]] = None,
-                        snapshot_file: Union[str, Path] = SNAPSHOT_FILE) -> List[str]:
+                        snapshot_file: Union[str, Path] = SNAPSHOT_FILE,
+                        key_moves: Iterable = ()) -> List[str]:
     """The differences between the snapshot of config ``stem_old`` and ``cfg_new``, one line
     per dotted key (``"key: <old> -> <new>"``, ``<missing>`` where a side lacks the key); an
     empty list when they agree.
@@ -178,9 +180,12 @@ def compare_to_snapshot(stem_old: str, cfg_new, ignore_keys: Iterable[str] = (),
         ignore_keys: ``fnmatch`` patterns of dotted keys to skip (``"train.output_dir"``,
             ``"model.backbone.*"``); a pattern also skips everything under the key it names.
         target_aliases: old dotted name -> new dotted name of moved classes/functions (e.g.
-            ``{"sod2.modeling.roi_heads.feature_imitation.FeatureImitationROIHeads":
+            ``{"sod2.modeling.methods.cfinet.feature_imitation.FeatureImitationROIHeads":
             "sod2.modeling.methods.cfinet.feature_imitation.FeatureImitationROIHeads"}``):
             an old value equal to a key of this map compares as its new name.
+        key_moves: ``(regex, replacement)`` pairs applied (``re.sub``, first match wins) to
+            each recorded dotted key before comparing: a key moved on purpose (e.g.
+            ``(r"^model\.head\.probe\.", "model.probe.")``) compares with its new place.
     """
     snaps = load_snapshots(snapshot_file)
     if stem_old not in snaps:
@@ -192,6 +197,16 @@ def compare_to_snapshot(stem_old: str, cfg_new, ignore_keys: Iterable[str] = (),
     else:
         new = resolved(cfg_new)
     old, new = flatten(snaps[stem_old]["config"]), flatten(new)
+    moves = [(re.compile(p), r) for p, r in key_moves]
+    if moves:
+        moved = {}
+        for k, v in old.items():
+            for pat, repl in moves:
+                if pat.search(k):
+                    k = pat.sub(repl, k)
+                    break
+            moved[k] = v
+        old = moved
     aliases = dict(target_aliases or {})
     ignore = list(ignore_keys)
     out = []

@@ -12,8 +12,8 @@ from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.utils.events import EventStorage
 
 from sod2.config import get_config, get_config_file
-from sod2.layers import AdaptiveConv
-from sod2.layers.adaptive_conv import adaptive_conv_offsets, deform_conv_sampled
+from sod2.modeling.methods.cfinet import AdaptiveConv
+from sod2.modeling.methods.cfinet.adaptive_conv import adaptive_conv_offsets, deform_conv_sampled
 
 from ..test_configs import _inputs
 

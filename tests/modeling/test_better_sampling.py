@@ -11,7 +11,7 @@ import torchvision
 from detectron2.utils.events import EventStorage
 
 from sod2.layers.losses import varifocal_loss
-from sod2.modeling.criterion import (IoUTarget, SamplePointRefinement, SampleReweighting, ScaleAlignedTarget,
+from sod2.modeling.methods.better_sampling import (IoUTarget, SamplePointRefinement, SampleReweighting, ScaleAlignedTarget,
                                      aligned_iou_giou, log_reweighting_stats)
 
 

@@ -10,10 +10,12 @@ from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 from torchvision.ops import deform_conv2d
 
-from sod2.layers import adaptive_conv_offsets, iou_loss
-from sod2.layers.adaptive_conv import AdaptiveConv, deform_conv_sampled
-from sod2.modeling.matchers import DynamicIoUAssigner, MaxIoUMatcher, dynamic_iou_threshold
-from sod2.modeling.proposal_generator import CRPN, CRPNHead
+from sod2.layers import iou_loss
+from sod2.modeling.methods.cfinet import adaptive_conv_offsets
+from sod2.modeling.methods.cfinet.adaptive_conv import AdaptiveConv, deform_conv_sampled
+from sod2.modeling.matchers import MaxIoUMatcher
+from sod2.modeling.methods.cfinet import DynamicIoUAssigner, dynamic_iou_threshold
+from sod2.modeling.methods.cfinet import CRPN, CRPNHead
 
 SIZES = torch.tensor([3.0, 6.0, 12.0, 24.0, 48.0, 96.0, 192.0])
 

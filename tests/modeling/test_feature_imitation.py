@@ -11,8 +11,8 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from sod2.layers import supervised_contrastive_loss
-from sod2.modeling.roi_heads import ExemplarBank, Feat2Embed
-from sod2.modeling.roi_heads.feature_imitation import augmented_boxes, instance_quality
+from sod2.modeling.methods.cfinet import ExemplarBank, Feat2Embed
+from sod2.modeling.methods.cfinet.feature_imitation import augmented_boxes, instance_quality
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -106,7 +106,7 @@ from detectron2.engine import launch
 from detectron2.utils import comm
 
 def work(out):
-    from sod2.modeling.roi_heads import ExemplarBank
+    from sod2.modeling.methods.cfinet import ExemplarBank
     bank = ExemplarBank(num_classes=3, capacity=4, channels=2, roi_size=1)
     r = comm.get_rank()
     for step in range(3):  # each process finds different exemplars, some of them none
@@ -190,7 +190,7 @@ def test_cfinet_end_to_end_on_synthetic(tmp_path, synthetic_dataset):
 
 
 def test_mlp_init_options_and_lr_factor():
-    from sod2.modeling.roi_heads import imitation_mlp_lr_factor
+    from sod2.modeling.methods.cfinet import imitation_mlp_lr_factor
 
     default = Feat2Embed(in_channels=32, hidden_dim=64, out_dim=16)
     official = Feat2Embed(in_channels=32, hidden_dim=64, out_dim=16, mlp_init="official")
@@ -220,8 +220,8 @@ def test_imitation_assembles_the_exact_positives_and_negatives():
     from detectron2.structures import Boxes, Instances
     from detectron2.utils.events import EventStorage
 
-    from sod2.modeling.roi_heads import FeatureImitation
-    from sod2.modeling.roi_heads.feature_imitation import QualityEvidence
+    from sod2.modeling.methods.cfinet import FeatureImitation
+    from sod2.modeling.methods.cfinet.feature_imitation import QualityEvidence
 
     torch.manual_seed(0)
     K = 3

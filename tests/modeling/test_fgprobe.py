@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sod2.modeling.heads.foreground_probe import ForegroundProbe
+from sod2.modeling.methods.fgprobe.probe import ForegroundProbe
 
 
 def _probe(**kw):

@@ -23,10 +23,12 @@ from sod2.config import get_config
 from sod2.errors import UserError
 from sod2.modeling.assigners import SimOTAAssigner
 from sod2.modeling.checks import finite_cost
-from sod2.modeling.criterion import SamplePointRefinement, SampleReweighting, ScaleAlignedTarget, SetCriterion
+from sod2.modeling.criterion import SetCriterion
+from sod2.modeling.methods.better_sampling import SamplePointRefinement, SampleReweighting, ScaleAlignedTarget
 from sod2.modeling.heads import YOLOXHead
-from sod2.modeling.matchers import DynamicIoUAssigner, HungarianMatcher, MaxIoUMatcher
-from sod2.modeling.roi_heads import ExemplarBank, Feat2Embed, FeatureImitation
+from sod2.modeling.matchers import HungarianMatcher, MaxIoUMatcher
+from sod2.modeling.methods.cfinet import DynamicIoUAssigner
+from sod2.modeling.methods.cfinet import ExemplarBank, Feat2Embed, FeatureImitation
 from sod2.modeling.transformer import ContrastiveDenoising
 
 from .test_crpn import _crpn
@@ -261,7 +263,7 @@ def test_feature_imitation_nan_feature_gives_nan_loss_and_stays_out_of_the_bank(
     def pool(features, boxes):
         return torch.randn(sum(len(b) for b in boxes), 4, 7, 7)
 
-    from sod2.modeling.roi_heads.feature_imitation import QualityEvidence
+    from sod2.modeling.methods.cfinet.feature_imitation import QualityEvidence
     evidence = [QualityEvidence(torch.tensor([0]), torch.tensor([0]), torch.tensor([[0.9, 0.05, 0.05]]),
                                 torch.tensor([0.9]))]  # high quality: its feature would join the bank
     with EventStorage(0), caplog.at_level(logging.WARNING, logger="sod2"):

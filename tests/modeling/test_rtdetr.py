@@ -24,7 +24,7 @@ from detectron2.utils.events import EventStorage
 
 from sod2.config import get_config
 from sod2.engine.multiscale import resize_batch
-from sod2.modeling.criterion import SamplePointRefinement, SampleReweighting, ScaleAlignedTarget
+from sod2.modeling.methods.better_sampling import SamplePointRefinement, SampleReweighting, ScaleAlignedTarget
 from sod2.modeling.meta_arch import RTDETR
 from sod2.modeling.transformer.rtdetr_decoder import DecoderOutput
 

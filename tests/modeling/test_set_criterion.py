@@ -12,7 +12,8 @@ import torchvision
 from detectron2.utils.events import EventStorage
 from torch import nn
 
-from sod2.modeling.criterion import SamplePointRefinement, SampleReweighting, ScaleAlignedTarget, SetCriterion
+from sod2.modeling.criterion import SetCriterion
+from sod2.modeling.methods.better_sampling import SamplePointRefinement, SampleReweighting, ScaleAlignedTarget
 from sod2.modeling.criterion import set_criterion as set_criterion_module
 
 C = 3

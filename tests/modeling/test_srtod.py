@@ -10,8 +10,8 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from sod2.config import get_config
-from sod2.modeling.backbone import DGFE, LearnableThreshold, ReconstructionHead, difference_map
-from sod2.modeling.backbone.reconstruction import nearest_resize
+from sod2.modeling.methods.srtod import DGFE, LearnableThreshold, ReconstructionHead, difference_map
+from sod2.modeling.methods.srtod.reconstruction import nearest_resize
 
 
 @pytest.mark.parametrize("level,stride", [(2, 4), (3, 8)])
@@ -240,7 +240,7 @@ def test_hook_as_a_whole_against_an_independent_computation():
     from detectron2.layers import ShapeSpec
     from detectron2.modeling import Backbone
 
-    from sod2.modeling.backbone import DGFE, ReconstructionFPN
+    from sod2.modeling.methods.srtod import DGFE, ReconstructionFPN
 
     C = 32
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from sod2.config import get_config
 from sod2.layers.losses import box_iou_loss
-from sod2.modeling.criterion import SampleReweighting, ScaleAlignedTarget
+from sod2.modeling.methods.better_sampling import SampleReweighting, ScaleAlignedTarget
 from sod2.modeling.meta_arch import YOLOX
 
 from .test_yolox import _loss_setup, bce_logit

@@ -22,7 +22,7 @@ from detectron2.utils.events import EventStorage
 from omegaconf import OmegaConf
 
 from sod2.config import get_config
-from sod2.modeling.criterion.better_sampling import SamplePointRefinement, SampleReweighting, ScaleAlignedTarget
+from sod2.modeling.methods.better_sampling.components import SamplePointRefinement, SampleReweighting, ScaleAlignedTarget
 from sod2.modeling.criterion.set_criterion import SetCriterion
 
 from ..modules import config_module

@@ -19,8 +19,8 @@ from detectron2.config import instantiate
 from detectron2.utils.events import EventStorage
 
 from sod2.config import get_config
-from sod2.modeling.matchers import DynamicIoUAssigner
-from sod2.modeling.roi_heads.feature_imitation import ContrastiveRows, SampleTable
+from sod2.modeling.methods.cfinet import DynamicIoUAssigner
+from sod2.modeling.methods.cfinet.feature_imitation import ContrastiveRows, SampleTable
 
 from .paper_helpers import config_difference, training_batch
 

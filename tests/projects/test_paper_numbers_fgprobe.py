@@ -20,7 +20,7 @@ from detectron2.utils.events import EventStorage
 from omegaconf import OmegaConf
 
 from sod2.config import get_config
-from sod2.modeling.heads import ForegroundProbe
+from sod2.modeling.methods.fgprobe import ForegroundProbe
 
 from ..modules import config_module
 from .paper_helpers import config_difference, training_batch

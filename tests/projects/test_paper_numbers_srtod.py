@@ -21,7 +21,7 @@ from detectron2.utils.events import EventStorage
 from omegaconf import OmegaConf
 
 from sod2.config import get_config
-from sod2.modeling.backbone import DGFE, LearnableThreshold, ReconstructionFPN
+from sod2.modeling.methods.srtod import DGFE, LearnableThreshold, ReconstructionFPN
 
 from ..modules import config_module
 from .paper_helpers import training_batch

@@ -15,7 +15,7 @@ from detectron2.engine import default_argument_parser
 from sod2.config import get_config
 from sod2.data.synthetic import SyntheticConfig, render_image
 from sod2.engine.lazy_train import do_test, do_train
-from sod2.modeling.roi_heads import ExemplarBank, Feat2Embed
+from sod2.modeling.methods.cfinet import ExemplarBank, Feat2Embed
 
 REPO = Path(__file__).resolve().parents[2]
 SODA_CLASSES = ["people", "rider", "bicycle", "motor", "vehicle", "traffic-sign", "traffic-light",

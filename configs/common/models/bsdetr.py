@@ -24,7 +24,7 @@ The rest of the paper's recipe (AdamW lr 2e-4, 2000-iteration linear warm-up, EM
 """
 from detectron2.config import LazyCall as L
 
-from sod2.modeling.criterion.better_sampling import SamplePointRefinement, SampleReweighting, ScaleAlignedTarget
+from sod2.modeling.methods.better_sampling.components import SamplePointRefinement, SampleReweighting, ScaleAlignedTarget
 
 PAPER_ETAS = (1.5, 1.3, 1.2, 1.1, 1.05, 1.0)  # Table 7 best, decoder layers 1-6
 PAPER_VFL_ALPHA, PAPER_VFL_GAMMA = 0.5, 1.5  # Table 6

@@ -17,9 +17,10 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.proposal_generator import RPN, StandardRPNHead
 
-from sod2.modeling.matchers import DynamicIoUAssigner, MaxIoUMatcher
-from sod2.modeling.proposal_generator import CRPN, CRPNHead
-from sod2.modeling.roi_heads import ExemplarBank, Feat2Embed, FeatureImitation, \
+from sod2.modeling.matchers import MaxIoUMatcher
+from sod2.modeling.methods.cfinet import DynamicIoUAssigner
+from sod2.modeling.methods.cfinet import CRPN, CRPNHead
+from sod2.modeling.methods.cfinet import ExemplarBank, Feat2Embed, FeatureImitation, \
     FeatureImitationROIHeads, imitation_mlp_lr_factor
 
 from .faster_rcnn_fpn_p2 import model

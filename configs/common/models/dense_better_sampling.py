@@ -17,7 +17,7 @@ Each part is off again by one override: ``model.class_target=None`` / ``model.re
 """
 from detectron2.config import LazyCall as L
 
-from sod2.modeling.criterion.better_sampling import SampleReweighting, ScaleAlignedTarget
+from sod2.modeling.methods.better_sampling.components import SampleReweighting, ScaleAlignedTarget
 
 
 def with_dense_better_sampling(model, st: bool = True, sr: bool = True, beta: float = 0.73, theta: float = 6.0,

@@ -12,7 +12,7 @@ import copy
 
 from detectron2.config import LazyCall as L
 
-from sod2.modeling.heads import ForegroundProbe
+from sod2.modeling.methods.fgprobe import ForegroundProbe
 
 probe = L(ForegroundProbe)(
     cls_dim="${..feat_channels}",

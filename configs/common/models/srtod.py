@@ -13,8 +13,8 @@ import copy
 from detectron2.config import LazyCall as L
 from detectron2.modeling import RetinaNet
 
-from sod2.modeling.backbone import DGFE, LearnableThreshold, ReconstructionFPN, ReconstructionHead
-from sod2.modeling.meta_arch import SRTODRCNN, SRTODRetinaNet
+from sod2.modeling.methods.srtod import DGFE, LearnableThreshold, ReconstructionFPN, ReconstructionHead
+from sod2.modeling.methods.srtod import SRTODRCNN, SRTODRetinaNet
 
 hook = L(ReconstructionFPN)(
     fpn=None,

@@ -43,7 +43,7 @@ from torchvision.ops import box_convert
 from ...layers.losses import varifocal_loss
 from ..checks import check_size
 from ..training import zero_dependency
-from .better_sampling import IoUTarget, aligned_iou_giou, log_reweighting_stats
+from ..methods.better_sampling.components import IoUTarget, aligned_iou_giou, log_reweighting_stats
 
 __all__ = ["SetCriterion", "MatchedPositives", "DEFAULT_WEIGHT_DICT"]
 

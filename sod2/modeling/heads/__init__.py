@@ -8,4 +8,3 @@ feature maps to per-level predictions.
 """
 
 from .yolox_head import YOLOXHead  # noqa: E402,F401
-from .foreground_probe import ForegroundProbe  # noqa: E402,F401

@@ -1,4 +1,3 @@
 from .detectron2_checked import SOD2GeneralizedRCNN, SOD2RetinaNet  # noqa: F401
-from .srtod import ReconstructionTargetMixin, SRTODRCNN, SRTODRetinaNet  # noqa: F401
 from .yolox import YOLOX, YOLOXPredictions  # noqa: F401
 from .rtdetr import RTDETR  # noqa: F401

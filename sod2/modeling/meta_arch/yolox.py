@@ -60,7 +60,7 @@ from torchvision.ops import box_convert
 
 from ...layers.losses import box_iou_loss
 from ..assigners import SimOTAAssigner, SimOTAResult
-from ..criterion.better_sampling import log_reweighting_stats
+from ..methods.better_sampling.components import log_reweighting_stats
 from ..training import put_scalars, zero_dependency
 
 __all__ = ["YOLOX", "YOLOXPredictions", "ForegroundMaps"]

@@ -29,9 +29,11 @@ from detectron2.modeling.sampling import subsample_labels
 from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
 from torch import nn
 
-from ...layers import AdaptiveConv, iou_loss
-from ..matchers import DynamicIoUAssigner, MaxIoUMatcher
-from ..training import put_scalars
+from ....layers import iou_loss
+from .adaptive_conv import AdaptiveConv
+from ...matchers import MaxIoUMatcher
+from .dynamic_iou import DynamicIoUAssigner
+from ...training import put_scalars
 
 __all__ = ["CRPN", "CRPNHead", "CRPNTargets"]
 

@@ -15,8 +15,8 @@ import torch
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 
-from ..backbone.reconstruction import ReconstructionFPN
-from .detectron2_checked import SOD2GeneralizedRCNN, SOD2RetinaNet
+from .reconstruction import ReconstructionFPN
+from ...meta_arch.detectron2_checked import SOD2GeneralizedRCNN, SOD2RetinaNet
 
 __all__ = ["ReconstructionTargetMixin", "SRTODRCNN", "SRTODRetinaNet"]
 

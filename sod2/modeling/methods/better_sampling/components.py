@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
-from ..training import current_storage, put_scalars
+from ...training import current_storage, put_scalars
 
 __all__ = ["aligned_iou_giou", "IoUTarget", "ScaleAlignedTarget", "SampleReweighting",
            "SamplePointRefinement", "log_reweighting_stats"]

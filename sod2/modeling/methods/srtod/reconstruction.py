@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from detectron2.modeling import Backbone
 from torch import nn
 
-from ..training import put_scalars
+from ...training import put_scalars
 
 __all__ = ["ReconstructionHead", "difference_map", "LearnableThreshold", "DGFE", "ReconstructionFPN",
            "ReconstructionRecord", "nearest_resize"]

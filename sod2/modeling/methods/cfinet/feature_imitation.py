@@ -28,10 +28,10 @@ from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils import comm
 from torch import nn
 
-from ...layers import supervised_contrastive_loss
-from ...layers.losses import aligned_iou
-from ..checks import check_size
-from ..training import current_storage, put_scalars, zero_dependency
+from ....layers import supervised_contrastive_loss
+from ....layers.losses import aligned_iou
+from ...checks import check_size
+from ...training import current_storage, put_scalars, zero_dependency
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,10 @@
+"""Better Sampling on sod2's RT-DETR (and YOLOX): scale-aligned targets, sample reweighting,
+sample-point refinement."""
+from .components import (  # noqa: F401
+    IoUTarget,
+    SamplePointRefinement,
+    SampleReweighting,
+    ScaleAlignedTarget,
+    aligned_iou_giou,
+    log_reweighting_stats,
+)
