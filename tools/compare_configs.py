@@ -10,11 +10,18 @@ scale-bucket results side by side (Markdown).
                lr_multiplier.scheduler.num_updates=400
 
 A config may carry its own overrides after ``::`` (e.g. the twin without SR-TOD:
-``configs/srtod/faster_rcnn_srtod_R18s_fpn_synthetic.py::model.backbone.enabled=False``).
+``configs/srtod/faster_rcnn_srtod_R18s_fpn_synthetic.py::model.feature_hook=null``).
 Every run also gets ``--opts`` and its own ``train.output_dir`` under --output-dir;
 its evaluation (the config's ``dataloader.evaluator``, which must write
 ``<dataset>_metrics.json`` to the output folder) is read back for the table. Runs that
 already finished are reused unless --retrain.
+
+Without training, ``--keys-only A B`` prints the dotted keys in which two configs (each with
+its ``::`` overrides) differ, one per line: a method config against its plain twin shows
+exactly the method's keys, e.g.
+
+    python tools/compare_configs.py --keys-only configs/cfinet/cfinet_R18s_fpn_synthetic.py \
+        configs/cfinet/cfinet_plain_R18s_fpn_synthetic.py
 """
 import argparse
 import glob
@@ -47,15 +54,45 @@ def table(names, results, keys=None):
     return "\n".join(lines)
 
 
+def _load(spec):
+    from detectron2.config import LazyConfig
+    from sod2.engine.lazy_train import apply_checked_overrides
+
+    path, *own = spec.split("::")
+    if not os.path.isfile(path):
+        sys.exit(f"error: no such config file: {path}")
+    return apply_checked_overrides(LazyConfig.load(path), own, warn=False)
+
+
+def print_key_difference(a, b):
+    """Print the dotted keys in which the configs ``a`` and ``b`` (``path[::key=value...]``)
+    differ (:func:`sod2.config.config_difference`); returns them."""
+    from sod2.config import config_difference
+    from sod2.errors import UserError
+
+    try:
+        keys = config_difference(_load(a), _load(b))
+    except UserError as e:
+        sys.exit(f"error: {e}")
+    print("\n".join(keys) if keys else "(no difference)")
+    return keys
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", nargs="+", required=True)
+    p.add_argument("--configs", nargs="+")
+    p.add_argument("--keys-only", nargs=2, metavar=("A", "B"),
+                   help="print the keys in which configs A and B differ (no training) and exit")
     p.add_argument("--names", nargs="+", help="row names (default: config file names)")
-    p.add_argument("--output-dir", required=True)
+    p.add_argument("--output-dir")
     p.add_argument("--opts", nargs="*", default=[], help="key=value overrides for every run")
     p.add_argument("--retrain", action="store_true", help="train again even if results exist")
     args = p.parse_args(argv)
+    if args.keys_only:
+        return print_key_difference(*args.keys_only)
+    if not args.configs or not args.output_dir:
+        p.error("--configs and --output-dir are required (or --keys-only A B)")
     names = args.names or [os.path.splitext(os.path.basename(c.split("::")[0]))[0] for c in args.configs]
     if len(names) != len(args.configs):
         p.error("--names must name every config")

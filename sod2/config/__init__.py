@@ -11,7 +11,7 @@ from pathlib import Path
 
 from detectron2.config import LazyConfig
 
-__all__ = ["configs_root", "get_config_file", "get_config"]
+__all__ = ["configs_root", "get_config_file", "get_config", "config_difference"]
 
 
 def configs_root() -> Path:
@@ -39,3 +39,40 @@ def get_config_file(path: str) -> str:
 def get_config(path: str):
     """Load ``configs/<path>`` as a LazyConfig (an omegaconf DictConfig)."""
     return LazyConfig.load(get_config_file(path))
+
+
+def _diff(a, b, prefix=""):
+    from functools import partial
+
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            key = f"{prefix}.{k}" if prefix else str(k)
+            out += [key] if (k in a) != (k in b) else _diff(a[k], b[k], key)
+        return out
+    if isinstance(a, partial) and isinstance(b, partial):  # equal only by identity
+        return _diff([a.func, list(a.args), a.keywords], [b.func, list(b.args), b.keywords], prefix)
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [k for i, (x, y) in enumerate(zip(a, b)) for k in _diff(x, y, f"{prefix}[{i}]")]
+    return [] if a == b else [prefix]
+
+
+def config_difference(a, b, sections=("model", "optimizer", "lr_multiplier", "dataloader", "train"),
+                      ignore=("train.output_dir",)):
+    """The dotted keys in which two configs differ, over ``sections``, sorted.
+
+    ``a``, ``b``: loaded LazyConfigs or paths (relative to ``configs/``, or files). Values are
+    compared unresolved (an interpolation ``${..x}`` is the same text in both), so a key shows
+    where a config *sets* something else, not where a value merely follows another key; a
+    key that only one side has is listed once (not what lies under it). ``ignore``: keys left out.
+    """
+    from omegaconf import OmegaConf
+
+    a, b = (get_config(c) if isinstance(c, (str, os.PathLike)) else c for c in (a, b))
+    keys = []
+    for s in sections:
+        if s in a or s in b:
+            keys += _diff(OmegaConf.to_container(a[s], resolve=False) if s in a else {},
+                          OmegaConf.to_container(b[s], resolve=False) if s in b else {}, s) \
+                if (s in a and s in b) else [s]
+    return sorted(k for k in keys if k not in ignore)

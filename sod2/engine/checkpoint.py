@@ -45,12 +45,12 @@ from torch import nn
 
 from ..data.io import atomic_path, atomic_write_text
 from ..errors import UserError
-from ..utils.convert import strip_module_prefix
+from ..utils.convert import strip_module_prefix, upgrade_sod2_state_dict
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["AtomicCheckpointerMixin", "AtomicDetectionCheckpointer", "CheckpointMismatchError",
-           "MAX_UNMATCHED_FRACTION", "load_for_inference", "strip_module_prefix", "unmatched_report"]
+           "LegacyLayoutMixin", "MAX_UNMATCHED_FRACTION", "load_for_inference", "strip_module_prefix", "unmatched_report"]
 
 MAX_UNMATCHED_FRACTION = 1e-4
 """Default of :func:`load_for_inference`: at most 0.01 % of the model's state-dict elements
@@ -93,8 +93,36 @@ class AtomicCheckpointerMixin:
         atomic_write_text(last_filename_basename, os.path.join(self.save_dir, "last_checkpoint"))
 
 
-class AtomicDetectionCheckpointer(AtomicCheckpointerMixin, DetectionCheckpointer):
-    """Detectron2's ``DetectionCheckpointer`` with atomic saves (module docstring)."""
+class LegacyLayoutMixin:
+    """``_load_model`` of a ``DetectionCheckpointer`` that first renames the keys of an sod2
+    checkpoint saved before a layout change (:func:`sod2.utils.convert.upgrade_sod2_state_dict`,
+    only rules whose new keys the model has), logging once which. On ``--resume`` from such a
+    checkpoint the weights, the iteration and the LR schedule are restored but not the
+    optimizer's state (it is stored by parameter position, which the layout change may have
+    moved): the optimizer restarts from its initial state, with a warning."""
+
+    def _load_model(self, checkpoint: Any):
+        sd = checkpoint.get("model") if isinstance(checkpoint, dict) else None
+        if isinstance(sd, Mapping):
+            new, applied = upgrade_sod2_state_dict(strip_module_prefix(sd), self.model.state_dict().keys())
+            if applied:
+                checkpoint["model"] = new
+                logging.getLogger(__name__).warning(
+                    "checkpoint in an older sod2 layout, keys renamed: %s (tools/convert_weights.py "
+                    "sod2-layout rewrites the file)", "; ".join(applied))
+                trainer = getattr(self, "checkpointables", {}).get("trainer")
+                state = checkpoint.get("trainer")
+                if trainer is not None and isinstance(state, dict) and "optimizer" in state:
+                    state["optimizer"] = trainer.optimizer.state_dict()
+                    logging.getLogger(__name__).warning(
+                        "resuming from an older sod2 layout: iteration and LR schedule restored, the "
+                        "optimizer's state (momenta) is not (stored by parameter position) and restarts")
+        return super()._load_model(checkpoint)
+
+
+class AtomicDetectionCheckpointer(LegacyLayoutMixin, AtomicCheckpointerMixin, DetectionCheckpointer):
+    """Detectron2's ``DetectionCheckpointer`` with atomic saves (module docstring) that loads
+    sod2 checkpoints of an older layout (:class:`LegacyLayoutMixin`)."""
 
 
 def _numel(t) -> int:
@@ -127,7 +155,7 @@ def _fmt_count(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e4 else str(n)
 
 
-class _StrictLoader(DetectionCheckpointer):
+class _StrictLoader(LegacyLayoutMixin, DetectionCheckpointer):
     """A ``DetectionCheckpointer`` that refuses, before anything is logged, a checkpoint
     that leaves more than ``max_fraction`` of the model's elements unloaded."""
 

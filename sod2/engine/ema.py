@@ -35,6 +35,7 @@ import torch
 from detectron2.engine import HookBase
 from torch import nn
 
+from ..utils.convert import strip_module_prefix, upgrade_sod2_state_dict
 from .checkpoint import AtomicDetectionCheckpointer
 
 logger = logging.getLogger(__name__)
@@ -158,7 +159,9 @@ class EMACheckpointer(AtomicDetectionCheckpointer):
             with torch.no_grad():
                 # "model" (just loaded into the model) is the EMA; the training weights follow
                 self.ema.module.load_state_dict(self.model.state_dict())
-                self.model.load_state_dict(state["train_model"])
+                train_sd, _ = upgrade_sod2_state_dict(strip_module_prefix(state["train_model"]),
+                                                      self.model.state_dict().keys())
+                self.model.load_state_dict(train_sd)
             self.ema.updates = int(state["updates"])
             logger.info("Restored the EMA (%d updates) and the training weights from %s",
                         self.ema.updates, path)

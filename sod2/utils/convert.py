@@ -45,12 +45,19 @@ PResNet ImageNet weights (the Paddle-converted ``ResNet{18,34}_vd_pretrained_fro
 ``res_layers.<i>.blocks.<j>...``, no classifier) -> ``backbone.*`` of sod2's RT-DETR, for
 ``train.init_checkpoint`` (the encoder and decoder are then reported missing: they start from
 their initialisation, as in the reference).
+
+sod2's own older checkpoints (``sod2-layout``): issue 16 moved each method into its package and
+some of its tensors with it (:data:`LEGACY_RENAMES`). The loaders of sod2
+(:func:`sod2.engine.checkpoint.load_for_inference`, the training checkpointers for
+``train.init_checkpoint`` and ``--resume``) rename such keys on the fly, logging once which
+rules applied; ``tools/convert_weights.py sod2-layout IN OUT`` rewrites a file for good.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -59,7 +66,9 @@ from ..errors import UserError
 
 __all__ = ["ConversionError", "convert_yolox_state_dict", "convert_rtdetr_state_dict",
            "convert_presnet_state_dict", "convert_checkpoint", "CONVERTERS", "detect_kind",
-           "strip_module_prefix"]
+           "strip_module_prefix", "LEGACY_RENAMES", "upgrade_sod2_state_dict", "convert_sod2_layout"]
+
+logger = logging.getLogger(__name__)
 
 
 class ConversionError(UserError):
@@ -311,6 +320,16 @@ def _check_paths(src: str, dst: str) -> None:
         raise ConversionError(f"cannot write {dst}: {problem}")
 
 
+def _read_checkpoint(src: str, dst: str):
+    """``torch.load(src)`` on CPU after :func:`_check_paths`; any failure is one ConversionError line."""
+    _check_paths(src, dst)
+    try:
+        return torch.load(src, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is the same user error
+        raise ConversionError(f"cannot read {src} as a PyTorch checkpoint: {type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}") from e
+
+
 def convert_checkpoint(kind: str, src: str, dst: str) -> Dict[str, torch.Tensor]:
     """Read the official checkpoint ``src`` (torch.load on CPU), convert it with converter
     ``kind`` ("yolox", "rtdetr", "presnet") and save the Detectron2 checkpoint to ``dst``.
@@ -325,12 +344,7 @@ def convert_checkpoint(kind: str, src: str, dst: str) -> Dict[str, torch.Tensor]
     """
     if kind not in CONVERTERS:
         raise ConversionError(f"unknown checkpoint kind {kind!r}; known: {sorted(CONVERTERS)}")
-    _check_paths(src, dst)
-    try:
-        ckpt = torch.load(src, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is the same user error
-        raise ConversionError(f"cannot read {src} as a PyTorch checkpoint: {type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}") from e
+    ckpt = _read_checkpoint(src, dst)
     try:
         sd = CONVERTERS[kind](ckpt)
     except ConversionError as e:
@@ -348,3 +362,108 @@ def convert_checkpoint(kind: str, src: str, dst: str) -> Dict[str, torch.Tensor]
     except OSError as e:
         raise ConversionError(f"cannot write {dst}: {e.strerror or e}") from None
     return sd
+
+
+# Key moves of sod2's own checkpoints, by method (issue 16: each method in its package, off by
+# one override; the state dict of a method switched off is its baseline's). Each rule is
+# (regular expression on an old key, replacement); within a method the first matching rule wins.
+LEGACY_RENAMES: Dict[str, Sequence[Tuple[str, str]]] = {
+    # SR-TOD was a backbone wrapping the FPN (ReconstructionFPN); now the plain FPN is the
+    # backbone and SR-TOD the model's feature hook.
+    "SR-TOD (backbone.fpn.* -> backbone.*, backbone.{head,threshold,dgfe}.* -> feature_hook.*)": (
+        (r"^backbone\.fpn\.", "backbone."),
+        (r"^backbone\.(head|threshold|dgfe)\.", r"feature_hook.\1."),
+    ),
+    # Foreground Probing's probe sat inside the YOLOX head; now FGProbeYOLOX holds it.
+    "Foreground Probing (head.probe.* -> probe.*)": ((r"^head\.probe\.", "probe."),),
+    # Better Sampling's SR sat in RT-DETR's SetCriterion / in YOLOX; now in the BetterSampling module.
+    "Better Sampling, RT-DETR (criterion.reweighting.* -> criterion.better_sampling.reweighting.*)": (
+        (r"^criterion\.reweighting\.", "criterion.better_sampling.reweighting."),),
+    "Better Sampling, YOLOX (reweighting.* -> better_sampling.reweighting.*)": (
+        (r"^reweighting\.", "better_sampling.reweighting."),),
+}
+_LEGACY = {name: [(re.compile(p), r) for p, r in rules] for name, rules in LEGACY_RENAMES.items()}
+
+
+def _legacy_key(rules, key: str) -> Optional[str]:
+    for pattern, repl in rules:
+        if pattern.search(key):
+            return pattern.sub(repl, key, count=1)
+    return None
+
+
+def upgrade_sod2_state_dict(state_dict: Mapping[str, Any], model_keys: Optional[Iterable[str]] = None
+                            ) -> Tuple[Dict[str, Any], List[str]]:
+    """Rename the keys of an sod2 checkpoint saved before a layout change (:data:`LEGACY_RENAMES`).
+
+    Args:
+        state_dict: key -> tensor (any value is carried as is).
+        model_keys: the state-dict keys of the model that will load it. Given, a method's rules
+            apply only when the checkpoint has a key they rename into one the model has and the
+            model lacks the old key (a checkpoint in today's layout, or of another model, is
+            left alone). None (the converter, no model at hand): a method's rules apply when any
+            key matches them.
+
+    Returns:
+        ``(new_state_dict, applied)``: the same order of entries, renamed where a rule applied;
+        ``applied`` names the methods whose rules applied (empty: nothing changed).
+
+    Raises:
+        ConversionError: two keys would get the same name (a file holding both layouts).
+    """
+    keys = [k for k in state_dict if isinstance(k, str)]
+    wanted = None if model_keys is None else set(model_keys)
+    applied = []
+    renames: Dict[str, str] = {}
+    for name, rules in _LEGACY.items():
+        hits = {k: n for k in keys if (n := _legacy_key(rules, k)) is not None}
+        if wanted is not None:
+            hits = {k: n for k, n in hits.items() if k not in wanted}
+            if not any(n in wanted for n in hits.values()):
+                continue
+        if hits:
+            applied.append(name)
+            renames.update(hits)
+    if not renames:
+        return dict(state_dict), []
+    out: Dict[str, Any] = {}
+    for k, v in state_dict.items():
+        n = renames.get(k, k)
+        if n in out:
+            raise ConversionError(f"the checkpoint holds both {n!r} and a key that renames to it ({k!r}): "
+                                  "it mixes the old and the new sod2 layout")
+        out[n] = v
+    return out, applied
+
+
+def convert_sod2_layout(src: str, dst: str) -> Tuple[Dict[str, Any], List[str]]:
+    """Rewrite the sod2 checkpoint ``src`` in today's key layout to ``dst`` (atomically).
+
+    The model weights (``"model"``) and, in an EMA training checkpoint, the training weights
+    (``"ema"["train_model"]``) are renamed by :func:`upgrade_sod2_state_dict`. The optimizer and
+    scheduler states and the iteration are dropped: the optimizer's state is stored by the
+    position of each parameter, which the layout change may move, so resuming from the new
+    file starts a new schedule from these weights (say ``train.init_checkpoint=<dst>``).
+    Everything else is kept. Returns ``(model state dict, applied rule names)``.
+
+    Raises:
+        ConversionError: unreadable input, bad output path (as :func:`convert_checkpoint`), a
+            file without a ``"model"`` state dict, or one already in today's layout.
+    """
+    ckpt = _read_checkpoint(src, dst)
+    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("model"), Mapping):
+        raise ConversionError(f"{src} is not an sod2 training checkpoint (no 'model' state dict)")
+    sd, applied = upgrade_sod2_state_dict(strip_module_prefix(ckpt["model"]))
+    if not applied:
+        raise ConversionError(f"{src} is already in today's sod2 layout: nothing to convert")
+    out = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "iteration")}
+    out["model"] = sd
+    ema = ckpt.get("ema")
+    if isinstance(ema, Mapping) and isinstance(ema.get("train_model"), Mapping):
+        out["ema"] = {**ema, "train_model": upgrade_sod2_state_dict(strip_module_prefix(ema["train_model"]))[0]}
+    try:
+        with atomic_path(dst) as tmp:
+            torch.save(out, tmp)
+    except OSError as e:
+        raise ConversionError(f"cannot write {dst}: {e.strerror or e}") from None
+    return sd, applied
