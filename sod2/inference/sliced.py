@@ -16,8 +16,13 @@ and the demo use it unchanged. Its interface, and all of it:
   wrapper, ``m`` for anything else), which is how code that needs the detector's own
   methods (the no-aug tail's ``set_l1_loss``) reaches it;
 * ``device``: where the wrapped model's tensors are;
-* the slicing settings (``slice_h``, ``stride_y``, ``merge``, ``enabled``, ...), ``windows``
-  and ``resolved_batch_size``.
+* the slicing settings (``slice_h``, ``stride_y``, ``merge``, ``enabled``, ``guided``, ...),
+  ``windows`` and ``resolved_batch_size``.
+
+Guided slicing (``guided=GuidedSlicing(threshold, margin, source)``, :mod:`.guided`) runs the
+full-image pass first, reads a foreground map from it and runs only the slices where the map
+may hold an object; each output then also carries ``"slicing"``, a
+:class:`~sod2.inference.guided.SliceSelection` (all windows, which ran, the map).
 
 Nothing else is forwarded: the wrapped model's other attributes are read and set on
 ``m.model`` (``SlicedInference.detector(m)``), never through the wrapper.
@@ -33,6 +38,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from .guided import GuidedSlicing, detections_map, foreground_tap, maps_to_foreground, select_windows
 from .merge import MATCH_METRICS, MERGE_METHODS, merge_detections
 from .slicing import slice_pair, slice_strides, slice_windows
 
@@ -154,6 +160,7 @@ class SlicedInference(nn.Module):
         max_detections: Optional[int] = None,
         pad_value: Optional[float] = None,
         enabled: bool = True,
+        guided=None,
     ):
         """
         Args:
@@ -182,6 +189,9 @@ class SlicedInference(nn.Module):
                 None: run them at their size (SAHI).
             enabled: False runs only the full-image pass (the plain model, with
                 ``slice_augmentations``) and returns the model's outputs unchanged.
+            guided: None (every slice runs), or a :class:`~sod2.inference.guided.GuidedSlicing`
+                (or a dict of its arguments): the full-image pass always runs (on images of
+                more than one slice) and only the slices its foreground map selects run.
 
         Every setting is checked here (:func:`check_slicing_args`): a bad one raises one
         :class:`~sod2.errors.UserError` line naming it and the values it may take. An image
@@ -206,6 +216,11 @@ class SlicedInference(nn.Module):
         self.max_detections = None if max_detections is None else int(max_detections)
         self.pad_value = None if pad_value is None else float(pad_value)
         self.enabled = bool(enabled)
+        if isinstance(guided, dict):
+            guided = GuidedSlicing(**guided)
+        if guided is not None and not isinstance(guided, GuidedSlicing):
+            raise UserError(f"SlicedInference(guided={guided!r}): None, a GuidedSlicing or a dict of its arguments")
+        self.guided = guided
         self.training = model.training  # the wrapper starts in the model's mode
         self.model = model
 
@@ -233,7 +248,7 @@ class SlicedInference(nn.Module):
         return (f"slice=({self.slice_h}, {self.slice_w}), stride=({self.stride_y}, {self.stride_x}), "
                 f"batch_size={self.batch_size}, full_image={self.full_image}, merge={self.merge}/"
                 f"{self.match_metric}@{self.match_threshold:g}, class_agnostic={self.class_agnostic}, "
-                f"max_detections={self.max_detections}, enabled={self.enabled}")
+                f"max_detections={self.max_detections}, enabled={self.enabled}, guided={self.guided}")
 
     # ------------------------------------------------------------------------- geometry
     def resolved_batch_size(self) -> int:
@@ -315,10 +330,16 @@ class SlicedInference(nn.Module):
                  for inp, im in zip(batched_inputs, images)]
         jobs: List[Dict] = []
         owner: List = []  # (image index, window or None for the full image)
+        done: List = []  # (image index, full-image Instances) of guided images
+        selections: Dict[int, object] = {}
         for n, (im, (H, W)) in enumerate(zip(images, sizes)):
             wins = self.windows(im.shape[1], im.shape[2]) if self.enabled else np.zeros((0, 4), np.int64)
             self._warn_many(len(wins), im.shape[1], im.shape[2])
-            if not self.enabled or (self.full_image and len(wins) > 1):
+            if self.enabled and self.guided is not None and len(wins) > 1:
+                inst, selections[n] = self._guided_pass(im, H, W, wins)
+                done.append((n, inst))
+                wins = wins[selections[n].ran]
+            elif not self.enabled or (self.full_image and len(wins) > 1):
                 jobs.append({"shape": ("full", n),
                              "make": (lambda im=im, H=H, W=W: {"image": self._prepare(im), "height": H, "width": W})})
                 owner.append((n, None))
@@ -334,7 +355,7 @@ class SlicedInference(nn.Module):
 
         per_image = [[] for _ in images]
         device = None
-        for (n, w), inst in zip(owner, results):
+        for (n, w), inst in zip([(n, None) for n, _ in done] + owner, [i for _, i in done] + results):
             device = inst.scores.device
             boxes = inst.pred_boxes.tensor.detach().cpu().numpy().astype(np.float64)
             if w is not None:  # slice pixels -> input pixels -> output pixels
@@ -347,7 +368,39 @@ class SlicedInference(nn.Module):
                     boxes = boxes * np.array([W / Wi, H / Hi, W / Wi, H / Hi])
             per_image[n].append((boxes, inst.scores.detach().cpu().numpy(),
                                  inst.pred_classes.detach().cpu().numpy()))
-        return [{"instances": self._merged(parts, size, device)} for parts, size in zip(per_image, sizes)]
+        out = [{"instances": self._merged(parts, size, device)} for parts, size in zip(per_image, sizes)]
+        for n, sel in selections.items():
+            out[n]["slicing"] = sel
+        return out
+
+    def _guided_pass(self, image: torch.Tensor, height: int, width: int, windows: np.ndarray):
+        """The full-image pass of guided slicing on one (C, H', W') ``image``: its Instances
+        (output pixels ``height`` x ``width``) and the :class:`SliceSelection` of ``windows``
+        (input pixels) that its foreground map gives (:mod:`.guided`)."""
+        g = self.guided
+        tap = foreground_tap(self.model) if g.source in ("auto", "model") else None
+        if g.source == "model" and tap is None:
+            raise UserError(f"guided slicing: sod2 reads no foreground map from a {type(self.model).__name__} "
+                            "(source='model'); use source='detections' (the full-image detections)")
+        inp = {"image": self._prepare(image), "height": height, "width": width}
+        valid_hw = tuple(inp["image"].shape[1:])
+        hi, wi = image.shape[1:]
+        captured: List = []
+        handle = tap.module.register_forward_hook(lambda m, i, o: captured.append(o)) if tap else None
+        try:
+            inst = self.model([inp])[0]["instances"]
+        finally:
+            if handle is not None:
+                handle.remove()
+        if tap is not None and captured:
+            maps = [m[0] for m in tap.to_maps(captured[-1])]
+            fg = maps_to_foreground(maps, tap.strides, valid_hw, (hi, wi), tap.name)
+        else:
+            scale = torch.tensor([wi / width, hi / height, wi / width, hi / height])
+            fg = detections_map(inst.pred_boxes.tensor.detach().cpu() * scale, inst.scores, hi, wi, g.cell)
+        if not torch.isfinite(fg.prob).all():
+            raise ValueError(f"guided slicing: the {fg.source} foreground map of a {wi}x{hi} image is not finite")
+        return inst, select_windows(windows, fg, g.threshold, g.margin)
 
     def _merged(self, parts, size, device):
         from detectron2.structures import Boxes, Instances
