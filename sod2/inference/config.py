@@ -13,12 +13,13 @@ import copy
 from detectron2.config import LazyCall as L
 
 from ..errors import UserError
+from .guided import GuidedSlicing
 from .sliced import SlicedInference, check_slicing_args
 
 __all__ = ["with_slicing", "apply_slicing_block", "SLICING_KEYS"]
 
 SLICING_KEYS = ("size", "overlap", "stride", "batch_size", "full_image", "merge", "metric", "threshold",
-                "class_agnostic", "max_detections", "pad_value")
+                "class_agnostic", "max_detections", "pad_value", "guided")
 # with_slicing's / the slicing block's names -> SlicedInference's argument names
 _ARGUMENT = {"size": "slice_size", "metric": "match_metric", "threshold": "match_threshold"}
 _KEY = {arg: key for key, arg in _ARGUMENT.items()}
@@ -43,7 +44,7 @@ def _check(prefix: str, values: dict, keys: dict, suffix: str = "") -> None:
 
 def with_slicing(model, size=800, overlap=0.2, stride=None, batch_size=None, full_image=False,
                  merge="nms", metric="iou", threshold=0.5, class_agnostic=False,
-                 max_detections=None, pad_value=None, dataloader=None):
+                 max_detections=None, pad_value=None, guided=None, dataloader=None):
     """``L(SlicedInference)(model=model, ...)``.
 
     Args:
@@ -52,6 +53,10 @@ def with_slicing(model, size=800, overlap=0.2, stride=None, batch_size=None, ful
             (:class:`SlicedInference`'s ``slice_size``, ``overlap``, ...).
         merge, metric, threshold, class_agnostic, max_detections: the merging
             (``merge``, ``match_metric``, ``match_threshold``, ...).
+        guided: None (exhaustive slicing), or a dict of
+            :class:`~sod2.inference.guided.GuidedSlicing`'s arguments (``threshold``,
+            ``margin``, ``source``, ``cell``): guided slicing, the model's ``guided`` node
+            (override ``model.guided.threshold=0.05``; ``model.guided=null`` is exhaustive again).
         dataloader: the config's ``dataloader``: its test mapper's augmentations (the
             test-time resizing) move to each slice and to the full image, and the test
             mapper is left without them, so that slices are cut at the image's own
@@ -64,6 +69,10 @@ def with_slicing(model, size=800, overlap=0.2, stride=None, batch_size=None, ful
                                  full_image=full_image, merge=merge, match_metric=metric,
                                  match_threshold=threshold, class_agnostic=class_agnostic,
                                  max_detections=max_detections, pad_value=pad_value), _KEY, ")")
+    guided_node = None
+    if guided is not None:
+        _check_guided("with_slicing(guided=", guided, ")")
+        guided_node = L(GuidedSlicing)(**dict(guided))
     augs = []
     if dataloader is not None and "test" in dataloader:
         mapper = dataloader.test.mapper
@@ -73,7 +82,23 @@ def with_slicing(model, size=800, overlap=0.2, stride=None, batch_size=None, ful
         model=model, slice_size=size, overlap=overlap, stride=stride, batch_size=batch_size,
         full_image=full_image, slice_augmentations=augs, merge=merge, match_metric=metric,
         match_threshold=threshold, class_agnostic=class_agnostic, max_detections=max_detections,
-        pad_value=pad_value, enabled=True)
+        pad_value=pad_value, enabled=True, guided=guided_node)
+
+
+def _check_guided(prefix: str, value, suffix: str = "") -> None:
+    """One UserError line for a guided block that GuidedSlicing refuses (or that is no mapping)."""
+    from collections.abc import Mapping
+
+    value = _plain(value)
+    if not isinstance(value, Mapping):
+        raise UserError(f"{prefix}{value!r}{suffix}: a mapping of GuidedSlicing's arguments "
+                        "(threshold, margin, source, cell), or null")
+    try:
+        GuidedSlicing(**value)
+    except TypeError as e:
+        raise UserError(f"{prefix}{value!r}{suffix}: {e}") from None
+    except UserError as e:
+        raise UserError(f"{prefix}...{suffix}: {e}") from None
 
 
 def _sliced_model(cfg) -> bool:
@@ -99,6 +124,9 @@ def apply_slicing_block(cfg):
         if _sliced_model(cfg):
             settings = {k: v for k, v in cfg.model.items() if k in _SETTINGS}
             _check("model.", settings, {})
+            guided = cfg.model.get("guided", None)
+            if guided is not None:
+                _check_guided("model.guided=", {k: v for k, v in _plain(guided).items() if k != "_target_"})
         return cfg
     kwargs = dict(block)
     unknown = sorted(set(kwargs) - set(SLICING_KEYS))
@@ -106,7 +134,9 @@ def apply_slicing_block(cfg):
         raise UserError(f"slicing: unknown key(s) {', '.join(unknown)}; known: {', '.join(SLICING_KEYS)}")
     if _sliced_model(cfg):
         raise UserError("slicing: the config's model is already sliced; override model.<key> instead")
-    _check("slicing.", {_ARGUMENT.get(k, k): v for k, v in kwargs.items()}, _KEY)
+    _check("slicing.", {_ARGUMENT.get(k, k): v for k, v in kwargs.items() if k != "guided"}, _KEY)
+    if kwargs.get("guided") is not None:
+        _check_guided("slicing.guided=", kwargs["guided"])
     del cfg["slicing"]
     cfg.model = with_slicing(cfg.model, dataloader=cfg.get("dataloader"), **{k: _plain(v) for k, v in kwargs.items()})
     return cfg

@@ -1,7 +1,6 @@
 """Guided slicing (issue 17 item 1, 6): which slices run for a hand-built foreground map, the
 margin, the empty image, objects on slice borders, threshold 0 = exhaustive, the families'
 maps read from a real model's full-image pass."""
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -14,6 +13,8 @@ from sod2.errors import UserError
 from sod2.inference import SlicedInference
 from sod2.inference.guided import (ForegroundMap, GuidedSlicing, detections_map, foreground_tap,
                                    maps_to_foreground, select_windows)
+
+from .fake_detector import detect
 
 
 def test_select_windows_against_a_hand_built_map():
@@ -71,8 +72,8 @@ def test_guided_settings_are_checked():
 
 
 class BrightBlobDetector(nn.Module):
-    """A detector with known behaviour: every connected blob of pixels > 128 (channel 0) is one
-    detection of class 0, score 0.9, its bounding box in output pixels."""
+    """``fake_detector.detect`` (every bright rectangle of channel 0 is one box, class 0 here)
+    with score 0.9, boxes in output pixels; counts its images in ``calls``."""
 
     def __init__(self, full_image_shift: float = 0.0, slice_side: int = 64):
         super().__init__()
@@ -87,15 +88,13 @@ class BrightBlobDetector(nn.Module):
         out = []
         for d in batched:
             self.calls += 1
-            img = d["image"]
-            h, w = img.shape[1:]
-            mask = (img[0].numpy() > 128).astype(np.uint8)
-            n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-            dx = self.full_image_shift if w > self.slice_side else 0.0
-            boxes = [[x + dx, y, x + bw + dx, y + bh] for x, y, bw, bh, _ in stats[1:]]
+            h, w = d["image"].shape[1:]
+            boxes, _, _ = detect(d["image"].numpy())
+            boxes = torch.from_numpy(boxes)
+            boxes[:, 0::2] += self.full_image_shift if w > self.slice_side else 0.0
             sy, sx = d.get("height", h) / h, d.get("width", w) / w
             inst = Instances((d.get("height", h), d.get("width", w)))
-            inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4) * torch.tensor([sx, sy, sx, sy]))
+            inst.pred_boxes = Boxes(boxes * torch.tensor([sx, sy, sx, sy]))
             inst.scores = torch.full((len(boxes),), 0.9)
             inst.pred_classes = torch.zeros(len(boxes), dtype=torch.int64)
             out.append({"instances": inst})
@@ -193,3 +192,27 @@ def test_source_model_on_an_unknown_family_is_one_line():
     with pytest.raises(UserError, match="BrightBlobDetector.*source='detections'"):
         SlicedInference(BrightBlobDetector().eval(), slice_size=64,
                         guided=GuidedSlicing(source="model"))([{"image": _image([(5, 5, 4)], (128, 128))}])
+
+
+def test_config_block_and_overrides():
+    """``+slicing.guided={...}`` on any config gives a guided SlicedInference; its numbers are
+    ordinary overrides; a bad one is one line naming the key; ``model.guided=null`` is
+    exhaustive slicing again."""
+    from sod2.engine.lazy_train import apply_checked_overrides
+    from sod2.inference.config import apply_slicing_block
+
+    cfg = get_config("baselines/faster_rcnn_R18s_fpn_synthetic.py")
+    cfg = apply_slicing_block(apply_checked_overrides(
+        cfg, ["+slicing.size=128", "+slicing.guided={threshold:0.2,margin:16}"], warn=False))
+    cfg = apply_checked_overrides(cfg, ["model.guided.threshold=0.05"], warn=False)
+    model = instantiate(cfg.model)
+    assert isinstance(model, SlicedInference)
+    assert model.guided == GuidedSlicing(threshold=0.05, margin=16, source="auto", cell=8)
+    bad = apply_checked_overrides(cfg, ["model.guided.threshold=2.0"], warn=False)
+    with pytest.raises(UserError, match=r"^model.guided=.*threshold=2.0.*\[0, 1\]$"):
+        apply_slicing_block(bad)
+    with pytest.raises(UserError, match="slicing.guided="):
+        apply_slicing_block(apply_checked_overrides(get_config("baselines/faster_rcnn_R18s_fpn_synthetic.py"),
+                                                    ["+slicing.guided={margin:-3}"], warn=False))
+    off = apply_checked_overrides(cfg, ["model.guided=null"], warn=False)
+    assert instantiate(off.model).guided is None
