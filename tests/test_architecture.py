@@ -47,10 +47,6 @@ METHODS = "sod2.modeling.methods"
 
 # (importer module, imported module) -> why the rule does not apply. Empty: today's code obeys it.
 ALLOWED: dict[tuple[str, str], str] = {
-    ("sod2.modeling.criterion.set_criterion", "sod2.modeling.methods.better_sampling.components"):
-        "issue 16 in progress: the IoU target and the reweighting stats move out of Better Sampling",
-    ("sod2.modeling.meta_arch.yolox", "sod2.modeling.methods.better_sampling.components"):
-        "issue 16 in progress: dense Better Sampling moves into BetterSamplingYOLOX",
 }
 
 

@@ -228,8 +228,8 @@ def run_sod2(model, cases, device):
     num_dn = int(out.num_denoising)
     layer = out.layers[-1]
     net_in = model.preprocess_image(batched).tensor
-    return [r["instances"].to("cpu") for r in results], layer["logits"][:, num_dn:].cpu(), \
-        layer["boxes"][:, num_dn:].cpu(), net_in
+    return [r["instances"].to("cpu") for r in results], layer.logits[:, num_dn:].cpu(), \
+        layer.boxes[:, num_dn:].cpu(), net_in
 
 
 @torch.no_grad()

@@ -1,36 +1,18 @@
-"""Better Sampling (ST + SR + SPR) on RT-DETR-R18vd on HIT-UAV (thermal, 640x512, 4 classes;
-CC BY 4.0, Suo et al. 2023; DontCare regions are ignore regions), fine-tuned from the COCO
-RT-DETR-R18vd weights: 640x640 for training and test (aspect not kept), RT-DETR's recipe
-(photometric distortion, zoom-out, IoU crop, flip, resize; multi-scale 480-800; EMA 0.9999;
-gradient clipping 0.1) with the Better Sampling paper's AdamW lr 2e-4 (backbone 0.1x),
-2000-iteration linear warm-up, VFL alpha 0.5 gamma 1.5; 72 epochs at batch 16.
+"""Better Sampling (ST + SR + SPR, the paper's VFL alpha 0.5 gamma 1.5) on RT-DETR-R18vd on
+HIT-UAV: the plain twin ``bsdetr_plain_r18vd_hituav.py`` (data, model, recipe) with Better
+Sampling's criterion.
 
-Weights: the reference's COCO RT-DETR-R18vd checkpoint converted to sod2's names at
-``./weights/rtdetr_r18vd_6x_coco_sod2.pth`` (its 80-class score heads and denoising embedding do
-not fit the 4 classes and are skipped at loading).
+Off: ``model.criterion.better_sampling=null`` (= the plain twin, RT-DETR's VFL 0.75 / 2.0).
+Ablation rows (Table 3; everything else shared, the paper's VFL included):
+``bsdetr_none_r18vd_hituav.py`` (none), ``bsdetr_sr_...`` (SR), ``bsdetr_spr_...`` (SPR),
+``bsdetr_st_sr_...`` (ST+SR), this file (ST+SR+SPR); each part off as an override:
+``model.criterion.better_sampling.class_target=null`` (ST), ``...reweighting=null`` (SR),
+``...point_refinement=null`` (SPR)."""
+from ..common.models.bsdetr import BetterSamplingCriterion, default_etas
+from ..common.models.bsdetr import better_sampling as _better_sampling
+from .bsdetr_plain_r18vd_hituav import dataloader, lr_multiplier, model, optimizer, train
 
-Ablation rows (everything else shared): ``bsdetr_plain_r18vd_hituav.py`` (none),
-``bsdetr_sr_...`` (SR), ``bsdetr_spr_...`` (SPR), ``bsdetr_st_sr_...`` (ST+SR), this file
-(ST+SR+SPR). R50-vd instead: ``rtdetr_depth(model, "r50")`` and its COCO weights (the etas of
-SPR follow the decoder depth when ``with_better_sampling`` runs after ``rtdetr_depth``)."""
-from ..common.data.hituav import NUM_TRAIN_IMAGES, dataloader
-from ..common.models.bsdetr import with_better_sampling
-from ..common.models.rtdetr import model, rtdetr_depth, rtdetr_norm
-from ..common.optim import AdamW as optimizer
-from ..common.rtdetr_recipe import rtdetr_recipe
-from ..common.train import train
-
-SIZE, EPOCHS, BATCH = 640, 72, 16
-dataloader.train.total_batch_size = BATCH
-ITERS_PER_EPOCH = NUM_TRAIN_IMAGES // BATCH
-
-rtdetr_depth(model, "r18")
-rtdetr_norm(model, "SyncBN")  # the reference's sync_bn (plain BN in one process)
-model.num_classes = 4
-with_better_sampling(model, st=True, sr=True, spr=True)
-lr_multiplier = rtdetr_recipe(dataloader, train, optimizer, epochs=EPOCHS, iters_per_epoch=ITERS_PER_EPOCH,
-                              input_size=SIZE, lr=2e-4, warmup_iters=2000)
-train.init_checkpoint = "./weights/rtdetr_r18vd_6x_coco_sod2.pth"
-train.max_iter = EPOCHS * ITERS_PER_EPOCH
-train.eval_period = 8 * ITERS_PER_EPOCH
-train.checkpointer.period = 8 * ITERS_PER_EPOCH
+model.criterion._target_ = BetterSamplingCriterion
+model.criterion.better_sampling = _better_sampling
+# SPR: one eta per decoder layer; this decoder has 3 (default_etas: the paper's values at the same depth)
+model.criterion.better_sampling.point_refinement.etas = list(default_etas(model.decoder.num_layers))

@@ -1,41 +1,16 @@
-"""Better Sampling (ST + SR + SPR) on RT-DETR-R50vd on SODA-D, as the paper: 640 px (the
-800x800 training/test patches of ``tools/split_images.py`` resized to 640x640; the evaluator
-merges patch detections onto whole images, sodad protocol), RT-DETR's recipe (photometric
-distortion, zoom-out, IoU crop, flip, resize; multi-scale 480-800; EMA 0.9999; gradient
-clipping 0.1) with the paper's AdamW lr 2e-4 (backbone 0.1x), 2000-iteration linear warm-up,
-VFL alpha 0.5 gamma 1.5, 72 epochs, batch 16 (RT-DETR's; the paper does not give its batch).
+"""Better Sampling (ST + SR + SPR, the paper's VFL alpha 0.5 gamma 1.5) on RT-DETR-R50vd on SODA-D
+patches: the plain twin ``bsdetr_plain_r50vd_sodad_patches.py`` (data, model, recipe) with
+Better Sampling's criterion.
 
-72 epochs depend on your split: check ``NUM_TRAIN_PATCHES`` below (or ``train.max_iter``) against the
-number of training patches ``tools/split_images.py`` prints.
+Off: ``model.criterion.better_sampling=null`` (= the plain twin, RT-DETR's VFL 0.75 / 2.0).
+Ablation rows (Table 3; everything else shared, the paper's VFL included):
+``bsdetr_none_r50vd_sodad_patches.py`` (none), ``bsdetr_sr_...`` (SR), ``bsdetr_spr_...`` (SPR),
+``bsdetr_st_sr_...`` (ST+SR), this file (ST+SR+SPR); each part off as an override:
+``model.criterion.better_sampling.class_target=null`` (ST), ``...reweighting=null`` (SR),
+``...point_refinement=null`` (SPR)."""
+from ..common.models.bsdetr import BetterSamplingCriterion
+from ..common.models.bsdetr import better_sampling as _better_sampling
+from .bsdetr_plain_r50vd_sodad_patches import dataloader, lr_multiplier, model, optimizer, train
 
-Weights: the ImageNet ResNet50-vd (SSLD v2) backbone, converted to sod2's names, at
-``./weights/ResNet50_vd_ssld_v2_pretrained_sod2.pth`` (see ``bsdetr_r50vd_visdrone.py``).
-
-Ablation rows (Table 3 settings; everything else shared): ``bsdetr_plain_r50vd_sodad_patches.py``
-(none), ``bsdetr_sr_...`` (SR), ``bsdetr_spr_...`` (SPR), ``bsdetr_st_sr_...`` (ST+SR), this
-file (ST+SR+SPR)."""
-from ..common.data.sodad_patches import dataloader
-from ..common.models.bsdetr import with_better_sampling
-from ..common.models.rtdetr import model, rtdetr_depth, rtdetr_norm
-from ..common.optim import AdamW as optimizer
-from ..common.rtdetr_recipe import rtdetr_recipe
-from ..common.train import train
-
-SIZE, EPOCHS, BATCH = 640, 72, 16
-# SODA-D's training split cut into 800 px patches with stride 650: ~30000 patches, the number the
-# CFINet SODA-D config assumes too (12 epochs = 90000 iterations of batch 4); use the count
-# tools/split_images.py prints for your copy
-NUM_TRAIN_PATCHES = 30000
-dataloader.train.total_batch_size = BATCH
-ITERS_PER_EPOCH = NUM_TRAIN_PATCHES // BATCH
-
-rtdetr_depth(model, "r50")
-rtdetr_norm(model, "SyncBN")  # the reference's sync_bn (plain BN in one process)
-model.num_classes = 9
-with_better_sampling(model, st=True, sr=True, spr=True)
-lr_multiplier = rtdetr_recipe(dataloader, train, optimizer, epochs=EPOCHS, iters_per_epoch=ITERS_PER_EPOCH,
-                              input_size=SIZE, lr=2e-4, warmup_iters=2000)
-train.init_checkpoint = "./weights/ResNet50_vd_ssld_v2_pretrained_sod2.pth"
-train.max_iter = EPOCHS * ITERS_PER_EPOCH
-train.eval_period = 12 * ITERS_PER_EPOCH
-train.checkpointer.period = 6 * ITERS_PER_EPOCH
+model.criterion._target_ = BetterSamplingCriterion
+model.criterion.better_sampling = _better_sampling

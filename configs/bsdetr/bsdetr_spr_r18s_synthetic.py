@@ -1,6 +1,7 @@
-"""Better Sampling ablation row "SPR" of ``bsdetr_r18s_synthetic.py``: sample-point refinement
-only (IoU target, no SR); data, schedule, VFL alpha 0.5 / gamma 1.5 and weights are shared."""
+"""Better Sampling ablation row "SPR" (Table 3) of ``bsdetr_r18s_synthetic.py``: sample-point
+refinement only (IoU target, no SR); data, schedule, the paper's VFL alpha 0.5 / gamma 1.5 and
+weights are shared."""
 from .bsdetr_r18s_synthetic import dataloader, lr_multiplier, model, optimizer, train
 
-model.criterion.class_target = None
-model.criterion.reweighting = None
+model.criterion.better_sampling.class_target = None
+model.criterion.better_sampling.reweighting = None

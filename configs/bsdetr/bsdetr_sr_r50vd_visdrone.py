@@ -1,6 +1,7 @@
-"""Better Sampling ablation row "SR" of ``bsdetr_r50vd_visdrone.py``: sample reweighting only
-(IoU target, no SPR); data, schedule, VFL alpha 0.5 / gamma 1.5 and weights are shared."""
+"""Better Sampling ablation row "SR" (Table 3) of ``bsdetr_r50vd_visdrone.py``: sample reweighting
+only (IoU target, no SPR); data, schedule, the paper's VFL alpha 0.5 / gamma 1.5 and weights are
+shared."""
 from .bsdetr_r50vd_visdrone import dataloader, lr_multiplier, model, optimizer, train
 
-model.criterion.class_target = None
-model.criterion.point_refinement = None
+model.criterion.better_sampling.class_target = None
+model.criterion.better_sampling.point_refinement = None

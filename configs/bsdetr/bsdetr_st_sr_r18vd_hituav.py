@@ -1,6 +1,6 @@
-"""Better Sampling ablation row "ST+SR" of ``bsdetr_r18vd_hituav.py``: scale-aligned target and
-sample reweighting (no SPR); data, schedule, VFL alpha 0.5 / gamma 1.5 and weights are
-shared."""
+"""Better Sampling ablation row "ST+SR" (Table 3) of ``bsdetr_r18vd_hituav.py``: scale-aligned
+target and sample reweighting (no SPR); data, schedule, the paper's VFL alpha 0.5 / gamma 1.5
+and weights are shared."""
 from .bsdetr_r18vd_hituav import dataloader, lr_multiplier, model, optimizer, train
 
-model.criterion.point_refinement = None
+model.criterion.better_sampling.point_refinement = None

@@ -40,11 +40,13 @@ from .io import atomic_path, remove_stale_temporaries
 logger = logging.getLogger(__name__)
 
 __all__ = ["SyntheticConfig", "SYNTHETIC_CLASSES", "generate_synthetic", "ensure_synthetic",
-           "render_image"]
+           "render_image", "background", "draw_object", "class_color", "sample_size", "overlaps",
+           "file_lock", "SUPERSAMPLING"]
 
 SYNTHETIC_CLASSES = ("disc", "cross", "ring")
 GENERATOR_VERSION = 2
-_SS = 4  # supersampling factor
+SUPERSAMPLING = 4  # drawing resolution / output resolution
+_SS = SUPERSAMPLING
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ class SyntheticConfig:
     size_mix: Tuple[float, float, float] = (0.25, 0.35, 0.40)  # <8, 8-16, 16-40 px
 
 
-def _sample_size(rng: np.random.Generator, mix) -> float:
+def sample_size(rng: np.random.Generator, mix) -> float:
+    """An object side in px from the size mix (fractions under 8, 8-16, 16-40 px)."""
     u = rng.random()
     if u < mix[0]:
         return rng.uniform(4.0, 8.0)
@@ -71,7 +74,7 @@ def _sample_size(rng: np.random.Generator, mix) -> float:
     return rng.uniform(16.0, 40.0)
 
 
-def _class_color(rng: np.random.Generator, cls: int) -> Tuple[int, int, int]:
+def class_color(rng: np.random.Generator, cls: int) -> Tuple[int, int, int]:
     """RGB colour of a class, jittered (classes stay far apart in hue)."""
     if cls == 0:  # warm: red-orange
         c = (rng.uniform(200, 255), rng.uniform(40, 120), rng.uniform(20, 60))
@@ -82,7 +85,7 @@ def _class_color(rng: np.random.Generator, cls: int) -> Tuple[int, int, int]:
     return tuple(int(v) for v in c)
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def background(rng: np.random.Generator, size: int) -> np.ndarray:
     """Cluttered background at 4x: smooth texture + grey distractors. (S, S, 3) float32."""
     S = size * _SS
     low = rng.normal(0, 1, (size // 16 + 2, size // 16 + 2, 3)).astype(np.float32)
@@ -113,8 +116,8 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return img
 
 
-def _draw_object(img: np.ndarray, cls: int, cx: float, cy: float, s: float,
-                 color) -> List[float]:
+def draw_object(img: np.ndarray, cls: int, cx: float, cy: float, s: float,
+                color) -> List[float]:
     """Draw one object of side ~s px centred at (cx, cy) (output-pixel units) on the 4x
     canvas; return its tight XYWH box in output pixels."""
     k = _SS
@@ -144,7 +147,8 @@ def _draw_object(img: np.ndarray, cls: int, cx: float, cy: float, s: float,
     return [cx - R / k, cy - R / k, 2 * R / k, 2 * R / k]
 
 
-def _overlaps(box, boxes, margin: float) -> bool:
+def overlaps(box, boxes, margin: float) -> bool:
+    """True when XYWH ``box`` comes closer than ``margin`` px to one of ``boxes``."""
     x, y, w, h = box
     for bx, by, bw, bh in boxes:
         if x < bx + bw + margin and bx < x + w + margin and y < by + bh + margin and by < y + h + margin:
@@ -161,7 +165,7 @@ def render_image(rng: np.random.Generator, cfg: SyntheticConfig) -> Tuple[np.nda
         regions: list of [x, y, w, h] ignore regions.
     """
     size = cfg.image_size
-    img = _background(rng, size)
+    img = background(rng, size)
     regions: List[List[float]] = []
     boxes: List[List[float]] = []
     objects: List[Dict] = []
@@ -175,20 +179,20 @@ def render_image(rng: np.random.Generator, cfg: SyntheticConfig) -> Tuple[np.nda
             cls = int(rng.integers(0, len(SYNTHETIC_CLASSES)))
             s = rng.uniform(3, 7)
             cx, cy = rng.uniform(x + s / 2, x + w - s / 2), rng.uniform(y + s / 2, y + h - s / 2)
-            _draw_object(img, cls, cx, cy, s, _class_color(rng, cls))
+            draw_object(img, cls, cx, cy, s, class_color(rng, cls))
 
     def place(cx, cy, s, cls) -> bool:
         half = s / 2
         box = [cx - half, cy - half, s, s]
         if box[0] < 1 or box[1] < 1 or box[0] + s > size - 1 or box[1] + s > size - 1:
             return False
-        if _overlaps(box, boxes, margin=1.0) or _overlaps(box, regions, margin=2.0):
+        if overlaps(box, boxes, margin=1.0) or overlaps(box, regions, margin=2.0):
             return False
         # low-contrast objects: blend the class colour with the local background
         alpha = rng.uniform(0.45, 1.0)
         bg = img[min(int(cy * _SS), size * _SS - 1), min(int(cx * _SS), size * _SS - 1)]
-        color = tuple(float(v) for v in (1 - alpha) * bg + alpha * np.array(_class_color(rng, cls)))
-        out = _draw_object(img, cls, cx, cy, s, color)
+        color = tuple(float(v) for v in (1 - alpha) * bg + alpha * np.array(class_color(rng, cls)))
+        out = draw_object(img, cls, cx, cy, s, color)
         boxes.append(out)
         objects.append({"bbox": out, "category_id": cls})
         return True
@@ -207,7 +211,7 @@ def render_image(rng: np.random.Generator, cfg: SyntheticConfig) -> Tuple[np.nda
                 n -= 1
     for _ in range(int(rng.integers(cfg.isolated[0], cfg.isolated[1] + 1))):
         for _ in range(20):
-            s = _sample_size(rng, cfg.size_mix)
+            s = sample_size(rng, cfg.size_mix)
             cx, cy = rng.uniform(s / 2 + 1, size - s / 2 - 1, 2)
             if place(cx, cy, s, int(rng.integers(0, len(SYNTHETIC_CLASSES)))):
                 break
@@ -267,7 +271,7 @@ def _is_current(dest: str, cfg: SyntheticConfig) -> bool:
 
 
 @contextlib.contextmanager
-def _file_lock(path: str):
+def file_lock(path: str):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -284,7 +288,7 @@ def ensure_synthetic(dest: str, cfg: SyntheticConfig = SyntheticConfig()) -> str
     remove_stale_temporaries(dest)
     if _is_current(dest, cfg):
         return dest
-    with _file_lock(dest.rstrip("/") + ".lock"):
+    with file_lock(dest.rstrip("/") + ".lock"):
         if not _is_current(dest, cfg):  # another process may have finished meanwhile
             logger.info("Generating the sod2 synthetic dataset in %s ...", dest)
             generate_synthetic(dest, cfg)

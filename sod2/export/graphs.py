@@ -7,8 +7,8 @@ not padded), and returning ``boxes`` (M, 4) XYXY in input-image pixels, ``scores
 ``classes`` (M,) int64 and ``batch_index`` (M,) int64, flat over the batch, each image's
 detections by decreasing score, images in batch order (sod2/export/metadata.py).
 
-They call the models' own modules and methods (backbone, head, ``YOLOX.decode``, the probe's
-``select``/``refine``/``apply``, RT-DETR's decoder) and re-write only the steps that loop over
+They call the models' own modules and methods (backbone, head, ``YOLOX.decode`` and
+``YOLOX.inference_objectness``, RT-DETR's decoder) and re-write only the steps that loop over
 a Python list of images in eager mode (padding through ``ImageList``, per-image post-processing),
 as batched tensor code that the dynamo exporter can trace with symbolic H, W and B. What stays
 outside (the rescale to the original image, clipping, YOLOX's resize ratio) is
@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import nms
+
+from ..modeling.meta_arch.yolox import YOLOXStep
 
 __all__ = ["YOLOXGraph", "RTDETRGraph", "graph_for", "family_of"]
 
@@ -44,10 +46,10 @@ def _rank_in_image(batch_index: Tensor, batch: int) -> Tensor:
 
 
 class YOLOXGraph(nn.Module):
-    """YOLOX (plain or with Foreground Probing, ``head.probe``: STSM + FRM run at inference, so
-    they are in the graph) from images to detections: pad with ``pad_value`` (the square test
+    """YOLOX (or a subclass such as ``FGProbeYOLOX``, whose STSM + FRM run at inference, so they
+    are in the graph) from images to detections: pad with ``pad_value`` (the square test
     letterbox and the backbone's divisibility), normalise, backbone, head, ``decode``, the
-    probe, then the score ``obj * max class prob`` >= ``test_score_thresh`` with finite boxes,
+    model's ``inference_objectness`` hook, then the score ``obj * max class prob`` >= ``test_score_thresh`` with finite boxes,
     class-aware NMS (the coordinate trick of torchvision's ``batched_nms`` with one offset per
     (image, class): ONNX ``NonMaxSuppression``) and ``max_detections_per_image`` per image."""
 
@@ -72,17 +74,16 @@ class YOLOXGraph(nn.Module):
         x = (x - m.pixel_mean) / m.pixel_std
         features = m.backbone(x)
         features = [features[f] for f in m.head_in_features]
-        cls_feats, reg_feats = m.head.forward_features(features)
-        preds = m.decode(*m.head.predict(cls_feats, reg_feats))
-        obj_logits = preds.obj_logits
-        probe = m.head.probe
-        if probe is not None:
-            # m.valid_locations with every image of size (H, W) (one tensor: one size)
-            c = preds.anchor_centers
-            valid = ((c[:, 0] < images.shape[-1]) & (c[:, 1] < images.shape[-2]))[None].expand_as(obj_logits)
-            idx = probe.select(obj_logits, valid)
-            refined, _ = probe.refine(probe.gather_levels(cls_feats, idx), probe.gather_levels(reg_feats, idx))
-            obj_logits = probe.apply(obj_logits, idx, refined)
+        head = m.head(features)
+        preds = m.decode(head.cls_logits, head.reg, head.obj_logits)
+        # every image of the batch has the input's (H, W) (one tensor: one size), computed from
+        # its shape so that a --dynamic export keeps it symbolic
+        ones = images.new_ones(images.shape[0], 1)
+        hw = torch.cat([ones * images.shape[-2], ones * images.shape[-1]], dim=1)  # (B, 2)
+        step = YOLOXStep(preds, head=head, image_sizes=hw)
+        # the model's own hook: plain YOLOX's objectness, or the refined one of a method's
+        # subclass (Foreground Probing: STSM + FRM run at inference, so they are in the graph)
+        obj_logits = m.inference_objectness(step)
         # m.inference, batched
         B, A, C = preds.cls_logits.shape
         class_conf, classes = preds.cls_logits.sigmoid().max(dim=2)
@@ -145,7 +146,7 @@ class RTDETRGraph(nn.Module):
         outputs = m.decoder(m.encoder(m.backbone(x)), None)
         layer = outputs.layers[-1]
         num_dn = int(outputs.num_denoising)
-        logits, boxes = layer["logits"][:, num_dn:], layer["boxes"][:, num_dn:]
+        logits, boxes = layer.logits[:, num_dn:], layer.boxes[:, num_dn:]
         scores, labels, xyxy = m.top_k(logits, boxes)
         B, k = scores.shape
         # x the padded size per axis (a Python int, or symbolic under a dynamic-size export)

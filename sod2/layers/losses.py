@@ -1,12 +1,13 @@
 """Losses shared by sod2's heads."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["aligned_iou", "iou_loss", "supervised_contrastive_loss", "box_iou_loss", "varifocal_loss"]
+__all__ = ["aligned_iou", "aligned_iou_giou", "iou_loss", "supervised_contrastive_loss", "box_iou_loss",
+           "varifocal_loss"]
 
 
 def aligned_iou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -25,6 +26,31 @@ def aligned_iou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> 
     area_p = (pred[:, 2] - pred[:, 0]).clamp(min=0) * (pred[:, 3] - pred[:, 1]).clamp(min=0)
     area_t = (target[:, 2] - target[:, 0]).clamp(min=0) * (target[:, 3] - target[:, 1]).clamp(min=0)
     return inter / (area_p + area_t - inter).clamp(min=eps)
+
+
+def aligned_iou_giou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """IoU and generalised IoU of box pairs, with no epsilon (RT-DETR's ``box_ops``: an
+    epsilon like torchvision's 1e-7 is a large relative error on the normalised areas of tiny
+    objects, ~1e-5 for a 2-pixel box at 640). Only an exact 0/0 (two empty boxes) is guarded,
+    giving 0 instead of nan.
+
+    Args:
+        boxes1, boxes2: (P, 4) XYXY boxes (any unit, the same for both).
+    Returns:
+        iou (P,), giou (P,).
+    """
+    lt = torch.max(boxes1[:, :2], boxes2[:, :2])
+    rb = torch.min(boxes1[:, 2:], boxes2[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=1)
+    area1 = (boxes1[:, 2:] - boxes1[:, :2]).prod(dim=1)
+    area2 = (boxes2[:, 2:] - boxes2[:, :2]).prod(dim=1)
+    tiny = torch.finfo(inter.dtype).tiny
+    union = area1 + area2 - inter
+    iou = inter / union.clamp(min=tiny)
+    enclose = (torch.max(boxes1[:, 2:], boxes2[:, 2:]) - torch.min(boxes1[:, :2], boxes2[:, :2])).clamp(min=0)
+    area_c = enclose.prod(dim=1)
+    giou = iou - (area_c - union) / area_c.clamp(min=tiny)
+    return iou, giou
 
 
 def iou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6,

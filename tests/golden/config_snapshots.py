@@ -29,10 +29,10 @@ SNAPSHOT_FILE = Path(__file__).resolve().parents[1] / "fixtures" / "config-snaps
 # fixtures (config snapshots, tests/fixtures/golden/ and legacy-keys/) stay keyed by the recorded
 # stem; whoever re-records them all empties this map.
 CONFIG_RENAMES: Dict[str, str] = {
-    "bsdetr-plain_r18s_synthetic": "bsdetr_plain_r18s_synthetic",
-    "bsdetr-plain_r18vd_hituav": "bsdetr_plain_r18vd_hituav",
-    "bsdetr-plain_r50vd_sodad_patches": "bsdetr_plain_r50vd_sodad_patches",
-    "bsdetr-plain_r50vd_visdrone": "bsdetr_plain_r50vd_visdrone",
+    "bsdetr-plain_r18s_synthetic": "bsdetr_none_r18s_synthetic",
+    "bsdetr-plain_r18vd_hituav": "bsdetr_none_r18vd_hituav",
+    "bsdetr-plain_r50vd_sodad_patches": "bsdetr_none_r50vd_sodad_patches",
+    "bsdetr-plain_r50vd_visdrone": "bsdetr_none_r50vd_visdrone",
     "bsdetr-spr_r18s_synthetic": "bsdetr_spr_r18s_synthetic",
     "bsdetr-spr_r18vd_hituav": "bsdetr_spr_r18vd_hituav",
     "bsdetr-spr_r50vd_sodad_patches": "bsdetr_spr_r50vd_sodad_patches",

@@ -41,7 +41,7 @@ GOLDEN_CONFIGS: Dict[str, str] = {
     "fgprobe_plain_yolox_tiny_p2_synthetic": "fgprobe/fgprobe_plain_yolox_tiny_p2_synthetic.py",
     "bs_yolox_tiny_p2_synthetic": "bsdetr/bs_yolox_tiny_p2_synthetic.py",
     "bsdetr_r18s_synthetic": "bsdetr/bsdetr_r18s_synthetic.py",
-    "bsdetr_plain_r18s_synthetic": "bsdetr/bsdetr_plain_r18s_synthetic.py",
+    "bsdetr_none_r18s_synthetic": "bsdetr/bsdetr_none_r18s_synthetic.py",
     "rtdetr_r18vd_coco": "rtdetr/rtdetr_r18vd_coco.py",
 }
 
@@ -54,8 +54,20 @@ LEGACY_KEY_CONFIGS = (
 )
 
 # (regular expression on a key of the current model, replacement giving the key it had when the
-# fixtures were recorded), first match wins. Empty: the fixtures come from today's layout.
-CANONICAL_RENAMES: List[Tuple[str, str]] = []
+# fixtures were recorded[, regular expression that some key of the same model must match for the
+# rule to apply]), first match wins. Empty: the fixtures come from today's layout.
+CANONICAL_RENAMES: List[Tuple[str, ...]] = [
+    # SR-TOD (issue 16): the hook left the backbone for the feature-hook slot; in a model that has
+    # the hook, the plain FPN's keys were backbone.fpn.* (only there: a baseline's stay backbone.*)
+    (r"^feature_hook\.(head|threshold|dgfe)\.", r"backbone.\1."),
+    (r"^backbone\.", "backbone.fpn.", r"^feature_hook\.(head|threshold|dgfe)\."),
+    # Better Sampling on RT-DETR (issue 16): the SR generator sits in the criterion's BetterSampling module
+    (r"^criterion\.better_sampling\.reweighting\.", "criterion.reweighting."),
+    # Foreground Probing (issue 16): the probe left the head for FGProbeYOLOX.probe
+    (r"^probe\.", "head.probe."),
+    # dense Better Sampling (issue 16): the SR generator sits in BetterSamplingYOLOX's BetterSampling module
+    (r"^better_sampling\.reweighting\.", "reweighting."),
+]
 
 TOP_K = 50  # detections recorded per image
 # Intra-op threads of the golden runs: CPU kernels pick other algorithms for one thread than for
@@ -68,9 +80,13 @@ THREADS = 2
 BANK_FILL = 16
 
 
-def canonical_key(key: str) -> str:
-    """The name ``key`` had when the fixtures were recorded (``CANONICAL_RENAMES``)."""
-    for pattern, repl in CANONICAL_RENAMES:
+def canonical_key(key: str, model_keys: Sequence[str] = ()) -> str:
+    """The name ``key`` (a state-dict key of a model whose keys are ``model_keys``) had when the
+    fixtures were recorded (``CANONICAL_RENAMES``; a rule with a condition applies only when one
+    of ``model_keys`` matches it)."""
+    for pattern, repl, *when in CANONICAL_RENAMES:
+        if when and not any(re.search(when[0], k) for k in model_keys):
+            continue
         if re.search(pattern, key):
             return re.sub(pattern, repl, key)
     return key
@@ -122,7 +138,7 @@ def fill_model(model: torch.nn.Module) -> float:
     misses a rule of ``CANONICAL_RENAMES`` changes it (a diagnostic when the outputs differ).
     The running statistics are then set by ``calibrating_norms``."""
     sd = model.state_dict()
-    new = {k: fill(canonical_key(k), v.shape, v.dtype) for k, v in sd.items()}
+    new = {k: fill(canonical_key(k, list(sd)), v.shape, v.dtype) for k, v in sd.items()}
     model.load_state_dict(new, strict=True)
     return float(sum(t.double().abs().sum() for t in new.values()))
 

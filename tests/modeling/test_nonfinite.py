@@ -23,13 +23,15 @@ from sod2.config import get_config
 from sod2.errors import UserError
 from sod2.modeling.assigners import SimOTAAssigner
 from sod2.modeling.checks import finite_cost
-from sod2.modeling.criterion import SetCriterion
-from sod2.modeling.methods.better_sampling import SamplePointRefinement, SampleReweighting, ScaleAlignedTarget
+from sod2.modeling.criterion import OutputSet, SetCriterion
+from sod2.modeling.methods.better_sampling import (BetterSampling, BetterSamplingCriterion, SamplePointRefinement,
+                                                   SampleReweighting, ScaleAlignedTarget)
+from sod2.modeling.methods.better_sampling import BetterSampling, BetterSamplingYOLOX
 from sod2.modeling.heads import YOLOXHead
 from sod2.modeling.matchers import HungarianMatcher, MaxIoUMatcher
 from sod2.modeling.methods.cfinet import DynamicIoUAssigner
 from sod2.modeling.methods.cfinet import ExemplarBank, Feat2Embed, FeatureImitation
-from sod2.modeling.transformer import ContrastiveDenoising
+from sod2.modeling.transformer import ContrastiveDenoising, DecoderLayerOutput
 
 from .test_crpn import _crpn
 from .test_rtdetr import random_inputs, tiny_config, tiny_model
@@ -101,8 +103,8 @@ def test_yolox_nan_predictions_give_non_finite_losses(where, better_sampling):
     input should be between 0 and 1" for the class logits before; now the losses that the
     broken positives enter are NaN (with Better Sampling's ST and SR as well)."""
     torch.manual_seed(0)
-    kwargs = dict(class_target=ScaleAlignedTarget(), reweighting=SampleReweighting(hidden_dim=32)) \
-        if better_sampling else {}
+    kwargs = dict(arch=BetterSamplingYOLOX, better_sampling=BetterSampling(
+        class_target=ScaleAlignedTarget(), reweighting=SampleReweighting(hidden_dim=32))) if better_sampling else {}
     model = build_yolox(num_classes=3, use_l1=True, **kwargs)
     with torch.no_grad():
         (model.head.cls_preds if where == "cls" else model.head.reg_preds)["p3"].bias[0] = NAN
@@ -148,10 +150,10 @@ def test_one_nan_box_among_finite_queries_is_not_hidden():
     would have returned finite losses for a model that outputs NaN."""
     crit = SetCriterion(matcher=HungarianMatcher(), num_classes=2)
     boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.1], [NAN, 0.5, 0.2, 0.2], [0.8, 0.8, 0.1, 0.1]]])
-    out = [{"name": "", "logits": torch.zeros(1, 4, 2), "boxes": boxes}]
+    out = [OutputSet("", DecoderLayerOutput(logits=torch.zeros(1, 4, 2), boxes=boxes, layer_index=0))]
     losses = crit(out, [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}])
     assert not torch.isfinite(losses["loss_bbox"]) and not torch.isfinite(losses["loss_giou"])
-    out[0]["boxes"] = torch.nan_to_num(boxes, nan=0.9)
+    out[0].output.boxes = torch.nan_to_num(boxes, nan=0.9)
     assert _all_finite(crit(out, [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]))
 
 
@@ -163,9 +165,10 @@ def test_rtdetr_nan_predictions_give_non_finite_losses(better_sampling):
     ST, SR and SPR as well)."""
     if better_sampling:
         cfg = tiny_config()
-        cfg.criterion.class_target = L(ScaleAlignedTarget)()
-        cfg.criterion.reweighting = L(SampleReweighting)(hidden_dim=32)
-        cfg.criterion.point_refinement = L(SamplePointRefinement)(etas=[1.5, 1.2, 1.0], num_points=2)
+        cfg.criterion._target_ = BetterSamplingCriterion
+        cfg.criterion.better_sampling = L(BetterSampling)(
+            class_target=L(ScaleAlignedTarget)(), reweighting=L(SampleReweighting)(hidden_dim=32),
+            point_refinement=L(SamplePointRefinement)(etas=[1.5, 1.2, 1.0], num_points=2))
         torch.manual_seed(0)
         model = instantiate(cfg)
     else:

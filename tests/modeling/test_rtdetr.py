@@ -24,9 +24,10 @@ from detectron2.utils.events import EventStorage
 
 from sod2.config import get_config
 from sod2.engine.multiscale import resize_batch
-from sod2.modeling.methods.better_sampling import SamplePointRefinement, SampleReweighting, ScaleAlignedTarget
+from sod2.modeling.methods.better_sampling import BetterSampling, BetterSamplingCriterion, SampleReweighting
 from sod2.modeling.meta_arch import RTDETR
-from sod2.modeling.transformer.rtdetr_decoder import DecoderOutput
+from sod2.modeling.criterion import OutputSet
+from sod2.modeling.transformer.rtdetr_decoder import DecoderLayerOutput, DecoderOutput, EncoderOutput
 
 from ..distributed import free_port, leave
 from ..modules import config_module
@@ -148,38 +149,49 @@ def test_prepare_targets_by_hand():
 
 
 def _fake_layer(n, i):
-    """A decoder layer's dict with N queries whose values encode (layer, query)."""
+    """A decoder layer's output with N queries (every optional field filled) whose values
+    encode (layer, query)."""
     q = torch.arange(n, dtype=torch.float32).view(1, n, 1) + 100 * i
-    return {"logits": q.expand(2, n, 3).clone(), "boxes": q.expand(2, n, 4).clone(),
-            "hidden": q.expand(2, n, 5).clone(), "box_hidden": q.expand(2, n, 5).clone(),
-            "ref_boxes": q.expand(2, n, 4).clone(), "offsets": q.view(1, n, 1, 1, 1, 1).expand(2, n, 2, 3, 2, 2),
-            "attention": q.view(1, n, 1, 1, 1).expand(2, n, 2, 3, 2), "layer_index": i}
+    return DecoderLayerOutput(
+        logits=q.expand(2, n, 3).clone(), boxes=q.expand(2, n, 4).clone(), layer_index=i,
+        hidden=q.expand(2, n, 5).clone(), box_hidden=q.expand(2, n, 5).clone(), ref_boxes=q.expand(2, n, 4).clone(),
+        offsets=q.view(1, n, 1, 1, 1, 1).expand(2, n, 2, 3, 2, 2), attention=q.view(1, n, 1, 1, 1).expand(2, n, 2, 3, 2))
+
+
+PER_QUERY = ("logits", "boxes", "hidden", "box_hidden", "ref_boxes", "offsets", "attention")
 
 
 def test_loss_sets_split_denoising_and_names():
     nd, q = 4, 6
     out = DecoderOutput(layers=[_fake_layer(nd + q, i) for i in range(3)],
-                        encoder={"logits": torch.zeros(2, q, 3), "boxes": torch.zeros(2, q, 4)}, num_denoising=nd)
+                        encoder=EncoderOutput(logits=torch.zeros(2, q, 3), boxes=torch.zeros(2, q, 4)), num_denoising=nd)
     sets = RTDETR.loss_sets(out)
-    assert [s["name"] for s in sets] == ["", "aux_0", "aux_1", "enc", "dn_0", "dn_1", "dn_2"]
-    by_name = {s["name"]: s for s in sets}
+    assert all(isinstance(s, OutputSet) for s in sets)
+    assert [s.name for s in sets] == ["", "aux_0", "aux_1", "enc", "dn_0", "dn_1", "dn_2"]
+    assert [s.denoising for s in sets] == [False] * 4 + [True] * 3
+    by_name = {s.name: s.output for s in sets}
     for name, i in (("", 2), ("aux_0", 0), ("aux_1", 1)):
         s = by_name[name]
-        assert s["layer_index"] == i
-        for key in ("logits", "boxes", "hidden", "box_hidden", "ref_boxes", "offsets", "attention"):
-            assert s[key].shape[1] == q and s[key][0, :, ...].flatten(1)[:, 0].tolist() == \
+        assert s.layer_index == i
+        for key in PER_QUERY:
+            v = getattr(s, key)
+            assert v.shape[1] == q and v[0, :, ...].flatten(1)[:, 0].tolist() == \
                 [100.0 * i + nd + j for j in range(q)], (name, key)
         dn = by_name[f"dn_{i}"]
-        assert dn["layer_index"] == i
-        for key in ("logits", "boxes", "hidden", "box_hidden", "ref_boxes", "offsets", "attention"):
-            assert dn[key].shape[1] == nd and dn[key][1].flatten(1)[:, 0].tolist() == \
+        assert dn.layer_index == i
+        for key in PER_QUERY:
+            v = getattr(dn, key)
+            assert v.shape[1] == nd and v[1].flatten(1)[:, 0].tolist() == \
                 [100.0 * i + j for j in range(nd)], (name, key)
-    assert by_name["enc"]["boxes"].shape == (2, q, 4) and "layer_index" not in by_name["enc"]
-    # without denoising queries: no dn sets, nothing cut
-    out = DecoderOutput(layers=[_fake_layer(q, i) for i in range(2)], encoder={"logits": torch.zeros(2, q, 3)},
+    assert isinstance(by_name["enc"], EncoderOutput) and by_name["enc"].boxes.shape == (2, q, 4)
+    # without denoising queries: no dn sets, nothing cut; fields the decoder did not fill stay None
+    bare = [DecoderLayerOutput(logits=torch.zeros(2, q, 3), boxes=torch.zeros(2, q, 4), layer_index=i)
+            for i in range(2)]
+    out = DecoderOutput(layers=bare, encoder=EncoderOutput(logits=torch.zeros(2, q, 3), boxes=torch.zeros(2, q, 4)),
                         num_denoising=0)
     sets = RTDETR.loss_sets(out)
-    assert [s["name"] for s in sets] == ["", "aux_0", "enc"] and sets[0]["boxes"].shape[1] == q
+    assert [s.name for s in sets] == ["", "aux_0", "enc"] and sets[0].output.boxes.shape[1] == q
+    assert sets[0].output.hidden is None and sets[0].output.offsets is None
 
 
 def test_topk_postprocess_hand_example():
@@ -258,6 +270,10 @@ class _Spy(torch.nn.Module):
         super().__init__()
         self.criterion, self.calls = criterion, []
 
+    @property
+    def required_outputs(self):
+        return self.criterion.required_outputs
+
     def forward(self, outputs, targets, denoising=None):
         self.calls.append((outputs, targets, denoising))
         return self.criterion(outputs, targets, denoising)
@@ -289,7 +305,7 @@ def test_trains_through_the_config_mapper_with_and_without_gt(tmp_path):
             cxcywh = torch.cat([(b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]], 1) / 128
             assert torch.allclose(t["boxes"], cxcywh, atol=1e-6)
         sets = names + ([f"dn_{i}" for i in range(3)] if dn else [])
-        assert [o["name"] for o in outputs] == sets and (denoising is not None) == dn
+        assert [o.name for o in outputs] == sets and (denoising is not None) == dn
         assert set(losses) == {f"{k}_{s}" if s else k for k in ("loss_vfl", "loss_bbox", "loss_giou") for s in sets}
         assert all(torch.isfinite(v) for v in losses.values())
         if dn:
@@ -326,8 +342,8 @@ def test_inference_through_the_config_mapper_matches_a_naive_topk(tmp_path):
         inst = model(inputs)[0]["instances"]
         images = model.preprocess_image(inputs)
         layer = model.decoder(model.encoder(model.backbone(images.tensor))).layers
-    assert len(layer) == 1 and layer[0]["layer_index"] == 2
-    logits, boxes = layer[0]["logits"][0], layer[0]["boxes"][0]
+    assert len(layer) == 1 and layer[0].layer_index == 2
+    logits, boxes = layer[0].logits[0], layer[0].boxes[0]
     pairs = sorted(((_sigmoid(logits[q, c].item()), q, c) for q in range(logits.shape[0])
                     for c in range(NUM_CLASSES)), reverse=True)[:25]
     assert inst.image_size == (100, 150) and len(inst) == 25
@@ -340,34 +356,6 @@ def test_inference_through_the_config_mapper_matches_a_naive_topk(tmp_path):
 
 
 # ---------------------------------------------------------- better sampling
-def test_better_sampling_changes_losses_only():
-    plain = tiny_model()
-    cfg = tiny_config(eval_size=(640, 640))
-    cfg.criterion.class_target = L(ScaleAlignedTarget)()
-    cfg.criterion.reweighting = L(SampleReweighting)(hidden_dim=32)
-    cfg.criterion.point_refinement = L(SamplePointRefinement)(etas=[1.5, 1.2, 1.0], num_points=2)
-    bs = instantiate(cfg)
-    result = bs.load_state_dict(plain.state_dict(), strict=False)
-    assert not result.unexpected_keys and all(k.startswith("criterion.reweighting.") for k in result.missing_keys)
-    # non-square inputs of two sizes (a padded batch), other than the precomputed 640x640
-    inputs = random_inputs([(96, 128), (128, 64)], (0, 0), seed=1)
-    plain.eval()
-    bs.eval()
-    with torch.no_grad():
-        a, b = plain(inputs), bs(inputs)
-    for x, y in zip(a, b):
-        assert len(x["instances"]) == 25
-        for field in ("scores", "pred_classes"):
-            assert torch.equal(x["instances"].get(field), y["instances"].get(field))
-        assert torch.equal(x["instances"].pred_boxes.tensor, y["instances"].pred_boxes.tensor)
-    assert a[1]["instances"].image_size == (128, 64)
-    bs.train()
-    with EventStorage(0):
-        losses = bs(random_inputs([(96, 128), (128, 64)], (2, 3), seed=2))
-    assert "loss_offset" in losses and "loss_atten_dn_0" in losses and "loss_offset_enc" not in losses
-    assert all(torch.isfinite(v) for v in losses.values())
-
-
 # ------------------------------------------------------------------- DDP
 def _ddp_worker(rank, port, queue):
     import torch.distributed as dist
@@ -377,7 +365,9 @@ def _ddp_worker(rank, port, queue):
         torch.set_num_threads(1)
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
         cfg = tiny_config()
-        cfg.criterion.reweighting = L(SampleReweighting)(hidden_dim=32)  # Better Sampling's SR: needs positives
+        # Better Sampling's SR (needs positives) injected through the criterion
+        cfg.criterion._target_ = BetterSamplingCriterion
+        cfg.criterion.better_sampling = L(BetterSampling)(reweighting=L(SampleReweighting)(hidden_dim=32))
         torch.manual_seed(rank)  # different initial weights: DDP broadcasts rank 0's
         model = DistributedDataParallel(instantiate(cfg), find_unused_parameters=False)
         opt = torch.optim.SGD(model.parameters(), lr=0.01)

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sod2.layers.mlp import MLP, inverse_sigmoid
-from sod2.modeling.transformer import DecoderOutput, RTDETRDecoder, RTDETRDecoderLayer, SelectedQueries
+from sod2.modeling.transformer import (OPTIONAL_FIELDS, DecoderLayerOutput, DecoderOutput, EncoderOutput, RTDETRDecoder,
+                                      RTDETRDecoderLayer, SelectedQueries)
 
 HIDDEN, CLASSES, HEADS, POINTS, LAYERS, QUERIES = 16, 5, 2, 2, 3, 6
 IN_CHANNELS = (8, 12, 16)
@@ -166,42 +167,43 @@ def test_decoder_matches_hand_written_recursion(training):
     dec.train(training)
     dec.input_proj.eval()  # the same BatchNorm statistics in both computations
     feats = features()
-    out = dec(feats)
+    out = dec(feats, None, OPTIONAL_FIELDS)
     expected = manual_decoder(dec, feats, training)
     idx = range(LAYERS) if training else [LAYERS - 1]
-    assert [layer["layer_index"] for layer in out.layers] == list(idx)
+    assert [layer.layer_index for layer in out.layers] == list(idx)
     for layer, i in zip(out.layers, idx):
         logits, boxes, ref = expected[i]
-        torch.testing.assert_close(layer["logits"], logits, rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(layer["boxes"], boxes, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(layer["ref_boxes"], ref, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(layer["logits"], dec.dec_score_head[i](layer["hidden"]))
+        torch.testing.assert_close(layer.logits, logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(layer.boxes, boxes, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(layer.ref_boxes, ref, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(layer.logits, dec.dec_score_head[i](layer.hidden))
         # H_reg: the input of the box MLP's last Linear
         last = dec.dec_bbox_head[i].layers[-1]
-        torch.testing.assert_close(layer["box_hidden"] @ last.weight.T + last.bias,
-                                   dec.dec_bbox_head[i](layer["hidden"]))
+        torch.testing.assert_close(layer.box_hidden @ last.weight.T + last.bias,
+                                   dec.dec_bbox_head[i](layer.hidden))
 
 
 def test_shapes_keys_and_encoder_outputs():
     dec = build_decoder().train()
-    out = dec(features())
+    out = dec(features(), None, OPTIONAL_FIELDS)
     assert isinstance(out, DecoderOutput) and out.num_denoising == 0
     B, N, S = 2, QUERIES, 41
     assert len(out.layers) == LAYERS
     for i, layer in enumerate(out.layers):
-        assert layer["layer_index"] == i and isinstance(layer["layer_index"], int)
-        assert layer["logits"].shape == (B, N, CLASSES)
+        assert layer.layer_index == i and isinstance(layer.layer_index, int)
+        assert layer.logits.shape == (B, N, CLASSES)
         for key in ("boxes", "ref_boxes"):
-            assert layer[key].shape == (B, N, 4) and ((layer[key] > 0) & (layer[key] < 1)).all()
-        assert layer["hidden"].shape == layer["box_hidden"].shape == (B, N, HIDDEN)
-        assert layer["offsets"].shape == (B, N, HEADS, 3, POINTS, 2)
-        assert layer["attention"].shape == (B, N, HEADS, 3, POINTS)
-        assert not layer["ref_boxes"].requires_grad
-    assert set(out.encoder) == {"logits", "boxes", "hidden", "box_hidden"}
-    assert out.encoder["logits"].shape == (B, N, CLASSES) and out.encoder["boxes"].shape == (B, N, 4)
-    assert out.encoder["boxes"].requires_grad  # the encoder loss trains the selection's box head
+            assert getattr(layer, key).shape == (B, N, 4) and ((getattr(layer, key) > 0) & (getattr(layer, key) < 1)).all()
+        assert layer.hidden.shape == layer.box_hidden.shape == (B, N, HIDDEN)
+        assert layer.offsets.shape == (B, N, HEADS, 3, POINTS, 2)
+        assert layer.attention.shape == (B, N, HEADS, 3, POINTS)
+        assert not layer.ref_boxes.requires_grad
+    assert isinstance(out.encoder, EncoderOutput) and all(isinstance(x, DecoderLayerOutput) for x in out.layers)
+    assert out.encoder.hidden.shape == out.encoder.box_hidden.shape == (B, N, HIDDEN)
+    assert out.encoder.logits.shape == (B, N, CLASSES) and out.encoder.boxes.shape == (B, N, 4)
+    assert out.encoder.boxes.requires_grad  # the encoder loss trains the selection's box head
     # layer 0 cross-attends from the selected boxes
-    torch.testing.assert_close(out.layers[0]["ref_boxes"], out.encoder["boxes"].detach())
+    torch.testing.assert_close(out.layers[0].ref_boxes, out.encoder.boxes.detach())
     # memory sizes and the flattening order (levels in order, each row-major)
     memory, shapes = dec.flatten_features(features())
     assert shapes == MAP_SIZES and memory.shape == (B, S, HIDDEN)
@@ -220,7 +222,7 @@ def test_look_forward_twice_gradient_paths():
         loss.backward(retain_graph=True)
         return {n: p.grad for n, p in dec.named_parameters()}
 
-    g = grads(out.layers[1]["boxes"].sum())
+    g = grads(out.layers[1].boxes.sum())
     # layer 1's box is refined from layer 0's box WITH its gradient: layer 0's box head learns
     assert g["dec_bbox_head.0.layers.2.weight"].abs().sum() > 0
     assert g["dec_bbox_head.1.layers.2.weight"].abs().sum() > 0
@@ -229,16 +231,16 @@ def test_look_forward_twice_gradient_paths():
     assert all(g[n] is None for n in g if n.startswith("query_selection.enc_bbox_head"))
     assert g["input_proj.0.weight"].abs().sum() > 0  # through the cross-attention's memory
 
-    g = grads(out.layers[2]["boxes"].sum())
+    g = grads(out.layers[2].boxes.sum())
     assert g["dec_bbox_head.1.layers.2.weight"].abs().sum() > 0
     # only one step back: the box of layer 1 depends on layer 0's box through a detached input
     assert g["dec_bbox_head.0.layers.2.weight"] is None
 
-    g = grads(out.layers[0]["boxes"].sum())
+    g = grads(out.layers[0].boxes.sum())
     assert g["dec_bbox_head.0.layers.2.weight"].abs().sum() > 0
     assert g["dec_bbox_head.1.layers.2.weight"] is None
 
-    g = grads(out.encoder["boxes"].sum())
+    g = grads(out.encoder.boxes.sum())
     assert g["query_selection.enc_bbox_head.layers.2.weight"].abs().sum() > 0
 
 
@@ -246,17 +248,17 @@ def test_eval_idx_emits_one_layer_and_stops():
     feats = features()
     reference = build_decoder().train()
     reference.input_proj.eval()
-    train_out = reference(feats)
+    train_out = reference(feats, None, OPTIONAL_FIELDS)
     for eval_idx, expected in [(1, 1), (-2, 1), (-1, 2), (0, 0)]:
         dec = build_decoder(eval_idx=eval_idx).eval()
         called = []
         for i, layer in enumerate(dec.layers):
             layer.register_forward_hook(lambda *_, i=i: called.append(i))
-        out = dec(feats)
+        out = dec(feats, None, OPTIONAL_FIELDS)
         assert called == list(range(expected + 1))
-        assert len(out.layers) == 1 and out.layers[0]["layer_index"] == expected
+        assert len(out.layers) == 1 and out.layers[0].layer_index == expected
         for key in ("logits", "boxes", "hidden", "ref_boxes"):
-            torch.testing.assert_close(out.layers[0][key], train_out.layers[expected][key])
+            torch.testing.assert_close(getattr(out.layers[0], key), getattr(train_out.layers[expected], key))
     with pytest.raises(ValueError):
         build_decoder(eval_idx=LAYERS)
 
@@ -281,36 +283,36 @@ def test_denoising_queries_prepended_and_masked():
     dec = build_decoder().train()
     feats = features()
     dn = dn_queries()
-    out = dec(feats, dn)
+    out = dec(feats, dn, frozenset({"ref_boxes", "hidden"}))
     assert out.num_denoising == 4
     for layer in out.layers:
-        assert layer["logits"].shape == (2, 4 + QUERIES, CLASSES)
-    torch.testing.assert_close(out.layers[0]["ref_boxes"][:, :4], dn.boxes_unact.sigmoid())
-    torch.testing.assert_close(out.layers[0]["ref_boxes"][:, 4:], out.encoder["boxes"].detach())
+        assert layer.logits.shape == (2, 4 + QUERIES, CLASSES)
+    torch.testing.assert_close(out.layers[0].ref_boxes[:, :4], dn.boxes_unact.sigmoid())
+    torch.testing.assert_close(out.layers[0].ref_boxes[:, 4:], out.encoder.boxes.detach())
     # the full computation with the mask, written out
     for (logits, boxes, _), layer in zip(manual_decoder(dec, feats, True, dn), out.layers):
-        torch.testing.assert_close(layer["logits"], logits, rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(layer["boxes"], boxes, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(layer.logits, logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(layer.boxes, boxes, rtol=1e-4, atol=1e-5)
 
     # change group 0 (queries 0, 1): the matching queries and group 1 must not notice
     changed = DN(dn.embed.clone(), dn.boxes_unact.clone(), dn.attn_mask, dn.num_denoising)
     changed.embed[:, :2] += 1.0
     changed.boxes_unact[:, :2] -= 0.5
-    out2 = dec(feats, changed)
+    out2 = dec(feats, changed, frozenset({"hidden"}))
     for a, b in zip(out.layers, out2.layers):
         for key in ("logits", "boxes", "hidden"):
-            torch.testing.assert_close(a[key][:, 2:], b[key][:, 2:])
-            assert not torch.allclose(a[key][:, :2], b[key][:, :2])
+            torch.testing.assert_close(getattr(a, key)[:, 2:], getattr(b, key)[:, 2:])
+            assert not torch.allclose(getattr(a, key)[:, :2], getattr(b, key)[:, :2])
     # with the matching queries alone the matching outputs are the same as well
     alone = dec(feats)
     for a, b in zip(out.layers, alone.layers):
-        torch.testing.assert_close(a["logits"][:, 4:], b["logits"], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(a["boxes"][:, 4:], b["boxes"], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a.logits[:, 4:], b.logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a.boxes[:, 4:], b.boxes, rtol=1e-5, atol=1e-6)
     # control: without the mask the change does reach the matching queries
     open_mask = DN(dn.embed, dn.boxes_unact, torch.zeros_like(dn.attn_mask), 4)
     open_changed = DN(changed.embed, changed.boxes_unact, torch.zeros_like(dn.attn_mask), 4)
-    assert not torch.allclose(dec(feats, open_mask).layers[-1]["logits"][:, 4:],
-                              dec(feats, open_changed).layers[-1]["logits"][:, 4:])
+    assert not torch.allclose(dec(feats, open_mask).layers[-1].logits[:, 4:],
+                              dec(feats, open_changed).layers[-1].logits[:, 4:])
     with pytest.raises(ValueError):
         dec(feats, DN(dn.embed, dn.boxes_unact, dn.attn_mask[1:, 1:], 4))
 
@@ -329,7 +331,7 @@ def test_initialisation():
     # zero box deltas at init: every layer keeps the selected box
     out = dec(features())
     for layer in out.layers:
-        torch.testing.assert_close(layer["boxes"], out.encoder["boxes"].detach(), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(layer.boxes, out.encoder.boxes.detach(), atol=1e-5, rtol=1e-4)
 
 
 # trainable parameters of the reference RTDETRTransformer without its query selection
@@ -363,3 +365,8 @@ def test_reference_layer_parameter_names_and_shapes():
         "norm3.weight": (256,), "norm3.bias": (256,),
     }
     assert {k: tuple(v.shape) for k, v in layer.state_dict().items()} == expected
+
+
+def test_unknown_output_field_is_refused():
+    with pytest.raises(ValueError, match="unknown output fields"):
+        build_decoder()(features(), None, frozenset({"sampling_points"}))

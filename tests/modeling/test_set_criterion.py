@@ -2,22 +2,21 @@
 here: VFL / L1 / GIoU of each output set with the weights and the normaliser pinned (num_boxes,
 its all-reduce over processes, the denoising groups), per-set matching (Hungarian sets matched
 on their own outputs, dn sets on the fixed assignment), the loss names, empty targets, the
-detached class target, and Better Sampling's ST / SR / SPR inside the criterion. The matcher is
-a stand-in that returns a fixed assignment and records its calls."""
+detached class target, and the template methods a method subclass overrides (Better Sampling's
+subclass: tests/methods/better_sampling/test_better_sampling_criterion.py). The matcher is a
+stand-in that returns a fixed assignment and records its calls."""
 import math
 
 import pytest
 import torch
 import torchvision
-from detectron2.utils.events import EventStorage
-from torch import nn
 
-from sod2.modeling.criterion import SetCriterion
-from sod2.modeling.methods.better_sampling import SamplePointRefinement, SampleReweighting, ScaleAlignedTarget
+from sod2.modeling.criterion import OutputSet, SetCriterion
 from sod2.modeling.criterion import set_criterion as set_criterion_module
+from sod2.modeling.transformer import DecoderLayerOutput, EncoderOutput
 
 C = 3
-WEIGHTS = {"loss_vfl": 2.0, "loss_bbox": 3.0, "loss_giou": 7.0, "loss_offset": 0.5, "loss_atten": 4.0}
+WEIGHTS = {"loss_vfl": 2.0, "loss_bbox": 3.0, "loss_giou": 7.0}
 ALPHA, GAMMA = 0.6, 1.5
 
 
@@ -44,17 +43,19 @@ INDICES = [([3, 1], [1, 0]), ([0], [0])]
 
 
 def make_output(name, seed, B=2, N=4, D=5, offsets=False, layer_index=0):
+    """An output set as RTDETR.loss_sets builds it: "enc" an EncoderOutput, the others a
+    DecoderLayerOutput (with sampling offsets/attention if asked), "dn_*" a denoising set."""
     g = torch.Generator().manual_seed(seed)
-    out = {"name": name,
-           "logits": torch.randn(B, N, C, generator=g).requires_grad_(True),
-           "boxes": torch.cat([0.3 + 0.4 * torch.rand(B, N, 2, generator=g),
-                               0.05 + 0.3 * torch.rand(B, N, 2, generator=g)], -1).requires_grad_(True),
-           "hidden": torch.randn(B, N, D, generator=g), "box_hidden": torch.randn(B, N, D, generator=g)}
+    fields = {"logits": torch.randn(B, N, C, generator=g).requires_grad_(True),
+              "boxes": torch.cat([0.3 + 0.4 * torch.rand(B, N, 2, generator=g),
+                                  0.05 + 0.3 * torch.rand(B, N, 2, generator=g)], -1).requires_grad_(True),
+              "hidden": torch.randn(B, N, D, generator=g), "box_hidden": torch.randn(B, N, D, generator=g)}
+    if name == "enc":
+        return OutputSet(name, EncoderOutput(**fields))
     if offsets:
-        out["offsets"] = (10 * torch.rand(B, N, 2, 2, 2, 2, generator=g) - 5).requires_grad_(True)
-        out["attention"] = torch.rand(B, N, 2, 2, 2, generator=g).requires_grad_(True)
-        out["layer_index"] = layer_index
-    return out
+        fields["offsets"] = (10 * torch.rand(B, N, 2, 2, 2, 2, generator=g) - 5).requires_grad_(True)
+        fields["attention"] = torch.rand(B, N, 2, 2, 2, generator=g).requires_grad_(True)
+    return OutputSet(name, DecoderLayerOutput(layer_index=layer_index, **fields), denoising=name.startswith("dn_"))
 
 
 def iou_tv(p, g):
@@ -67,7 +68,7 @@ def iou_tv(p, g):
 def naive_set_losses(out, targets, indices, normalizer, target_fn=None, r_cls=None, r_reg=None,
                      cls_weight="replace", alpha=ALPHA, gamma=GAMMA, weights=WEIGHTS):
     """Weighted losses of one set by explicit loops over images, queries and classes."""
-    logits, boxes = out["logits"].detach().double(), out["boxes"].detach().double()
+    logits, boxes = out.output.logits.detach().double(), out.output.boxes.detach().double()
     B, N, _ = logits.shape
     matched, k = {}, 0
     for b, (qs, ts) in enumerate(indices):
@@ -151,11 +152,11 @@ def test_sets_names_matching_and_dn_normaliser():
     # each ordinary set matched once, on its own logits; dn sets never reach the matcher
     assert len(matcher.calls) == 3
     for call, out in zip(matcher.calls, outputs[:3]):
-        assert torch.equal(call, out["logits"].detach())
+        assert torch.equal(call, out.output.logits.detach())
     for out in outputs[:3]:
-        check(losses, naive_set_losses(out, targets, INDICES, 3.0), f"_{out['name']}" if out["name"] else "")
+        check(losses, naive_set_losses(out, targets, INDICES, 3.0), f"_{out.name}" if out.name else "")
     for out in outputs[3:]:  # num_boxes 3 x 2 groups
-        check(losses, naive_set_losses(out, targets, dn_indices, 6.0), f"_{out['name']}")
+        check(losses, naive_set_losses(out, targets, dn_indices, 6.0), f"_{out.name}")
     with pytest.raises(ValueError):
         make_criterion()(outputs, targets, None)
     with pytest.raises(ValueError):
@@ -192,8 +193,8 @@ def test_empty_targets_finite_with_gradient():
     total = sum(losses.values())
     assert torch.isfinite(total)
     total.backward()
-    assert out["logits"].grad.abs().sum() > 0
-    assert out["boxes"].grad is not None and torch.equal(out["boxes"].grad, torch.zeros_like(out["boxes"]))
+    assert out.output.logits.grad.abs().sum() > 0
+    assert out.output.boxes.grad is not None and torch.equal(out.output.boxes.grad, torch.zeros_like(out.output.boxes))
     # one image empty, the other not
     targets = [empty[0], make_targets()[1]]
     idx = [([], []), ([2], [0])]
@@ -205,151 +206,51 @@ def test_class_target_is_detached():
     out, targets = make_output("", 0), make_targets()
     losses = make_criterion()([out], targets)
     losses["loss_vfl"].backward()
-    assert out["boxes"].grad is None or out["boxes"].grad.abs().sum() == 0
+    assert out.output.boxes.grad is None or out.output.boxes.grad.abs().sum() == 0
 
 
-# ------------------------------------------------------------------- Better Sampling
-def st_hand(pred, gt, beta=0.73, theta=6.0):
-    u, _ = iou_tv(pred, gt)
-    r = math.sqrt(pred[2] * pred[3] / (gt[2] * gt[3]))
-    return u ** beta * math.exp(-theta * (r - 1) ** 2) ** (1 - beta)
+def test_with_hungarian_matcher():
+    from sod2.modeling.matchers.hungarian import HungarianMatcher
 
-
-def test_scale_aligned_target_in_criterion():
-    out, targets = make_output("", 2), make_targets()
-    losses = make_criterion(class_target=ScaleAlignedTarget(beta=0.5, theta=3.0))([out], targets)
-    check(losses, naive_set_losses(out, targets, INDICES, 3.0, target_fn=lambda p, g: st_hand(p, g, 0.5, 3.0)))
-    plain = make_criterion()([out], targets)
-    assert losses["loss_vfl"].item() != pytest.approx(plain["loss_vfl"].item(), rel=1e-4)
-    assert losses["loss_bbox"].item() == pytest.approx(plain["loss_bbox"].item())
-
-
-class StubReweighting(nn.Module):
-    """Fixed weights per call (in the criterion's positive order); records its inputs."""
-
-    def __init__(self, r_cls, r_reg, cls_weight="replace"):
-        super().__init__()
-        self.r_cls, self.r_reg, self.cls_weight = r_cls, r_reg, cls_weight
-        self.scale = nn.Parameter(torch.ones(()))
-        self.calls = []
-
-    def forward(self, h_cls, h_reg, target, score):
-        self.calls.append((h_cls, h_reg, target, score))
-        n = h_cls.shape[0]
-        return torch.tensor(self.r_cls[:n]) * self.scale, torch.tensor(self.r_reg[:n]) * self.scale
-
-
-@pytest.mark.parametrize("cls_weight", ["replace", "scale"])
-def test_reweighting_in_criterion(cls_weight):
-    out, targets = make_output("", 3), make_targets()
-    r_cls, r_reg = [0.5, 2.0, 1.5], [3.0, 0.25, 0.8]
-    stub = StubReweighting(r_cls, r_reg, cls_weight)
-    with EventStorage() as storage:
-        losses = make_criterion(reweighting=stub)([out, make_output("aux_0", 4)], targets)
-        latest = {k: v[0] for k, v in storage.latest().items()}
-    check(losses, naive_set_losses(out, targets, INDICES, 3.0, r_cls=r_cls, r_reg=r_reg, cls_weight=cls_weight))
-    # inputs: positives in image order then matcher order: (0, 3) <- gt 1, (0, 1) <- gt 0, (1, 0) <- gt 0
-    h_cls, h_reg, target, score = stub.calls[0]
-    pairs = [(0, 3, 1), (0, 1, 0), (1, 0, 0)]
-    assert torch.equal(h_cls, torch.stack([out["hidden"][b, q] for b, q, _ in pairs]))
-    assert torch.equal(h_reg, torch.stack([out["box_hidden"][b, q] for b, q, _ in pairs]))
-    for k, (b, q, g) in enumerate(pairs):
-        label = int(targets[b]["labels"][g])
-        assert score[k].item() == pytest.approx(sigmoid(out["logits"][b, q, label].item()), rel=1e-6)
-        assert target[k].item() == pytest.approx(iou_tv(out["boxes"][b, q].tolist(),
-                                                        targets[b]["boxes"][g].tolist())[0], rel=1e-5)
-    assert not score.requires_grad and not target.requires_grad
-    # statistics pooled over both sets' positives
-    pooled = torch.tensor(r_cls * 2)
-    assert latest["better_sampling/r_cls_mean"] == pytest.approx(pooled.mean().item())
-    assert latest["better_sampling/r_cls_std"] == pytest.approx(pooled.std().item())
-    assert latest["better_sampling/r_reg_mean"] == pytest.approx(sum(r_reg) / 3)
-    sum(losses.values()).backward()
-    assert stub.scale.grad is not None and stub.scale.grad != 0
-
-
-def test_reweighting_requires_features():
-    out = make_output("", 0)
-    del out["box_hidden"]
-    with pytest.raises(ValueError):
-        make_criterion(reweighting=StubReweighting([1.0] * 3, [1.0] * 3))([out], make_targets())
-
-
-def test_real_reweighting_gradients_and_ddp_safety():
     out, targets = make_output("", 0), make_targets()
-    sr = SampleReweighting(hidden_dim=5)
-    losses = make_criterion(reweighting=sr)([out, make_output("enc", 1)], targets)
-    sum(losses.values()).backward()
-    assert sr.conv1.weight.grad.abs().sum() > 0 and sr.norm_cls.weight.grad is not None
-    # no positive anywhere / detached weights: every parameter still gets a (zero) gradient
-    empty = [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}] * 2
-    for module, tgts, idx in ((SampleReweighting(hidden_dim=5), empty, [([], []), ([], [])]),
-                              (SampleReweighting(hidden_dim=5, detach_normalize=True), targets, INDICES)):
-        losses = make_criterion(FixedMatcher(idx), reweighting=module)([make_output("", 0)], tgts)
-        total = sum(losses.values())
-        assert torch.isfinite(total)
-        total.backward()
-        assert all(p.grad is not None and p.grad.abs().sum() == 0 for p in module.parameters())
-
-
-def naive_spr(offsets, attention, eta):
-    """Per point loops: box-relative |d| = |offset| / (2 n_points), inside iff both <= 0.5."""
-    M, L, P = len(attention), len(attention[0]), len(attention[0][0])
-    lo = la = 0.0
-    for m in range(M):
-        for l in range(L):
-            inside = [all(abs(v) / (2 * P) <= 0.5 for v in offsets[m][l][k]) for k in range(P)]
-            best = max([attention[m][l][k] for k in range(P) if inside[k]], default=0.0)
-            for k in range(P):
-                if not inside[k]:
-                    lo += sum(max(abs(v) / (2 * P) - eta / 2, 0.0) for v in offsets[m][l][k]) ** 2
-                    la += max(attention[m][l][k] - best, 0.0)
-    return lo, la
-
-
-def test_point_refinement_in_criterion():
-    targets = make_targets()
-    last, aux = make_output("", 6, offsets=True, layer_index=1), make_output("aux_0", 7, offsets=True, layer_index=0)
-    enc = make_output("enc", 8)
-    with torch.no_grad():  # unmatched queries far outside: must not count
-        for o in (last, aux):
-            o["offsets"][0, 0] = 50.0
-            o["offsets"][1, 2] = -50.0
-    spr = SamplePointRefinement(etas=(1.5, 1.0), num_points=2)
-    losses = make_criterion(point_refinement=spr)([last, aux, enc], targets)
-    assert "loss_offset_enc" not in losses and "loss_atten_enc" not in losses
-    pairs = [(0, 3), (0, 1), (1, 0)]
-    for out, eta, suffix in ((last, 1.0, ""), (aux, 1.5, "_aux_0")):
-        lo = la = 0.0
-        for b, q in pairs:
-            a, c = naive_spr(out["offsets"][b, q].tolist(), out["attention"][b, q].tolist(), eta)
-            lo, la = lo + a, la + c
-        assert lo > 0 and la > 0
-        assert losses["loss_offset" + suffix].item() == pytest.approx(WEIGHTS["loss_offset"] * lo / 3.0, rel=1e-5)
-        assert losses["loss_atten" + suffix].item() == pytest.approx(WEIGHTS["loss_atten"] * la / 3.0, rel=1e-5)
-    check(losses, naive_set_losses(last, targets, INDICES, 3.0))
-    sum(losses.values()).backward()
-    assert last["offsets"].grad[0, 0].abs().sum() == 0 and last["offsets"].grad[0, 3].abs().sum() > 0
-
-
-def test_point_refinement_dn_normaliser():
-    targets = make_targets()
-    dn = Denoising([torch.tensor([0, 1, 4, 5]), torch.tensor([0, 4])],
-                   [torch.tensor([0, 1, 0, 1]), torch.tensor([0, 0])], num_groups=2)
-    out = make_output("dn_0", 9, N=8, offsets=True, layer_index=0)
-    losses = make_criterion(point_refinement=SamplePointRefinement(etas=(1.0,), num_points=2))([out], targets, dn)
-    lo = sum(naive_spr(out["offsets"][b, q].tolist(), out["attention"][b, q].tolist(), 1.0)[0]
-             for b, q in [(0, 0), (0, 1), (0, 4), (0, 5), (1, 0), (1, 4)])
-    assert losses["loss_offset_dn_0"].item() == pytest.approx(WEIGHTS["loss_offset"] * lo / 6.0, rel=1e-5)
-
-
-def test_with_hungarian_matcher_if_present():
-    hungarian = pytest.importorskip("sod2.modeling.matchers.hungarian")
-    out, targets = make_output("", 0), make_targets()
-    indices = hungarian.HungarianMatcher()(out["logits"].detach(), out["boxes"].detach(), targets)
+    indices = HungarianMatcher()(out.output.logits.detach(), out.output.boxes.detach(), targets)
     idx = [(q.tolist(), t.tolist()) for q, t in indices]
-    check(make_criterion(hungarian.HungarianMatcher())([out], targets), naive_set_losses(out, targets, idx, 3.0))
-    crit = SetCriterion(matcher=hungarian.HungarianMatcher(), num_classes=C, class_target=ScaleAlignedTarget(),
-                        reweighting=SampleReweighting(hidden_dim=5))
-    losses = crit([out, make_output("aux_0", 1)], targets)
-    assert all(torch.isfinite(v) for v in losses.values())
+    check(make_criterion(HungarianMatcher())([out], targets), naive_set_losses(out, targets, idx, 3.0))
+
+
+def test_template_methods_defaults_and_a_subclass():
+    """RT-DETR's defaults, and what a method's subclass can change through the templates."""
+    from sod2.modeling.criterion import PositiveWeights
+
+    plain = make_criterion()
+    assert plain.required_outputs == frozenset() and plain.vfl_alpha_gamma() == (ALPHA, GAMMA)
+    r_cls, r_reg = [0.5, 2.0, 1.5], [3.0, 0.25, 0.8]
+
+    class Method(SetCriterion):
+        default_weight_dict = {**SetCriterion.default_weight_dict, "loss_extra": 1.0}
+
+        def class_target(self, output_set, pos, pred_boxes):
+            return torch.full((len(pos),), 0.5)
+
+        def positive_weights(self, output_set, pos, target, logits):
+            return PositiveWeights(vfl=torch.tensor(r_cls), boxes=torch.tensor(r_reg))
+
+        def extra_terms(self, output_set, pos):
+            return {"loss_extra": torch.tensor(float(len(pos)))}
+
+        def vfl_alpha_gamma(self):
+            return 0.4, 1.0
+
+        def finish(self, losses, weights):
+            self.seen = len(weights)
+            return {**losses, "loss_finished": torch.tensor(0.0)}
+
+    out, targets = make_output("aux_1", 4), make_targets()
+    crit = Method(matcher=FixedMatcher(INDICES), num_classes=C, weight_dict={**WEIGHTS, "loss_extra": 6.0})
+    losses = crit([out], targets)
+    check(losses, naive_set_losses(out, targets, INDICES, 3.0, target_fn=lambda p, g: 0.5, r_cls=r_cls, r_reg=r_reg,
+                                   alpha=0.4, gamma=1.0), "_aux_1")
+    assert losses["loss_extra_aux_1"].item() == pytest.approx(6.0 * 3 / 3.0)
+    assert "loss_finished" in losses and crit.seen == 1
+    with pytest.raises(ValueError, match="loss_extra"):
+        SetCriterion(matcher=FixedMatcher(INDICES), num_classes=C, weight_dict={"loss_extra": 1.0})

@@ -1,7 +1,8 @@
 """Every hyper-parameter the Better Sampling paper states (Huang et al., "Better Sampling,
 towards Better End-to-end Small Object Detection"), pinned as the user gets it: from the built
-model of the paper's config (``configs/bsdetr/bsdetr_r50vd_visdrone.py``), from
-``with_better_sampling`` on a fresh RT-DETR config, and from the components' own defaults.
+model of the paper's config (``configs/bsdetr/bsdetr_r50vd_visdrone.py``), from the
+``better_sampling`` config node (configs/common/models/bsdetr.py), and from the components' own
+defaults.
 Each assertion names the paper's table or section; [RT-DETR] marks the baseline's values the
 paper builds on, [ours] sod2's documented choices where the paper is silent
 (projects/BetterSampling/README.md).
@@ -22,8 +23,11 @@ from detectron2.utils.events import EventStorage
 from omegaconf import OmegaConf
 
 from sod2.config import get_config
-from sod2.modeling.methods.better_sampling.components import SamplePointRefinement, SampleReweighting, ScaleAlignedTarget
-from sod2.modeling.criterion.set_criterion import SetCriterion
+from sod2.engine.lazy_train import apply_checked_overrides
+from sod2.modeling.criterion import OutputSet, SetCriterion
+from sod2.modeling.methods.better_sampling import (BetterSampling, SamplePointRefinement, SampleReweighting,
+                                                   ScaleAlignedTarget)
+from sod2.modeling.transformer import EncoderOutput
 
 from ..modules import config_module
 from .paper_helpers import config_difference, training_batch
@@ -44,8 +48,8 @@ def paper_model(paper_cfg):
 
 
 def _fresh_rtdetr():
-    """A fresh RT-DETR-R50vd model config (configs/common/models/rtdetr.py) and the helper
-    module of configs/common/models/bsdetr.py."""
+    """A fresh RT-DETR-R50vd model config (configs/common/models/rtdetr.py) and the module of
+    configs/common/models/bsdetr.py (its ``better_sampling`` node)."""
     rt = config_module("common/models/rtdetr.py")
     cfg = OmegaConf.create({"model": rt.model})
     return cfg, config_module("common/models/bsdetr.py")
@@ -55,8 +59,9 @@ def _fresh_rtdetr():
 def _vfl_all_negatives(criterion, logits):
     """The criterion's loss_vfl on a set without any ground truth: every entry is a negative."""
     B, N, _ = logits.shape
-    out = {"name": "", "logits": logits, "boxes": torch.full((B, N, 4), 0.5),
-           "hidden": torch.zeros(B, N, 256), "box_hidden": torch.zeros(B, N, 256)}
+    # an encoder-type set (no sampling points for SPR), named "" so that its loss is "loss_vfl"
+    out = OutputSet("", EncoderOutput(logits=logits, boxes=torch.full((B, N, 4), 0.5),
+                                      hidden=torch.zeros(B, N, 256), box_hidden=torch.zeros(B, N, 256)))
     targets = [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}]
     return criterion([out], targets)["loss_vfl"].item()
 
@@ -72,7 +77,9 @@ def _hand_vfl_negatives(logits, alpha, gamma):
 
 def test_table6_vfl_alpha_gamma_in_the_paper_config(paper_model):
     crit = paper_model.criterion
-    assert (crit.alpha, crit.gamma) == (0.5, 1.5), "Better Sampling Table 6: VFL alpha 0.5, gamma 1.5"
+    assert (crit.better_sampling.vfl_alpha, crit.better_sampling.vfl_gamma) == (0.5, 1.5), \
+        "Better Sampling Table 6: VFL alpha 0.5, gamma 1.5"
+    assert crit.vfl_alpha_gamma() == (0.5, 1.5)
     logits = torch.tensor([[[0.3, -1.2], [2.0, 0.1]]])
     got = _vfl_all_negatives(crit, logits)
     assert got == pytest.approx(_hand_vfl_negatives(logits, 0.5, 1.5), rel=1e-6), \
@@ -80,18 +87,19 @@ def test_table6_vfl_alpha_gamma_in_the_paper_config(paper_model):
     assert got != pytest.approx(_hand_vfl_negatives(logits, 0.75, 2.0), rel=1e-3)
 
 
-def test_table6_vfl_alpha_gamma_set_by_every_switch_of_the_helper():
-    """``with_better_sampling`` sets the paper's 0.5 / 1.5 whatever the switches, so the
-    ablation rows of Table 3 (the "none" row included) differ only in ST/SR/SPR."""
-    for switches in [(True, True, True), (False, False, False), (False, True, False), (False, False, True)]:
-        cfg, bs = _fresh_rtdetr()
-        bs.with_better_sampling(cfg.model, *switches)
-        crit = cfg.model.criterion
-        assert (crit.alpha, crit.gamma) == (0.5, 1.5), f"Table 6: VFL 0.5 / 1.5 with switches {switches}"
-    for path in ["bsdetr/bsdetr_plain_r50vd_visdrone.py", "bsdetr/bsdetr_st_sr_r50vd_visdrone.py",
+def test_table6_vfl_alpha_gamma_in_every_ablation_row():
+    """The paper's 0.5 / 1.5 belong to the ``better_sampling`` node, not to a part, so the
+    ablation rows of Table 3 (the "none" row included) differ only in ST/SR/SPR; the plain twin
+    (RT-DETR itself) keeps RT-DETR's 0.75 / 2.0."""
+    _, bs = _fresh_rtdetr()
+    assert (bs.better_sampling.vfl_alpha, bs.better_sampling.vfl_gamma) == (0.5, 1.5), "Table 6: VFL 0.5 / 1.5"
+    assert BetterSampling().vfl_alpha == 0.5 and BetterSampling().vfl_gamma == 1.5, "BetterSampling defaults: Table 6"
+    for path in ["bsdetr/bsdetr_none_r50vd_visdrone.py", "bsdetr/bsdetr_st_sr_r50vd_visdrone.py",
                  "bsdetr/bsdetr_sr_r50vd_visdrone.py", "bsdetr/bsdetr_spr_r50vd_visdrone.py"]:
-        crit = get_config(path).model.criterion
-        assert (crit.alpha, crit.gamma) == (0.5, 1.5), f"Table 3 ablation row {path}: the paper's VFL 0.5 / 1.5"
+        node = get_config(path).model.criterion.better_sampling
+        assert (node.vfl_alpha, node.vfl_gamma) == (0.5, 1.5), f"Table 3 ablation row {path}: the paper's VFL 0.5 / 1.5"
+    plain = get_config("bsdetr/bsdetr_plain_r50vd_visdrone.py").model.criterion
+    assert "better_sampling" not in plain and (plain.alpha, plain.gamma) == (0.75, 2.0)
 
 
 def test_rtdetr_baseline_keeps_its_own_vfl_and_loss_weights():
@@ -132,7 +140,7 @@ def _st_of(target):
 
 
 def test_tables_4_5_st_beta_073_theta_6_in_the_paper_config(paper_model):
-    st = paper_model.criterion.class_target
+    st = paper_model.criterion.better_sampling.class_target
     assert isinstance(st, ScaleAlignedTarget)
     assert (st.beta, st.theta) == (0.73, 6.0), "Better Sampling Table 4: beta 0.73; Table 5: theta 6"
     got, pred, gt = _st_of(st)
@@ -141,17 +149,12 @@ def test_tables_4_5_st_beta_073_theta_6_in_the_paper_config(paper_model):
         assert g != pytest.approx(_hand_st(p, t, 0.73, 3.0), rel=1e-3)
 
 
-def test_tables_4_5_st_defaults_of_helpers_and_component():
-    cfg, bs = _fresh_rtdetr()
-    bs.with_better_sampling(cfg.model)
-    node = cfg.model.criterion.class_target
-    assert (node.beta, node.theta) == (0.73, 6.0), "with_better_sampling: Table 4 beta 0.73, Table 5 theta 6"
-    yolox = config_module("common/models/yolox.py")
-    dense = config_module("common/models/dense_better_sampling.py")
-    ycfg = OmegaConf.create({"model": yolox.model})
-    dense.with_dense_better_sampling(ycfg.model)
-    assert (ycfg.model.class_target.beta, ycfg.model.class_target.theta) == (0.73, 6.0), \
-        "with_dense_better_sampling (ST on YOLOX): Tables 4-5 beta 0.73, theta 6"
+def test_tables_4_5_st_defaults_of_config_nodes_and_component():
+    _, bs = _fresh_rtdetr()
+    node = bs.better_sampling.class_target
+    assert (node.beta, node.theta) == (0.73, 6.0), "better_sampling node: Table 4 beta 0.73, Table 5 theta 6"
+    dense = config_module("common/models/dense_better_sampling.py").dense_better_sampling.class_target
+    assert (dense.beta, dense.theta) == (0.73, 6.0), "dense_better_sampling (ST on YOLOX): Tables 4-5 beta 0.73, theta 6"
     st = ScaleAlignedTarget()
     assert (st.beta, st.theta) == (0.73, 6.0), "ScaleAlignedTarget defaults: Tables 4-5"
 
@@ -167,7 +170,7 @@ def _spr_loss_at(spr, layer, d):
 
 
 def test_table7_eta_per_decoder_layer_in_the_paper_config(paper_model):
-    spr = paper_model.criterion.point_refinement
+    spr = paper_model.criterion.better_sampling.point_refinement
     assert isinstance(spr, SamplePointRefinement)
     assert spr.etas == TABLE7_ETAS, "Better Sampling Table 7: eta per decoder layer 1.5/1.3/1.2/1.1/1.05/1.0"
     assert paper_model.decoder.num_layers == len(spr.etas) == 6
@@ -178,14 +181,15 @@ def test_table7_eta_per_decoder_layer_in_the_paper_config(paper_model):
             f"Table 7: eta {eta} at decoder layer {layer + 1}"
 
 
-def test_table7_etas_of_helper_and_component_defaults():
-    cfg, bs = _fresh_rtdetr()
-    bs.with_better_sampling(cfg.model)
-    assert tuple(cfg.model.criterion.point_refinement.etas) == TABLE7_ETAS, "with_better_sampling: Table 7"
+def test_table7_etas_of_config_node_and_component_defaults():
+    _, bs = _fresh_rtdetr()
+    assert tuple(bs.better_sampling.point_refinement.etas) == TABLE7_ETAS, "better_sampling node: Table 7"
     assert bs.PAPER_ETAS == TABLE7_ETAS and bs.default_etas(6) == TABLE7_ETAS
     assert SamplePointRefinement().etas == TABLE7_ETAS, "SamplePointRefinement default: Table 7"
     # [ours] another decoder depth: the paper's values at the same relative depth
     assert bs.default_etas(3) == (1.5, 1.1, 1.0)
+    r18 = get_config("bsdetr/bsdetr_r18vd_hituav.py").model
+    assert r18.decoder.num_layers == 3 and tuple(r18.criterion.better_sampling.point_refinement.etas) == (1.5, 1.1, 1.0)
 
 
 # ---------------------------------------------------------------- SR: the paper's B and r
@@ -193,7 +197,7 @@ def test_sr_generator_as_the_paper(paper_model):
     """SR: conv1 2C -> C, conv2 C -> C, conv3 C -> 1 (C = the decoder width 256 [RT-DETR]);
     B = BN then ReLU ([ours] order; the paper: "ReLU and batch normalization"); r keeps its
     gradient (the paper literally; ``detach_normalize`` is sod2's option)."""
-    sr = paper_model.criterion.reweighting
+    sr = paper_model.criterion.better_sampling.reweighting
     assert isinstance(sr, SampleReweighting)
     assert (sr.conv1.in_features, sr.conv1.out_features) == (512, 256)
     assert (sr.conv2.in_features, sr.conv2.out_features, sr.conv3.out_features) == (256, 256, 1)
@@ -244,20 +248,21 @@ def test_sr_gradient_reaches_the_generator_only_in_the_paper_literal_default():
     """SR as the paper writes it (``L_cls = sum_pos r_cls BCE``, ``L_reg = sum_pos r_reg
     [L1 + L_IoU]``, nothing detached): the weight generator learns through r, so its conv1 gets
     a nonzero gradient from the detection losses. sod2's option ``detach_normalize=True``
-    (``with_better_sampling(..., detach_normalize=True)``) detaches r: the generator then gets
+    (``model.criterion.better_sampling.reweighting.detach_normalize=True``) detaches r: the generator then gets
     exactly zero gradient (kept in the graph for DDP)."""
     cfg = get_config("bsdetr/bsdetr_r18s_synthetic.py")
     cfg.model.decoder.query_selection.num_queries = cfg.model.num_top_queries = 50  # 64 px inputs: 84 tokens
-    assert cfg.model.criterion.reweighting.detach_normalize is False, "the paper literally by default"
+    assert cfg.model.criterion.better_sampling.reweighting.detach_normalize is False, "the paper literally by default"
     torch.manual_seed(0)
     model = instantiate(cfg.model).train()
-    sr = model.criterion.reweighting
+    sr = model.criterion.better_sampling.reweighting
     assert sr.detach_inputs is True  # [ours]: the generator reads detached features
     for detach_normalize in (False, True):
-        if detach_normalize:  # the option as the helper sets it, on the same weights
-            option = OmegaConf.create({"model": get_config("bsdetr/bsdetr_r18s_synthetic.py").model})
-            config_module("common/models/bsdetr.py").with_better_sampling(option.model, detach_normalize=True)
-            sr.detach_normalize = option.model.criterion.reweighting.detach_normalize
+        if detach_normalize:  # the option as its override sets it, on the same weights
+            option = apply_checked_overrides(get_config("bsdetr/bsdetr_r18s_synthetic.py"),
+                                             ["model.criterion.better_sampling.reweighting.detach_normalize=True"],
+                                             warn=False)
+            sr.detach_normalize = option.model.criterion.better_sampling.reweighting.detach_normalize
             assert sr.detach_normalize is True
         model.zero_grad(set_to_none=True)
         with EventStorage(0):
@@ -271,8 +276,13 @@ def test_sr_gradient_reaches_the_generator_only_in_the_paper_literal_default():
             assert grad.abs().sum().item() > 0, "SR (paper literally): r keeps its gradient into the generator"
 
 
-def test_plain_twin_is_the_table3_none_row():
-    """Table 3's "none" row (``bsdetr_plain_r50vd_visdrone.py``) differs from the paper's config
-    only in the three parts: data, schedule, VFL 0.5 / 1.5 and weights are shared."""
+def test_none_row_and_plain_twin():
+    """Table 3's "none" row (``bsdetr_none_r50vd_visdrone.py``) differs from the paper's config
+    only in the three parts (data, schedule, VFL 0.5 / 1.5 and weights shared); the plain twin
+    (RT-DETR, ``bsdetr_plain_r50vd_visdrone.py``) only in the criterion's class and its
+    ``better_sampling`` node."""
+    assert config_difference(PAPER, "bsdetr/bsdetr_none_r50vd_visdrone.py") == [
+        "model.criterion.better_sampling.class_target", "model.criterion.better_sampling.point_refinement",
+        "model.criterion.better_sampling.reweighting"]
     assert config_difference(PAPER, "bsdetr/bsdetr_plain_r50vd_visdrone.py") == [
-        "model.criterion.class_target", "model.criterion.point_refinement", "model.criterion.reweighting"]
+        "model.criterion._target_", "model.criterion.better_sampling"]

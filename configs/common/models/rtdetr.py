@@ -84,9 +84,6 @@ model = L(RTDETR)(
         weight_dict={"loss_vfl": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0},
         alpha=0.75,
         gamma=2.0,
-        class_target=None,  # IoU (RT-DETR's VFL); Better Sampling: configs/common/models/bsdetr.py
-        reweighting=None,
-        point_refinement=None,
     ),
     denoising=L(ContrastiveDenoising)(
         num_classes="${..num_classes}",

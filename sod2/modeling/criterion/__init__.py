@@ -1,2 +1,9 @@
 """RT-DETR's set criterion."""
-from .set_criterion import DEFAULT_WEIGHT_DICT, MatchedPositives, SetCriterion  # noqa: F401
+from .set_criterion import (  # noqa: F401
+    DEFAULT_WEIGHT_DICT,
+    IoUTarget,
+    MatchedPositives,
+    OutputSet,
+    PositiveWeights,
+    SetCriterion,
+)

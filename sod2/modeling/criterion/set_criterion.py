@@ -1,37 +1,48 @@
 """
-RT-DETR's set criterion (Hungarian-matched varifocal + L1 + GIoU losses over several output
-sets), with Better Sampling's three parts as optional components.
+RT-DETR's set criterion: Hungarian-matched varifocal + L1 + GIoU losses over several output
+sets.
 
-For each output set (the last decoder layer, the auxiliary layers, the encoder's top-K
-proposals, the denoising groups of every layer):
+For each output set (:class:`OutputSet`: the last decoder layer, the auxiliary layers, the
+encoder's top-Q proposals, the denoising queries of every layer):
 
 1. matching: Hungarian for ordinary sets, each set matched on its own outputs; the fixed
    denoising assignment (positive dn query <-> its ground truth, tiled over the groups) for
-   the sets named ``dn_<i>``;
-2. the class target t of each positive, detached: the IoU of the matched pair (RT-DETR's
-   VFL) or the scale-aligned target (Better Sampling's ST);
-3. optional sample weights ``r_cls``, ``r_reg`` of the positives (SR);
-4. losses, each a sum divided by the normaliser ``num_boxes`` (the GT count of the batch
+   the sets with ``denoising=True``;
+2. the class target t of each positive, detached: the IoU of the matched pair (VFL's q,
+   :class:`IoUTarget`);
+3. losses, each a sum divided by the normaliser ``num_boxes`` (the GT count of the batch
    summed over processes, divided by the world size, at least 1; ``num_boxes * num_groups``
    for the denoising sets):
 
    * ``loss_vfl``: BCE-with-logits of every query and class against ``onehot(class) * t``,
      weighted ``alpha * p^gamma`` (p detached) off the positives' class channels and ``t``
-     on them (``r_cls`` with SR: see :class:`SampleReweighting`'s ``cls_weight``);
+     on them;
    * ``loss_bbox``: L1 on normalised (cx, cy, w, h), summed over the 4 coordinates;
-     ``loss_giou``: ``1 - GIoU``; each times ``r_reg`` with SR;
-   * with SPR, for the sets that carry the cross-attention sampling (``offsets``,
-     ``attention``, ``layer_index``: the decoder layers), ``loss_offset`` and ``loss_atten``
-     over the positive queries (the encoder set has none).
+     ``loss_giou``: ``1 - GIoU``.
 
 Each loss is multiplied by its weight (``weight_dict``) and named ``<loss>`` for the set
 named "" (the last decoder layer) and ``<loss>_<set name>`` otherwise (``loss_vfl_aux_0``,
 ``loss_giou_enc``, ``loss_bbox_dn_2``).
+
+A method that changes the training objective subclasses the criterion and overrides its
+template methods (criterion injection, as detrex's DINO/DN-DETR criteria), each of which is
+RT-DETR's behaviour here:
+
+* :attr:`SetCriterion.required_outputs`: the optional decoder fields it reads (none);
+* :meth:`SetCriterion.class_target`: t of the positives (the IoU);
+* :meth:`SetCriterion.positive_weights`: per-positive weights of the VFL term and the box
+  losses (none);
+* :meth:`SetCriterion.extra_terms`: more loss terms of a set (none);
+* :meth:`SetCriterion.vfl_alpha_gamma`: VFL's alpha and gamma (``alpha``, ``gamma``: 0.75, 2.0);
+* :meth:`SetCriterion.finish`: a last look at the loss dict and every set's positive
+  weights (nothing).
+
+Better Sampling is such a subclass (``sod2.modeling.methods.better_sampling``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import AbstractSet, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -40,18 +51,65 @@ from detectron2.utils import comm
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
-from ...layers.losses import varifocal_loss
+from ...layers.losses import aligned_iou_giou, varifocal_loss
 from ..checks import check_size
-from ..training import zero_dependency
-from ..methods.better_sampling.components import IoUTarget, aligned_iou_giou, log_reweighting_stats
+from ..transformer.rtdetr_decoder import DecoderLayerOutput, EncoderOutput
 
-__all__ = ["SetCriterion", "MatchedPositives", "DEFAULT_WEIGHT_DICT"]
+__all__ = ["SetCriterion", "OutputSet", "MatchedPositives", "PositiveWeights", "IoUTarget", "DEFAULT_WEIGHT_DICT"]
 
-# RT-DETR's weights (VFL 1, L1 5, GIoU 2); the SPR terms enter with weight 1 (the paper's
-# L = L_cls + L_reg + L_offset + L_atten)
-DEFAULT_WEIGHT_DICT = {"loss_vfl": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_offset": 1.0, "loss_atten": 1.0}
+# RT-DETR's weights (VFL 1, L1 5, GIoU 2)
+DEFAULT_WEIGHT_DICT = {"loss_vfl": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
 
 Indices = List[Tuple[Tensor, Tensor]]
+
+
+class IoUTarget:
+    """VFL's classification target ``q = IoU(pred, gt)`` (RT-DETR), detached.
+
+    Call with ``(pred_boxes (P, 4), gt_boxes (P, 4))`` in (cx, cy, w, h) (any unit, the same
+    for both); returns (P,).
+    """
+
+    @torch.no_grad()
+    def __call__(self, pred_boxes: Tensor, gt_boxes: Tensor) -> Tensor:
+        iou, _ = aligned_iou_giou(box_convert(pred_boxes.detach(), "cxcywh", "xyxy"),
+                                  box_convert(gt_boxes, "cxcywh", "xyxy"))
+        return iou
+
+    def __repr__(self) -> str:
+        return "IoUTarget()"
+
+
+@dataclass
+class OutputSet:
+    """One output set of the criterion.
+
+    Attributes:
+        name: "" for the last decoder layer, "aux_<i>", "enc", "dn_<i>": the suffix of its
+            loss names.
+        output: the set's predictions (:class:`DecoderLayerOutput` restricted to the set's
+            queries, or the encoder's :class:`EncoderOutput`), N queries each.
+        denoising: True for the denoising queries of a layer (fixed assignment, normaliser
+            times the number of groups), False for the matched sets.
+    """
+
+    name: str
+    output: Union[DecoderLayerOutput, EncoderOutput]
+    denoising: bool = False
+
+
+@dataclass
+class PositiveWeights:
+    """Per-positive loss weights of one output set (:meth:`SetCriterion.positive_weights`).
+
+    Attributes:
+        vfl: (P,) the weight of each positive's BCE term in the varifocal loss, in place of
+            VFL's target score t.
+        boxes: (P,) the factor of each positive's L1 and GIoU loss.
+    """
+
+    vfl: Tensor
+    boxes: Tensor
 
 
 @dataclass
@@ -89,51 +147,68 @@ class MatchedPositives:
 
 
 class SetCriterion(nn.Module):
-    """RT-DETR's criterion with optional Better Sampling (see the module docstring).
+    """RT-DETR's set criterion (see the module docstring).
 
     Args:
         matcher: ``matcher(logits (B, N, C), boxes (B, N, 4), targets) -> [(query_idx,
             target_idx)]`` per image (a :class:`HungarianMatcher`).
         num_classes: C.
-        weight_dict: loss weights by name (``loss_vfl``, ``loss_bbox``, ``loss_giou``,
-            ``loss_offset``, ``loss_atten``); missing keys from :data:`DEFAULT_WEIGHT_DICT`
-            (1 / 5 / 2 / 1 / 1); the same weights for every set.
-        alpha, gamma: VFL's negative weighting (RT-DETR 0.75 / 2.0; the Better Sampling paper
-            0.5 / 1.5).
-        class_target: ``(pred_boxes (P, 4), gt_boxes (P, 4)) -> (P,)`` detached class target;
-            None: :class:`IoUTarget` (plain RT-DETR); :class:`ScaleAlignedTarget` for ST.
-        reweighting: SR, a module ``(h_cls (P, C), h_reg (P, C), target (P,), score (P,)) ->
-            (r_cls (P,), r_reg (P,))`` with an attribute ``cls_weight`` ("replace"/"scale")
-            (:class:`SampleReweighting`); every set must then carry ``hidden`` and
-            ``box_hidden``. None: no reweighting.
-        point_refinement: SPR, ``(offsets (P, M, L, Pt, 2), attention (P, M, L, Pt),
-            layer_index) -> (loss_offset, loss_atten)`` sums (:class:`SamplePointRefinement`),
-            applied to the sets that carry ``offsets``; None: no SPR.
-        log_prefix: EventStorage prefix of the SR weight statistics.
+        weight_dict: loss weights by name (the keys of :attr:`default_weight_dict`: RT-DETR's
+            ``loss_vfl`` 1, ``loss_bbox`` 5, ``loss_giou`` 2); missing keys take the default;
+            the same weights for every set.
+        alpha, gamma: VFL's negative weighting ``alpha * p^gamma`` (RT-DETR: 0.75 / 2.0).
 
     Targets: per image ``{"labels": (N_i,) int64 in [0, C), "boxes": (N_i, 4) normalised
     cxcywh}``.
     """
 
+    default_weight_dict: Mapping[str, float] = DEFAULT_WEIGHT_DICT
+
     def __init__(self, *, matcher: Callable[..., Indices], num_classes: int,
-                 weight_dict: Optional[Mapping[str, float]] = None, alpha: float = 0.75, gamma: float = 2.0,
-                 class_target: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
-                 reweighting: Optional[nn.Module] = None, point_refinement: Optional[nn.Module] = None,
-                 log_prefix: str = "better_sampling"):
+                 weight_dict: Optional[Mapping[str, float]] = None, alpha: float = 0.75, gamma: float = 2.0):
         super().__init__()
-        check_size("SetCriterion", "num_classes", num_classes)
-        unknown = set(weight_dict or {}) - set(DEFAULT_WEIGHT_DICT)
+        check_size(type(self).__name__, "num_classes", num_classes)
+        unknown = set(weight_dict or {}) - set(self.default_weight_dict)
         if unknown:
-            raise ValueError(f"SetCriterion weight_dict: unknown keys {sorted(unknown)}")
+            raise ValueError(f"{type(self).__name__} weight_dict: unknown keys {sorted(unknown)} "
+                             f"(known: {sorted(self.default_weight_dict)})")
         self.matcher = matcher
         self.num_classes = num_classes
-        self.weight_dict = {**DEFAULT_WEIGHT_DICT, **dict(weight_dict or {})}
+        self.weight_dict = {**self.default_weight_dict, **dict(weight_dict or {})}
         self.alpha = alpha
         self.gamma = gamma
-        self.class_target = class_target if class_target is not None else IoUTarget()
-        self.reweighting = reweighting
-        self.point_refinement = point_refinement
-        self.log_prefix = log_prefix
+
+    # ------------------------------------------------------- template methods
+    @property
+    def required_outputs(self) -> AbstractSet[str]:
+        """The optional :class:`DecoderLayerOutput` fields the criterion reads (the decoder's
+        ``extras``); RT-DETR's: none."""
+        return frozenset()
+
+    def class_target(self, output_set: OutputSet, pos: "MatchedPositives", pred_boxes: Tensor) -> Tensor:
+        """The detached class target t (P,) of the positives, from their predicted boxes
+        (P, 4) and ``pos.gt_boxes`` (normalised cxcywh): the IoU (VFL's q)."""
+        return IoUTarget()(pred_boxes, pos.gt_boxes)
+
+    def positive_weights(self, output_set: OutputSet, pos: "MatchedPositives", target: Tensor,
+                         logits: Tensor) -> Optional[PositiveWeights]:
+        """Per-positive loss weights of the set (``target`` (P,), ``logits`` (B, N, C)), or
+        None: VFL's weight t on the positives and unweighted box losses (RT-DETR)."""
+        return None
+
+    def extra_terms(self, output_set: OutputSet, pos: "MatchedPositives") -> Dict[str, Tensor]:
+        """More loss terms of the set: name (a key of ``weight_dict``) -> sum over the set's
+        positives, normalised and weighted like the others; RT-DETR: none."""
+        return {}
+
+    def vfl_alpha_gamma(self) -> Tuple[float, float]:
+        """VFL's (alpha, gamma): ``alpha``, ``gamma``."""
+        return self.alpha, self.gamma
+
+    def finish(self, losses: Dict[str, Tensor], weights: List[PositiveWeights]) -> Dict[str, Tensor]:
+        """Called once per forward with the weighted losses and the positive weights of
+        every set that had some (in set order); returns the loss dict (RT-DETR: as it is)."""
+        return losses
 
     # ---------------------------------------------------------------- pieces
     @staticmethod
@@ -146,112 +221,86 @@ class SetCriterion(nn.Module):
             dist.all_reduce(n)
         return max(n.item() / world_size, 1.0)
 
-    def match(self, output: Mapping, targets: Sequence[Mapping[str, Tensor]], denoising=None) -> Indices:
-        """Hungarian matching of the set, or the fixed denoising assignment for "dn_*" sets."""
-        if _is_denoising(output["name"]):
+    def match(self, output_set: OutputSet, targets: Sequence[Mapping[str, Tensor]], denoising=None) -> Indices:
+        """Hungarian matching of the set, or the fixed denoising assignment for a denoising set."""
+        if output_set.denoising:
             if denoising is None:
-                raise ValueError(f"SetCriterion: output set {output['name']!r} needs the denoising queries")
+                raise ValueError(f"{type(self).__name__}: output set {output_set.name!r} needs the denoising queries")
             return list(zip(denoising.positive_index, denoising.gt_index))
-        return self.matcher(output["logits"].detach(), output["boxes"].detach(), targets)
+        out = output_set.output
+        return self.matcher(out.logits.detach(), out.boxes.detach(), targets)
 
-    def reweight(self, output: Mapping, pos: MatchedPositives, target: Tensor, logits: Tensor
-                 ) -> Tuple[Tensor, Tensor]:
-        """SR weights of the positives (P,) each."""
-        if "hidden" not in output or "box_hidden" not in output:
-            raise ValueError(f"SetCriterion: sample reweighting needs 'hidden' and 'box_hidden' in output set "
-                             f"{output['name']!r}")
-        b, q = pos.batch_index, pos.query_index
-        score = torch.sigmoid(logits[b, q, pos.labels].detach())
-        return self.reweighting(output["hidden"][b, q], output["box_hidden"][b, q], target, score)
-
-    def loss_labels(self, logits: Tensor, pos: MatchedPositives, target: Tensor,
-                    r_cls: Optional[Tensor]) -> Tensor:
+    def loss_labels(self, logits: Tensor, pos: "MatchedPositives", target: Tensor,
+                    positive_weight: Optional[Tensor] = None) -> Tensor:
         """Varifocal loss sum over all queries and classes (not normalised).
 
         Args:
-            logits: (B, N, C) float; target: (P,) class targets; r_cls: (P,) or None.
+            logits: (B, N, C) float; target: (P,) class targets; positive_weight: (P,) the
+                positives' weights in place of t (:class:`PositiveWeights`), or None.
         """
         index = (pos.batch_index, pos.query_index, pos.labels)
         target_score = torch.zeros_like(logits).index_put(index, target.to(logits.dtype))
         positive = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device).index_put(
             index, torch.ones_like(pos.labels, dtype=torch.bool))
-        positive_weight = None
-        if r_cls is not None:
-            w = r_cls if self.reweighting.cls_weight == "replace" else r_cls * target
-            positive_weight = torch.zeros_like(logits).index_put(index, w.to(logits.dtype))
-        return varifocal_loss(logits, target_score, self.alpha, self.gamma, positive=positive,
+        if positive_weight is not None:
+            positive_weight = torch.zeros_like(logits).index_put(index, positive_weight.to(logits.dtype))
+        alpha, gamma = self.vfl_alpha_gamma()
+        return varifocal_loss(logits, target_score, alpha, gamma, positive=positive,
                               positive_weight=positive_weight, reduction="sum")
 
     @staticmethod
-    def loss_boxes(pred_boxes: Tensor, gt_boxes: Tensor, r_reg: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    def loss_boxes(pred_boxes: Tensor, gt_boxes: Tensor, weight: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """L1 (summed over cx, cy, w, h) and 1 - GIoU sums over the positives (not normalised).
 
         Args:
-            pred_boxes, gt_boxes: (P, 4) normalised cxcywh; r_reg: (P,) or None.
+            pred_boxes, gt_boxes: (P, 4) normalised cxcywh; weight: (P,) or None.
         """
         l1 = F.l1_loss(pred_boxes, gt_boxes, reduction="none").sum(dim=1)
         _, giou = aligned_iou_giou(box_convert(pred_boxes, "cxcywh", "xyxy"), box_convert(gt_boxes, "cxcywh", "xyxy"))
         loss_giou = 1.0 - giou
-        if r_reg is not None:
-            l1, loss_giou = l1 * r_reg, loss_giou * r_reg
+        if weight is not None:
+            l1, loss_giou = l1 * weight, loss_giou * weight
         return l1.sum(), loss_giou.sum()
 
     # --------------------------------------------------------------- forward
-    def forward(self, outputs: Sequence[Mapping], targets: Sequence[Mapping[str, Tensor]],
+    def forward(self, outputs: Sequence[OutputSet], targets: Sequence[Mapping[str, Tensor]],
                 denoising=None) -> Dict[str, Tensor]:
         """
         Args:
-            outputs: the output sets, each a dict with ``name`` ("" for the last decoder
-                layer, "aux_<i>", "enc", "dn_<i>"), ``logits`` (B, N, C), ``boxes`` (B, N, 4)
-                sigmoid cxcywh; for SR ``hidden`` (B, N, D) and ``box_hidden`` (B, N, D); for
-                SPR ``offsets`` (B, N, M, L, Pt, 2), ``attention`` (B, N, M, L, Pt),
-                ``layer_index`` (int).
+            outputs: the output sets (:class:`OutputSet`), each with the fields of
+                :attr:`required_outputs` filled.
             targets: per image {"labels", "boxes"} (see the class docstring).
             denoising: the batch's denoising queries (``positive_index``, ``gt_index``: per
-                image, ``num_groups``) when there are "dn_*" sets.
+                image, ``num_groups``) when there are denoising sets.
         Returns:
             the weighted losses (see the module docstring).
         """
-        names = [o["name"] for o in outputs]
+        names = [o.name for o in outputs]
         if len(set(names)) != len(names):
-            raise ValueError(f"SetCriterion: duplicate output set names {names}")
-        device = outputs[0]["logits"].device
+            raise ValueError(f"{type(self).__name__}: duplicate output set names {names}")
+        device = outputs[0].output.logits.device
         num_boxes = self.num_boxes(targets, device)
         losses: Dict[str, Tensor] = {}
-        r_all: List[Tuple[Tensor, Tensor]] = []
-        for output in outputs:
-            name = output["name"]
-            pos = MatchedPositives.gather(self.match(output, targets, denoising), targets, device)
-            normalizer = num_boxes * denoising.num_groups if _is_denoising(name) else num_boxes
-            logits = output["logits"].float()
-            b, q = pos.batch_index, pos.query_index
-            pred_boxes = output["boxes"][b, q].float()
-            target = self.class_target(pred_boxes.detach(), pos.gt_boxes)
-            r_cls = r_reg = None
-            if self.reweighting is not None:
-                r_cls, r_reg = self.reweight(output, pos, target, logits)
-                r_all.append((r_cls, r_reg))
-            terms = {"loss_vfl": self.loss_labels(logits, pos, target, r_cls)}
-            terms["loss_bbox"], terms["loss_giou"] = self.loss_boxes(pred_boxes, pos.gt_boxes, r_reg)
-            if self.point_refinement is not None and "offsets" in output:
-                terms["loss_offset"], terms["loss_atten"] = self.point_refinement(
-                    output["offsets"][b, q].float(), output["attention"][b, q].float(), output["layer_index"])
-            suffix = f"_{name}" if name else ""
+        all_weights: List[PositiveWeights] = []
+        for output_set in outputs:
+            out = output_set.output
+            pos = MatchedPositives.gather(self.match(output_set, targets, denoising), targets, device)
+            normalizer = num_boxes * denoising.num_groups if output_set.denoising else num_boxes
+            logits = out.logits.float()
+            pred_boxes = out.boxes[pos.batch_index, pos.query_index].float()
+            target = self.class_target(output_set, pos, pred_boxes.detach())
+            weights = self.positive_weights(output_set, pos, target, logits)
+            if weights is not None:
+                all_weights.append(weights)
+            terms = {"loss_vfl": self.loss_labels(logits, pos, target, None if weights is None else weights.vfl)}
+            terms["loss_bbox"], terms["loss_giou"] = self.loss_boxes(
+                pred_boxes, pos.gt_boxes, None if weights is None else weights.boxes)
+            terms.update(self.extra_terms(output_set, pos))
+            suffix = f"_{output_set.name}" if output_set.name else ""
             for key, value in terms.items():
                 losses[key + suffix] = value * (self.weight_dict[key] / normalizer)
-        if self.reweighting is not None:
-            # every generator parameter takes part in the graph even when it gets no gradient
-            # (no positive in the batch, or detached weights), so DDP needs no find_unused_parameters
-            first = next(iter(losses))
-            losses[first] = losses[first] + zero_dependency(self.reweighting)
-            log_reweighting_stats(torch.cat([r for r, _ in r_all]), torch.cat([r for _, r in r_all]),
-                                  self.log_prefix)
-        return losses
+        return self.finish(losses, all_weights)
 
     def extra_repr(self) -> str:
-        return (f"num_classes={self.num_classes}, weight_dict={self.weight_dict}, alpha={self.alpha}, "
-                f"gamma={self.gamma}, class_target={self.class_target!r}")
-
-
-def _is_denoising(name: str) -> bool:
-    return name.startswith("dn_")
+        alpha, gamma = self.vfl_alpha_gamma()
+        return f"num_classes={self.num_classes}, weight_dict={self.weight_dict}, alpha={alpha}, gamma={gamma}"

@@ -56,26 +56,11 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from ..checks import check_size, warn_non_finite_images
+from ..criterion.set_criterion import OutputSet, SetCriterion
 from ..training import zero_dependency
+from ..transformer.rtdetr_decoder import DecoderOutput, RTDETRDecoder
 
 __all__ = ["RTDETR"]
-
-# keys of a decoder layer's dict that are not per-query tensors (kept as they are when the
-# denoising queries are split off)
-_PER_LAYER_KEYS = ("layer_index",)
-
-
-def _split_queries(outputs: Dict, num_denoising: int) -> Tuple[Dict, Dict]:
-    """Split every per-query tensor (dim 1 of length N = Nd + Q) of a decoder layer's dict
-    into its denoising part (the first ``num_denoising`` queries) and its matching part."""
-    dn, match = {}, {}
-    for k, v in outputs.items():
-        if k in _PER_LAYER_KEYS or not isinstance(v, Tensor) or v.dim() < 2:
-            dn[k] = match[k] = v
-        else:
-            dn[k], match[k] = v[:, :num_denoising], v[:, num_denoising:]
-    return dn, match
-
 
 @META_ARCH_REGISTRY.register()
 class RTDETR(nn.Module):
@@ -84,8 +69,10 @@ class RTDETR(nn.Module):
     Args:
         backbone: a Detectron2 ``Backbone`` (ResNet-vd) returning a dict of feature maps.
         encoder: ``HybridEncoder``: dict of maps -> list of L maps (strides 8/16/32).
-        decoder: ``RTDETRDecoder``: ``(maps, denoising) -> DecoderOutput``.
-        criterion: ``SetCriterion``: ``(output sets, targets, denoising) -> dict of losses``.
+        decoder: ``RTDETRDecoder``: ``(maps, denoising, extras) -> DecoderOutput``.
+        criterion: ``SetCriterion`` (or a method's subclass): ``(output sets, targets,
+            denoising) -> dict of losses``; its ``required_outputs`` are the decoder's
+            ``extras`` in training.
         denoising: ``ContrastiveDenoising`` (``(targets, num_queries) -> DenoisingQueries or
             None``), used in training only; None: no denoising queries.
         num_classes: C (sigmoid classification, no background class).
@@ -99,7 +86,7 @@ class RTDETR(nn.Module):
             may reach outside the image), which is the default here.
     """
 
-    def __init__(self, *, backbone: nn.Module, encoder: nn.Module, decoder: nn.Module, criterion: nn.Module,
+    def __init__(self, *, backbone: nn.Module, encoder: nn.Module, decoder: RTDETRDecoder, criterion: SetCriterion,
                  denoising: Optional[nn.Module] = None, num_classes: int, num_top_queries: int = 300,
                  pixel_mean: Sequence[float] = (0.0, 0.0, 0.0), pixel_std: Sequence[float] = (255.0, 255.0, 255.0),
                  input_format: str = "RGB", size_divisibility: int = 32, clip_boxes: bool = False):
@@ -109,9 +96,8 @@ class RTDETR(nn.Module):
         check_size("RTDETR", "size_divisibility", size_divisibility, minimum=0)
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"RTDETR: input_format must be RGB or BGR, got {input_format!r}")
-        decoder_classes = getattr(decoder, "num_classes", num_classes)
-        if decoder_classes != num_classes:
-            raise ValueError(f"RTDETR: num_classes {num_classes} but the decoder predicts {decoder_classes}")
+        if decoder.num_classes != num_classes:
+            raise ValueError(f"RTDETR: num_classes {num_classes} but the decoder predicts {decoder.num_classes}")
         self.backbone = backbone
         self.encoder = encoder
         self.decoder = decoder
@@ -174,23 +160,22 @@ class RTDETR(nn.Module):
         return targets
 
     @staticmethod
-    def loss_sets(outputs) -> List[Dict]:
+    def loss_sets(outputs: DecoderOutput) -> List[OutputSet]:
         """The criterion's output sets from a training :class:`DecoderOutput`, in the
         reference's order: the last decoder layer (name ``""``), the other layers
         (``"aux_<i>"``), the query selection's top-Q (``"enc"``), then every layer's denoising
-        queries (``"dn_<i>"``, present only with denoising queries). Each set is the layer's
-        dict (``logits``, ``boxes``, ``hidden``, ``box_hidden``, ``ref_boxes``, ``offsets``,
-        ``attention``, ``layer_index``) restricted to its queries, plus ``name``."""
+        queries (``"dn_<i>"``, ``denoising=True``, present only with denoising queries). Each
+        decoder set is the layer's :class:`DecoderLayerOutput` restricted to its queries
+        (:meth:`DecoderLayerOutput.split`)."""
         num_dn = int(outputs.num_denoising)
         last = len(outputs.layers) - 1
         matching, denoising = [], []
         for i, layer in enumerate(outputs.layers):
-            dn, match = _split_queries(layer, num_dn)
-            matching.append({"name": "" if i == last else f"aux_{i}", **match})
+            dn, match = layer.split(num_dn)
+            matching.append(OutputSet("" if i == last else f"aux_{i}", match))
             if num_dn > 0:
-                denoising.append({"name": f"dn_{i}", **dn})
-        sets = [matching[-1]] + matching[:-1] + [{"name": "enc", **outputs.encoder}] + denoising
-        return sets
+                denoising.append(OutputSet(f"dn_{i}", dn, denoising=True))
+        return [matching[-1]] + matching[:-1] + [OutputSet("enc", outputs.encoder)] + denoising
 
     def _zero_dependency(self, denoising_used: bool) -> Optional[Tensor]:
         """0 * (sum of the denoising module's parameters) when they took no part in this
@@ -265,7 +250,7 @@ class RTDETR(nn.Module):
             targets = self.prepare_targets([x["instances"] for x in batched_inputs], images.image_sizes,
                                            padded_size)
             denoising = self.denoising(targets, self.num_queries) if self.denoising is not None else None
-            outputs = self.decoder(features, denoising)
+            outputs = self.decoder(features, denoising, self.criterion.required_outputs)
             losses = self.criterion(self.loss_sets(outputs), targets, denoising)
             zero = self._zero_dependency(denoising is not None)
             if zero is not None:
@@ -277,6 +262,6 @@ class RTDETR(nn.Module):
         num_dn = int(outputs.num_denoising)
         output_sizes = [(x.get("height", s[0]), x.get("width", s[1])) for x, s in zip(batched_inputs,
                                                                                    images.image_sizes)]
-        results = self.inference(layer["logits"][:, num_dn:], layer["boxes"][:, num_dn:], padded_size,
+        results = self.inference(layer.logits[:, num_dn:], layer.boxes[:, num_dn:], padded_size,
                                  images.image_sizes, output_sizes)
         return [{"instances": r} for r in results]

@@ -8,8 +8,8 @@ given the same weights it computes the same logits and boxes.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, AbstractSet, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.layers import Conv2d, get_norm
@@ -23,7 +23,8 @@ from ..checks import check_size
 if TYPE_CHECKING:  # only for annotations: the denoising queries are built by the caller
     from .denoising import DenoisingQueries
 
-__all__ = ["RTDETRDecoderLayer", "RTDETRDecoder", "DecoderOutput"]
+__all__ = ["RTDETRDecoderLayer", "RTDETRDecoder", "DecoderOutput", "DecoderLayerOutput", "EncoderOutput",
+           "OPTIONAL_FIELDS"]
 
 # the largest finite float16 value: the reference clamps before the last LayerNorm so that
 # an overflowing FFN output cannot become NaN under AMP; finite fp32 values in this range
@@ -96,32 +97,95 @@ class RTDETRDecoderLayer(nn.Module):
         return self.norm3(tgt), ca
 
 
+# the optional fields of an output set, produced only when the criterion asks for them
+OPTIONAL_FIELDS = frozenset({"hidden", "box_hidden", "ref_boxes", "offsets", "attention"})
+
+
+def _split(x: Optional[Tensor], num_denoising: int) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """(x[:, :num_denoising], x[:, num_denoising:]) for a per-query tensor, (None, None) for None."""
+    if x is None:
+        return None, None
+    return x[:, :num_denoising], x[:, num_denoising:]
+
+
+@dataclass
+class EncoderOutput:
+    """The query selection's top-Q predictions, the "enc" output set of the criterion.
+
+    Attributes:
+        logits: (B, Q, num_classes) class logits before the sigmoid.
+        boxes: (B, Q, 4) normalised cxcywh after the sigmoid, not detached (the "enc" loss
+            trains the encoder's box head).
+        hidden: (B, Q, C) the selected memory tokens, which the encoder's score head reads
+            (H_cls); only when asked for (``"hidden"`` in the decoder's ``extras``).
+        box_hidden: (B, Q, C) the input of the encoder box MLP's last Linear (H_reg); only
+            when asked for.
+    """
+
+    logits: Tensor
+    boxes: Tensor
+    hidden: Optional[Tensor] = None
+    box_hidden: Optional[Tensor] = None
+
+
+@dataclass
+class DecoderLayerOutput:
+    """The predictions of one decoder layer for its N = num_denoising + Q queries (the
+    denoising ones first).
+
+    Attributes:
+        logits: (B, N, num_classes) class logits before the sigmoid.
+        boxes: (B, N, 4) normalised cxcywh after the sigmoid. In training, layers i > 0 refine
+            the previous layer's NON-detached box ("look forward twice"), so their box loss
+            also trains layer i - 1.
+        layer_index: the index of the decoder layer (0 = first).
+
+        The optional fields are None unless the decoder was asked for them (``extras``):
+
+        hidden: (B, N, C) the layer output, which the score head reads (H_cls).
+        box_hidden: (B, N, C) the input of the box MLP's last Linear (H_reg).
+        ref_boxes: (B, N, 4) the detached reference box of the layer's cross-attention (the
+            previous layer's refined box), normalised cxcywh.
+        offsets: (B, N, M, L, P, 2) the cross-attention's raw sampling offsets (M heads, L
+            levels, P points; :class:`DeformableAttentionOutput`).
+        attention: (B, N, M, L, P) the cross-attention's weights (after the softmax).
+    """
+
+    logits: Tensor
+    boxes: Tensor
+    layer_index: int
+    hidden: Optional[Tensor] = None
+    box_hidden: Optional[Tensor] = None
+    ref_boxes: Optional[Tensor] = None
+    offsets: Optional[Tensor] = None
+    attention: Optional[Tensor] = None
+
+    def split(self, num_denoising: int) -> Tuple["DecoderLayerOutput", "DecoderLayerOutput"]:
+        """(the first ``num_denoising`` queries, the other Q queries), every per-query field
+        cut along dim 1, ``layer_index`` kept; the optional fields stay None where None."""
+        n = int(num_denoising)
+        parts = {"logits": _split(self.logits, n), "boxes": _split(self.boxes, n), "hidden": _split(self.hidden, n),
+                 "box_hidden": _split(self.box_hidden, n), "ref_boxes": _split(self.ref_boxes, n),
+                 "offsets": _split(self.offsets, n), "attention": _split(self.attention, n)}
+        dn = DecoderLayerOutput(layer_index=self.layer_index, **{k: v[0] for k, v in parts.items()})
+        match = DecoderLayerOutput(layer_index=self.layer_index, **{k: v[1] for k, v in parts.items()})
+        return dn, match
+
+
 @dataclass
 class DecoderOutput:
     """What :class:`RTDETRDecoder` returns.
 
     Attributes:
-        layers: one dict per decoder layer run (training: every layer; eval: only the
-            ``eval_idx`` layer). N = num_denoising + Q queries, the denoising ones first. Keys:
-
-            * ``logits`` (B, N, num_classes) before the sigmoid;
-            * ``boxes`` (B, N, 4) normalised cxcywh after the sigmoid. In training, layers
-              i > 0 refine the previous layer's NON-detached box ("look forward twice"), so
-              their box loss also trains layer i - 1;
-            * ``hidden`` (B, N, C) the layer output, which the score head reads (H_cls);
-            * ``box_hidden`` (B, N, C) the input of the box MLP's last Linear (H_reg);
-            * ``ref_boxes`` (B, N, 4) the detached reference box of the layer's
-              cross-attention (the previous layer's refined box);
-            * ``offsets`` (B, N, M, L, P, 2) and ``attention`` (B, N, M, L, P) of the
-              cross-attention (:class:`DeformableAttentionOutput`);
-            * ``layer_index`` (int) the index of the decoder layer.
-        encoder: the query selection's outputs for the encoder loss: ``logits`` (B, Q, C_cls),
-            ``boxes`` (B, Q, 4), ``hidden`` (B, Q, C), ``box_hidden`` (B, Q, C).
-        num_denoising: how many of the N queries are denoising queries (0 without them).
+        layers: one :class:`DecoderLayerOutput` per decoder layer run (training: every
+            layer; eval: only the ``eval_idx`` layer).
+        encoder: the query selection's :class:`EncoderOutput` (the "enc" loss).
+        num_denoising: how many of the N queries of each layer are denoising queries (0
+            without them).
     """
 
-    layers: List[Dict[str, Tensor]] = field(default_factory=list)
-    encoder: Dict[str, Tensor] = field(default_factory=dict)
+    layers: List[DecoderLayerOutput]
+    encoder: EncoderOutput
     num_denoising: int = 0
 
 
@@ -217,17 +281,24 @@ class RTDETRDecoder(nn.Module):
             memory.append(x.flatten(2).transpose(1, 2))
         return torch.cat(memory, dim=1), shapes
 
-    def forward(self, features: Sequence[Tensor], denoising: Optional["DenoisingQueries"] = None) -> DecoderOutput:
+    def forward(self, features: Sequence[Tensor], denoising: Optional["DenoisingQueries"] = None,
+                extras: AbstractSet[str] = frozenset()) -> DecoderOutput:
         """
         Args:
             features: L maps (B, C_l, H_l, W_l), low stride first.
             denoising: prepared denoising queries (``embed`` (B, Nd, C), ``boxes_unact``
                 (B, Nd, 4), ``attn_mask`` (Nd + Q, Nd + Q) bool True = blocked,
                 ``num_denoising`` Nd) or None. The caller passes them in training only.
+            extras: the optional fields (:data:`OPTIONAL_FIELDS`) to fill in every output set
+                (the criterion's ``required_outputs``); the others stay None. ``ref_boxes``,
+                ``offsets`` and ``attention`` exist only for decoder layers.
 
         Returns:
             :class:`DecoderOutput`.
         """
+        unknown = set(extras) - OPTIONAL_FIELDS
+        if unknown:
+            raise ValueError(f"RTDETRDecoder: unknown output fields {sorted(unknown)} (known: {sorted(OPTIONAL_FIELDS)})")
         memory, shapes = self.flatten_features(features)
         selected = self.query_selection(memory, shapes)
         target, ref_unact = selected.target, selected.ref_unact
@@ -241,10 +312,10 @@ class RTDETRDecoder(nn.Module):
 
         tgt = target
         # the reference box is never trained through the layers' inputs; the encoder's box
-        # gets its gradient from its own loss (``encoder["boxes"]``)
+        # gets its gradient from its own loss (``encoder.boxes``)
         ref = ref_unact.detach().sigmoid()
         prev_refined: Optional[Tensor] = None
-        layers: List[Dict[str, Tensor]] = []
+        layers: List[DecoderLayerOutput] = []
         for i, layer in enumerate(self.layers):
             pos = self.query_pos_head(ref)
             tgt, attn = layer(tgt, pos, ref, memory, shapes, attn_mask)
@@ -257,20 +328,16 @@ class RTDETRDecoder(nn.Module):
                     boxes = torch.sigmoid(delta + inverse_sigmoid(prev_refined))
                 else:
                     boxes = refined
-                layers.append({
-                    "logits": self.dec_score_head[i](tgt),
-                    "boxes": boxes,
-                    "hidden": tgt,
-                    "box_hidden": box_hidden,
-                    "ref_boxes": ref,
-                    "offsets": attn.offsets,
-                    "attention": attn.attention,
-                    "layer_index": i,
-                })
+                optional = {"hidden": tgt, "box_hidden": box_hidden, "ref_boxes": ref, "offsets": attn.offsets,
+                            "attention": attn.attention}
+                layers.append(DecoderLayerOutput(logits=self.dec_score_head[i](tgt), boxes=boxes, layer_index=i,
+                                                 **{k: v for k, v in optional.items() if k in extras}))
                 if not self.training:
                     break
             prev_refined = refined
             ref = refined.detach()
 
-        encoder = {k: getattr(selected, k) for k in ("logits", "boxes", "hidden", "box_hidden")}
+        encoder = EncoderOutput(logits=selected.logits, boxes=selected.boxes,
+                                hidden=selected.hidden if "hidden" in extras else None,
+                                box_hidden=selected.box_hidden if "box_hidden" in extras else None)
         return DecoderOutput(layers=layers, encoder=encoder, num_denoising=num_dn)

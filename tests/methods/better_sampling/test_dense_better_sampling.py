@@ -1,8 +1,9 @@
-"""Better Sampling's dense parts in sod2's YOLOX (``class_target`` = ST, ``reweighting`` = SR):
-without them the losses are plain YOLOX's bit for bit; ST's class targets against hand values
-of ``c = u^beta v^(1-beta)``; SR's weighted losses against an independent recomputation with
-hand-set generator weights; the features gathered at the positives; the config (training
-steps with empty and non-empty ground truth, then inference); inference unchanged."""
+"""Better Sampling's dense parts on sod2's YOLOX (``BetterSamplingYOLOX``; its ``better_sampling``'s
+``class_target`` = ST, ``reweighting`` = SR): without them the losses are plain YOLOX's bit for
+bit; ST's class targets against hand values of ``c = u^beta v^(1-beta)``; SR's weighted losses
+against an independent recomputation with hand-set generator weights; the features gathered at
+the positives; the width check and SPR's refusal; the config (training steps with empty and
+non-empty ground truth, then inference); inference unchanged."""
 import math
 
 import pytest
@@ -14,21 +15,39 @@ from detectron2.utils.events import EventStorage
 from torch import nn
 
 from sod2.config import get_config
+from sod2.errors import UserError
 from sod2.layers.losses import box_iou_loss
-from sod2.modeling.methods.better_sampling import SampleReweighting, ScaleAlignedTarget
-from sod2.modeling.meta_arch import YOLOX
+from sod2.modeling.heads import YOLOXHeadOutput
+from sod2.modeling.meta_arch.yolox import YOLOXStep
+from sod2.modeling.methods.better_sampling import (BetterSampling, BetterSamplingYOLOX, SamplePointRefinement,
+                                                   SampleReweighting, ScaleAlignedTarget, gather_locations)
 
-from .test_yolox import _loss_setup, bce_logit
-from .test_yolox import build_yolox as _build_yolox
-from .test_yolox import sigmoid
-from ..modules import config_module
+from ...modeling.test_yolox import _loss_setup, bce_logit
+from ...modeling.test_yolox import build_yolox as _build_yolox
+from ...modeling.test_yolox import sigmoid
 
 CONFIG = "bsdetr/bs_yolox_tiny_p2_synthetic.py"
 
 
-def build_yolox(num_classes=2, **kwargs):
-    """test_yolox's small YOLOX (width 0.125, P3-P5) with 2 classes by default."""
-    return _build_yolox(num_classes=num_classes, **kwargs)
+def build_yolox(num_classes=2, class_target=None, reweighting=None, **kwargs):
+    """test_yolox's small YOLOX (width 0.125, P3-P5) with 2 classes by default, as a
+    BetterSamplingYOLOX with ST ``class_target`` and SR ``reweighting`` (both None: off)."""
+    bs = None if class_target is None and reweighting is None else \
+        BetterSampling(class_target=class_target, reweighting=reweighting)
+    return _build_yolox(num_classes=num_classes, arch=BetterSamplingYOLOX, better_sampling=bs, **kwargs)
+
+
+def set_parts(model, class_target=None, reweighting=None):
+    """Replace the model's Better Sampling parts after construction (hand-built generators are D
+    wide, not the head's width)."""
+    model.better_sampling = BetterSampling(class_target=class_target, reweighting=reweighting)
+
+
+def losses_of(model, preds, gts, assign, features=None):
+    """``model.losses`` of a training step built from hand-made predictions (and the head's
+    ``(cls_feats, reg_feats)``, read only by SR)."""
+    head = None if features is None else YOLOXHeadOutput(features[0], features[1], [], [], [])
+    return model.losses(YOLOXStep(preds, head=head, gt_instances=gts, assignments=assign))
 
 
 D = 3  # feature width of the hand-built setup
@@ -94,12 +113,12 @@ def _plain_reference(preds, gts, assign, iou_loss_type="iou", use_l1=True, targe
 @pytest.mark.parametrize("iou_loss_type", ["iou", "ciou"])
 def test_without_st_and_sr_losses_are_plain_yolox_bit_for_bit(iou_loss_type):
     model = build_yolox(use_l1=True, iou_loss_type=iou_loss_type)
-    assert model.class_target is None and model.reweighting is None
-    assert not any(n.startswith("reweighting") for n, _ in model.named_parameters())
+    assert model.better_sampling is None
+    assert not any("reweighting" in n for n, _ in model.named_parameters())
     preds, gts, assign, feats = _setup()
     expect = _plain_reference(preds, gts, assign, iou_loss_type)
     for features in (None, feats):  # the features are read only by SR
-        losses = model.losses(preds, gts, assign, features=features)
+        losses = losses_of(model, preds, gts, assign, features=features)
         for k, v in expect.items():
             assert torch.equal(losses[k], v), k
     # the hand values of the plain cls loss (targets = SimOTA's matched IoU 0.5, 0.25)
@@ -115,9 +134,9 @@ def test_forward_hands_the_branch_features_to_the_losses():
     seen = {}
     real = model.losses
 
-    def spy(preds, gts, assign, features=None):
-        seen["features"] = features
-        return real(preds, gts, assign, features=features)
+    def spy(step):
+        seen["features"] = (step.head.cls_feats, step.head.reg_feats)
+        return real(step)
 
     model.losses = spy
     with EventStorage(0):
@@ -134,8 +153,8 @@ def test_gather_locations_matches_flattened_order():
     flat = torch.cat([f.flatten(2).permute(0, 2, 1) for f in feats], dim=1)  # (N, A, D), decode's order
     mask = torch.rand(2, flat.shape[1], generator=g) > 0.5
     mask[0, 15] = mask[1, 19] = mask[1, 0] = True  # first location of levels 1, 2 and 0
-    assert torch.equal(YOLOX.gather_locations(feats, mask), flat[mask])
-    assert YOLOX.gather_locations(feats, torch.zeros_like(mask)).shape == (0, 4)
+    assert torch.equal(gather_locations(feats, mask), flat[mask])
+    assert gather_locations(feats, torch.zeros_like(mask)).shape == (0, 4)
 
 
 # ------------------------------------------------------------------- ST
@@ -146,14 +165,14 @@ def test_st_class_targets_are_hand_values():
     # hand values: rho 1.5 -> v = exp(-6 (sqrt(1.5) - 1)^2); rho 0.81 -> v = exp(-6 * 0.01)
     assert c[1] == pytest.approx(0.81 ** 0.73 * math.exp(-0.06) ** 0.27)
     seen = {}
-    real = model.class_target
+    real = model.better_sampling.class_target
 
     def spy(pred, gt):
         seen.update(pred=pred, gt=gt)
         return real(pred, gt)
 
-    model.class_target = spy
-    losses = model.losses(preds, gts, assign)
+    model.better_sampling.class_target = spy
+    losses = losses_of(model, preds, gts, assign)
     # cxcywh in input pixels: (10, 8, 16, 12) -> (12, 8, 16, 8); (5.5, 5.5, 9, 9) -> (5, 5, 10, 10)
     assert seen["pred"].tolist() == [[10.0, 8.0, 16.0, 12.0], [5.5, 5.5, 9.0, 9.0]]
     assert seen["gt"].tolist() == [[12.0, 8.0, 16.0, 8.0], [5.0, 5.0, 10.0, 10.0]]
@@ -166,9 +185,9 @@ def test_st_class_targets_are_hand_values():
     for k in ("loss_iou", "loss_obj", "loss_l1"):
         assert torch.equal(losses[k], plain[k]), k
     # beta = 1 is the IoU of the pair (no scale term)
-    model.class_target = ScaleAlignedTarget(beta=1.0)
+    model.better_sampling.class_target = ScaleAlignedTarget(beta=1.0)
     ref = _plain_reference(preds, gts, assign, targets=torch.tensor(U))
-    assert model.losses(preds, gts, assign)["loss_cls"].item() == pytest.approx(ref["loss_cls"].item(), rel=1e-6)
+    assert losses_of(model, preds, gts, assign)["loss_cls"].item() == pytest.approx(ref["loss_cls"].item(), rel=1e-6)
 
 
 def test_st_target_is_detached_and_no_fg_is_fine():
@@ -176,10 +195,10 @@ def test_st_target_is_detached_and_no_fg_is_fine():
     preds, gts, assign, _ = _setup()
     preds.boxes.requires_grad_(True)
     preds.cls_logits.requires_grad_(True)
-    losses = model.losses(preds, gts, assign)
+    losses = losses_of(model, preds, gts, assign)
     grad, = torch.autograd.grad(losses["loss_cls"], preds.boxes, allow_unused=True)
     assert grad is None or not grad.any()
-    empty = model.losses(preds, [gts[1], gts[1]], [assign[1], assign[1]])
+    empty = losses_of(model, preds, [gts[1], gts[1]], [assign[1], assign[1]])
     assert empty["loss_cls"].item() == 0.0 and empty["loss_iou"].item() == 0.0
 
 
@@ -224,13 +243,13 @@ def _hand_weights(sr, h_cls, h_reg, t, s):
 @pytest.mark.parametrize("st", [False, True])
 def test_sr_weighted_losses_equal_an_independent_recomputation(st):
     sr = _hand_generator()
-    model = build_yolox(use_l1=True, class_target=ScaleAlignedTarget() if st else None)
-    model.reweighting = sr  # the hand-built features are D wide, not the head's width
+    model = build_yolox(use_l1=True)
+    set_parts(model, ScaleAlignedTarget() if st else None, sr)  # the hand-built features are D wide
     preds, gts, assign, feats = _setup()
     with pytest.raises(ValueError, match="features"):
-        model.losses(preds, gts, assign)
+        losses_of(model, preds, gts, assign)
     with EventStorage(0) as storage:
-        losses = model.losses(preds, gts, assign, features=feats)
+        losses = losses_of(model, preds, gts, assign, features=feats)
         stats = storage.latest()
     # the positives' features: image 0, locations 0 and 2 of the 1 x 3 level
     h_cls = feats[0][0][0, :, 0, POS_LOC].T
@@ -261,42 +280,40 @@ def test_sr_weighted_losses_equal_an_independent_recomputation(st):
     # the generator learns through the weighted losses (the paper literally); it reads
     # detached features
     feats[0][0].requires_grad_(True)
-    losses = model.losses(preds, gts, assign, features=feats)
+    losses = losses_of(model, preds, gts, assign, features=feats)
     sum(losses.values()).backward()
     assert sr.conv1.weight.grad is not None and sr.conv1.weight.grad.abs().sum() > 0
     assert feats[0][0].grad is None
 
 
 def test_sr_with_unit_weights_is_plain_and_no_positive_keeps_the_generator_in_the_graph():
-    class Ones(nn.Module):
-        hidden_dim = D
-
-        def __init__(self):
-            super().__init__()
-            self.p = nn.Parameter(torch.ones(1))
-
+    class Ones(SampleReweighting):
         def forward(self, h_cls, h_reg, t, s):
             one = torch.ones(h_cls.shape[0])
             return one, one
 
     model = build_yolox(use_l1=True)
-    model.reweighting = Ones()
+    set_parts(model, reweighting=Ones(hidden_dim=D))
     preds, gts, assign, feats = _setup()
-    losses = model.losses(preds, gts, assign, features=feats)
+    losses = losses_of(model, preds, gts, assign, features=feats)
     for k, v in _plain_reference(preds, gts, assign).items():
         assert losses[k].item() == pytest.approx(v.item(), rel=1e-6), k
     # no positive at all: the weights are empty, the generator still gets a (zero) gradient
-    model.reweighting = _hand_generator()
-    empty = model.losses(preds, [gts[1], gts[1]], [assign[1], assign[1]], features=feats)
+    set_parts(model, reweighting=_hand_generator())
+    empty = losses_of(model, preds, [gts[1], gts[1]], [assign[1], assign[1]], features=feats)
     assert empty["loss_cls"].item() == 0.0 and empty["loss_iou"].item() == 0.0
     sum(empty.values()).backward()
-    assert all(p.grad is not None and not p.grad.any() for p in model.reweighting.parameters())
+    assert all(p.grad is not None and not p.grad.any() for p in model.better_sampling.reweighting.parameters())
 
 
-def test_sr_width_must_match_the_head():
-    with pytest.raises(ValueError, match="feat_channels"):
+def test_sr_width_must_match_the_head_and_spr_is_refused():
+    with pytest.raises(UserError, match=r"^model\.better_sampling\.reweighting\.hidden_dim \(7\) must equal "
+                                        r"model\.head\.feat_channels \(32\)$"):
         build_yolox(reweighting=SampleReweighting(hidden_dim=7))  # the head is 32 wide
-    assert build_yolox(reweighting=SampleReweighting(hidden_dim=32)).reweighting.hidden_dim == 32
+    assert build_yolox(reweighting=SampleReweighting(hidden_dim=32)).better_sampling.reweighting.hidden_dim == 32
+    with pytest.raises(UserError, match=r"^model\.better_sampling\.point_refinement: .*dense YOLOX head"):
+        _build_yolox(num_classes=2, arch=BetterSamplingYOLOX,
+                     better_sampling=BetterSampling(point_refinement=SamplePointRefinement()))
 
 
 # ---------------------------------------------------------------- config
@@ -318,37 +335,35 @@ def _config():
     return cfg
 
 
-def test_helper_switches_and_config_resolves(tmp_path):
-    import importlib.util
-
-    from omegaconf import OmegaConf
-
+def test_config_parts_switch_by_override_and_resolve(tmp_path):
     cfg = _config()
     LazyConfig.save(cfg, str(tmp_path / "config.yaml"))  # every interpolation resolves
-    assert cfg.model.head.probe is None and cfg.model.iou_loss_type == "ciou"
+    assert cfg.model._target_ is BetterSamplingYOLOX and cfg.model.iou_loss_type == "ciou"
     assert cfg.model.backbone.in_features == ["dark2", "dark3", "dark4", "dark5"]
-    assert cfg.model.class_target.beta == 0.73 and cfg.model.class_target.theta == 6.0
-    mod = config_module("common/models/dense_better_sampling.py")
-    model_cfg = OmegaConf.create({"model": cfg.model}).model
-    mod.with_dense_better_sampling(model_cfg, st=False, sr=False)
-    assert model_cfg.class_target is None and model_cfg.reweighting is None
-    mod.with_dense_better_sampling(model_cfg, st=True, sr=False, beta=0.5, theta=3.0)
-    assert model_cfg.class_target.beta == 0.5 and model_cfg.reweighting is None
-    # the generator's width follows the head's
+    bs = cfg.model.better_sampling
+    assert bs.class_target.beta == 0.73 and bs.class_target.theta == 6.0  # Tables 4-5
+    assert bs.reweighting.detach_normalize is False  # the paper literally
+    # one part off by one override each; the generator's width follows the head's
+    cfg.model.better_sampling.class_target = None
     cfg.model.head.feat_channels = 48
     model = instantiate(cfg.model)
-    assert model.reweighting.hidden_dim == 48 and isinstance(model.class_target, ScaleAlignedTarget)
+    assert model.better_sampling.class_target is None and model.better_sampling.reweighting.hidden_dim == 48
+    cfg.model.better_sampling.reweighting = None
+    cfg.model.better_sampling.class_target = {"_target_": ScaleAlignedTarget, "beta": 0.5}
+    model = instantiate(cfg.model)
+    assert model.better_sampling.reweighting is None and model.better_sampling.class_target.beta == 0.5
 
 
 def test_config_trains_two_iterations_with_empty_and_non_empty_gt():
     cfg = _config()
     torch.manual_seed(0)
     model = instantiate(cfg.model)
-    assert isinstance(model.reweighting, SampleReweighting) and model.reweighting.hidden_dim == 96
+    sr = model.better_sampling.reweighting
+    assert isinstance(sr, SampleReweighting) and sr.hidden_dim == 96
     cfg.optimizer.params.model = model
     cfg.optimizer.lr = 1e-3
     opt = instantiate(cfg.optimizer)
-    before = model.reweighting.conv1.weight.detach().clone()
+    before = sr.conv1.weight.detach().clone()
     model.train()
     with EventStorage(0) as storage:
         for it, num_gt in enumerate([(3, 0), (0, 0)]):
@@ -358,15 +373,15 @@ def test_config_trains_two_iterations_with_empty_and_non_empty_gt():
             assert all(torch.isfinite(v) for v in losses.values())
             opt.zero_grad()
             sum(losses.values()).backward()
-            assert all(p.grad is not None for p in model.reweighting.parameters())
+            assert all(p.grad is not None for p in sr.parameters())
             if it == 0:
                 assert "better_sampling/r_cls_mean" in storage.latest()
                 assert 0 < storage.latest()["better_sampling/r_cls_mean"][0] < 1
-                assert model.reweighting.conv1.weight.grad.abs().sum() > 0
+                assert sr.conv1.weight.grad.abs().sum() > 0
             else:
                 assert losses["loss_cls"].item() == 0.0 and losses["loss_iou"].item() == 0.0
             opt.step()
-    assert not torch.equal(before, model.reweighting.conv1.weight)
+    assert not torch.equal(before, sr.conv1.weight)
     model.eval()
     model.test_score_thresh = 0.0
     with torch.no_grad():
@@ -378,12 +393,11 @@ def test_inference_is_unchanged_by_st_and_sr():
     cfg = _config()
     torch.manual_seed(0)
     bs = instantiate(cfg.model)
-    cfg.model.class_target = None  # the two one-line overrides of the plain twin
-    cfg.model.reweighting = None
+    cfg.model.better_sampling = None  # the one off override
     plain = instantiate(cfg.model)
-    assert plain.class_target is None and plain.reweighting is None
+    assert plain.better_sampling is None
     sd = bs.state_dict()
-    extra = {k for k in sd if k.startswith("reweighting.")}
+    extra = {k for k in sd if k.startswith("better_sampling.reweighting.")}
     assert extra and set(sd) - extra == set(plain.state_dict())
     plain.load_state_dict({k: v for k, v in sd.items() if k not in extra})
     # a training forward updates the BatchNorm statistics, the generator's too: those of the

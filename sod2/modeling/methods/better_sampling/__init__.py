@@ -2,10 +2,10 @@
 sample-point refinement."""
 from .better_sampling import PAPER_VFL_ALPHA, PAPER_VFL_GAMMA, BetterSampling  # noqa: F401
 from .components import (  # noqa: F401
-    IoUTarget,
     SamplePointRefinement,
     SampleReweighting,
     ScaleAlignedTarget,
-    aligned_iou_giou,
     log_reweighting_stats,
 )
+from .criterion import BetterSamplingCriterion, SampleWeights  # noqa: F401
+from .dense import BetterSamplingYOLOX, gather_locations  # noqa: F401  (registers it in META_ARCH_REGISTRY)

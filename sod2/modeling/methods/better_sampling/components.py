@@ -3,10 +3,11 @@ Better Sampling (Huang et al., "Better Sampling, towards Better End-to-end Small
 Detection", 2024): three changes of the training objective, each a separate component that
 the set criterion (or a dense head) takes as an optional argument; inference is unchanged.
 
-* class targets, the soft target of the classification loss on the positive's class:
-  :class:`IoUTarget` (VFL's ``q = IoU``, plain RT-DETR) and :class:`ScaleAlignedTarget`
-  (ST: ``c = u^beta * v^(1-beta)``, ``u`` the IoU, ``v = exp(-theta (sqrt(rho) - 1)^2)``,
-  ``rho`` the area ratio prediction / ground truth);
+* :class:`ScaleAlignedTarget` (ST), the soft target of the classification loss on the
+  positive's class in place of VFL's ``q = IoU`` (the baseline's
+  :class:`~sod2.modeling.criterion.IoUTarget`): ``c = u^beta * v^(1-beta)``, ``u`` the
+  IoU, ``v = exp(-theta (sqrt(rho) - 1)^2)``, ``rho`` the area ratio prediction / ground
+  truth;
 * :class:`SampleReweighting` (SR): a small weight generator on each positive's
   classification and regression features giving per-positive loss weights ``r_cls``,
   ``r_reg``;
@@ -25,51 +26,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
+from ....layers.losses import aligned_iou_giou
 from ...training import current_storage, put_scalars
 
-__all__ = ["aligned_iou_giou", "IoUTarget", "ScaleAlignedTarget", "SampleReweighting",
+__all__ = ["ScaleAlignedTarget", "SampleReweighting",
            "SamplePointRefinement", "log_reweighting_stats"]
-
-
-def aligned_iou_giou(boxes1: Tensor, boxes2: Tensor) -> Tuple[Tensor, Tensor]:
-    """IoU and generalised IoU of box pairs, with no epsilon (RT-DETR's ``box_ops``: an
-    epsilon like torchvision's 1e-7 is a large relative error on the normalised areas of tiny
-    objects, ~1e-5 for a 2-pixel box at 640). Only an exact 0/0 (two empty boxes) is guarded,
-    giving 0 instead of nan.
-
-    Args:
-        boxes1, boxes2: (P, 4) XYXY boxes (any unit, the same for both).
-    Returns:
-        iou (P,), giou (P,).
-    """
-    lt = torch.max(boxes1[:, :2], boxes2[:, :2])
-    rb = torch.min(boxes1[:, 2:], boxes2[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=1)
-    area1 = (boxes1[:, 2:] - boxes1[:, :2]).prod(dim=1)
-    area2 = (boxes2[:, 2:] - boxes2[:, :2]).prod(dim=1)
-    tiny = torch.finfo(inter.dtype).tiny
-    union = area1 + area2 - inter
-    iou = inter / union.clamp(min=tiny)
-    enclose = (torch.max(boxes1[:, 2:], boxes2[:, 2:]) - torch.min(boxes1[:, :2], boxes2[:, :2])).clamp(min=0)
-    area_c = enclose.prod(dim=1)
-    giou = iou - (area_c - union) / area_c.clamp(min=tiny)
-    return iou, giou
-
-
-class IoUTarget:
-    """VFL's classification target ``q = IoU(pred, gt)`` (plain RT-DETR), detached.
-
-    Call with ``(pred_boxes (P, 4), gt_boxes (P, 4))`` in (cx, cy, w, h) (any unit, the same
-    for both); returns (P,).
-    """
-
-    @torch.no_grad()
-    def __call__(self, pred_boxes: Tensor, gt_boxes: Tensor) -> Tensor:
-        iou, _ = aligned_iou_giou(box_convert(pred_boxes.detach(), "cxcywh", "xyxy"), box_convert(gt_boxes, "cxcywh", "xyxy"))
-        return iou
-
-    def __repr__(self) -> str:
-        return "IoUTarget()"
 
 
 class ScaleAlignedTarget:
