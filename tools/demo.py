@@ -95,9 +95,12 @@ class Predictor:
         if slicing is not None and visuals is not None:
             raise ValueError("--slice cannot be combined with --show-reconstruction or --show-foreground")
         if visuals == "reconstruction":
-            if "fpn" not in cfg.model.backbone:
-                raise ValueError("--show-reconstruction needs an SR-TOD model (a ReconstructionFPN backbone)")
-            cfg.model.backbone.keep_visuals = True
+            from sod2.modeling.methods.srtod import SRTOD
+
+            hook = cfg.model.get("feature_hook")
+            if hook is None or not (isinstance(hook.get("_target_"), type) and issubclass(hook._target_, SRTOD)):
+                raise ValueError("--show-reconstruction needs an SR-TOD model (model.feature_hook = SR-TOD's hook)")
+            cfg.model.feature_hook.return_visuals = True
         elif visuals == "foreground":
             from sod2.modeling.meta_arch import YOLOX
 
@@ -161,7 +164,9 @@ class Predictor:
         ratio = single_resize_ratio(transforms)  # as the test mapper: YOLOX maps its boxes back by it
         if ratio is not None:
             inp["resize_ratio"] = ratio
-        return self.model([inp])[0]["instances"]
+        out = self.model([inp])[0]
+        self._visuals = out.get("visuals")  # the model's pictures of this image (--show-*), or None
+        return out["instances"]
 
     def foreground_panels(self, rgb: np.ndarray):
         """(before, after): the foreground probabilities of the last image before and after
@@ -173,13 +178,13 @@ class Predictor:
 
     def reconstruction_panels(self):
         """(reconstruction RGB, binary difference map as grey RGB), uint8 at the original size."""
-        bb = self.model.backbone
+        vis = self._visuals  # sod2.modeling.methods.srtod.ReconstructionVisuals of the last image
         (hi, wi), (h, w) = self._input_hw, self._orig_hw
-        rec = bb.last_reconstruction[0, :, :hi, :wi].permute(1, 2, 0).cpu().numpy()
+        rec = vis.reconstruction[:, :hi, :wi].permute(1, 2, 0).cpu().numpy()
         rec = cv2.resize((rec * 255).round().astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
-        if bb.last_binary_map is None:  # reconstruction-only model
+        if vis.binary_map is None:  # reconstruction-only model
             return rec, None
-        m = bb.last_binary_map[0, 0, :hi, :wi].cpu().numpy()
+        m = vis.binary_map[0, :hi, :wi].cpu().numpy()
         m = cv2.resize((m * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
         return rec, np.repeat(m[:, :, None], 3, axis=2)
 

@@ -19,6 +19,7 @@ from sod2.data.large_images import (SAMPLE_HITUAV, HituavMosaicConfig, LargeSynt
 from sod2.data.synthetic import SUPERSAMPLING, draw_object
 from sod2.errors import UserError
 from sod2.inference.slicing import slice_windows
+from tests.modules import tool_module
 
 SMALL = LargeSyntheticConfig(num_images=2, width=640, height=480, seed=5, background_block=128)
 MOSAIC = HituavMosaicConfig(num_images=2, grid=(2, 3), empty_tiles=2, seed=3)
@@ -296,14 +297,8 @@ def test_registrations_generate_once_and_verify(tmp_path, monkeypatch):
 
 
 def _tool(argv, capsys):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "make_large_image_set", os.path.join(os.path.dirname(__file__), "..", "..", "tools",
-                                             "make_large_image_set.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     try:
-        mod.main(argv)
+        tool_module("make_large_image_set").main(argv)
         code = 0
     except SystemExit as e:
         code = e.code
