@@ -87,7 +87,7 @@ def test_config_trains_and_infers(path, tmp_path):
     for key in ("train", "test", "evaluator"):
         assert key in cfg.dataloader
     instantiate(cfg.lr_multiplier)
-    backbone = cfg.model.backbone.fpn if "fpn" in cfg.model.backbone else cfg.model.backbone  # SR-TOD wraps
+    backbone = cfg.model.backbone
     if "bottom_up" in backbone:
         backbone.bottom_up.freeze_at = 0
     elif "freeze_at" in backbone:  # RT-DETR's ResNet-vd is the backbone itself

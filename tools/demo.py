@@ -107,7 +107,7 @@ class Predictor:
             target = cfg.model.get("_target_")
             if not (isinstance(target, type) and issubclass(target, YOLOX)):
                 raise ValueError("--show-foreground needs a YOLOX model (with or without Foreground Probing)")
-            cfg.model.keep_visuals = True
+            cfg.model.return_visuals = True
         self.model = instantiate(cfg.model).to(cfg.train.device).eval()
         if not cfg.train.init_checkpoint:
             logger.warning("train.init_checkpoint is empty: the model has random weights")
@@ -171,7 +171,7 @@ class Predictor:
     def foreground_panels(self, rgb: np.ndarray):
         """(before, after): the foreground probabilities of the last image before and after
         Foreground Probing, as heat maps over ``rgb`` (H, W, 3) at the original size."""
-        fm = self.model.last_foreground
+        fm = self._visuals  # sod2.modeling.meta_arch.yolox.ForegroundMaps of the last image
         return tuple(draw_heatmap(rgb, foreground_map([m.cpu().numpy() for m in fm.level_maps(which)],
                                                       fm.strides, self._input_hw, self._orig_hw))
                      for which in ("before", "after"))

@@ -1,13 +1,13 @@
 """Faster R-CNN with SR-TOD on the real HIT-UAV thermal images (CC BY 4.0, Suo et al. 2023)
 within a CPU budget: the synthetic configs' small ResNet-FPN from scratch, trained on 200
 images of the public val split and evaluated on its other 90 (AI-TOD buckets), 300 iterations
-of batch 4. Without SR-TOD: ``model.backbone.enabled=False``."""
+of batch 4. Without SR-TOD (the baseline detector itself): ``model.feature_hook=null``."""
 from ..common.data.hituav_cpu import dataloader
 from ..common.schedules import step_schedule
 from .faster_rcnn_srtod_R18s_fpn_synthetic import model, optimizer, train
 
 model.roi_heads.num_classes = 4
-model.backbone.threshold.init = 8 / 255  # thermal frames: smoother than the synthetic images
+model.feature_hook.threshold.init = 8 / 255  # thermal frames: smoother than the synthetic images
 train.max_iter = 300
 train.eval_period = 300
 train.checkpointer.period = 300

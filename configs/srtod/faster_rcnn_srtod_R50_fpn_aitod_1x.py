@@ -1,11 +1,11 @@
 """Faster R-CNN R50-FPN with SR-TOD on AI-TOD: reconstruction from P2, learnable
 difference threshold initialised at 3 / 255, DGFE; SGD lr 0.005, batch 2, 12 epochs (steps at
 8 and 11), 500 warm-up iterations from 0.001, from ImageNet weights.
-Without SR-TOD: ``model.backbone.enabled=False``."""
+Without SR-TOD (the baseline detector itself): ``model.feature_hook=null``."""
 from ..common.data.aitod import NUM_TRAIN_IMAGES, dataloader
 from ..common.models.faster_rcnn_fpn_p2 import model
 from ..common.models.limits import set_detections_per_image
-from ..common.models.srtod import with_srtod
+from ..common.models.srtod import hook as _hook
 from ..common.optim import SGD as optimizer
 from ..common.schedules import epoch_schedule
 from ..common.train import train
@@ -16,7 +16,8 @@ model.proposal_generator.anchor_generator.sizes = [[16], [32], [64], [128], [256
 model.proposal_generator.pre_nms_topk = (3000, 3000)
 model.proposal_generator.post_nms_topk = (3000, 3000)
 set_detections_per_image(model, 3000)  # dense scenes: 3000, as the official code
-with_srtod(model, threshold=3 / 255)
+model.feature_hook = _hook
+model.feature_hook.threshold.init = 3 / 255
 
 dataloader.train.total_batch_size = 2
 optimizer.lr = 0.005

@@ -1,11 +1,11 @@
 """Faster R-CNN R50-FPN with SR-TOD on DroneSwarms: reconstruction from P2, learnable
 difference threshold initialised at 40 / 255, DGFE; SGD lr 0.0025, batch 2, 20 epochs (steps at
 16 and 19), 500 warm-up iterations from 0.001, from ImageNet weights.
-Without SR-TOD: ``model.backbone.enabled=False``."""
+Without SR-TOD (the baseline detector itself): ``model.feature_hook=null``."""
 from ..common.data.droneswarms import NUM_TRAIN_IMAGES, dataloader
 from ..common.models.faster_rcnn_fpn_p2 import model
 from ..common.models.limits import set_detections_per_image
-from ..common.models.srtod import with_srtod
+from ..common.models.srtod import hook as _hook
 from ..common.optim import SGD as optimizer
 from ..common.schedules import epoch_schedule
 from ..common.train import train
@@ -16,7 +16,8 @@ model.proposal_generator.anchor_generator.sizes = [[8], [16], [32], [64], [128]]
 model.proposal_generator.pre_nms_topk = (2000, 1000)
 model.proposal_generator.post_nms_topk = (1000, 1000)
 set_detections_per_image(model, 100)  # proposals and detections as the official config
-with_srtod(model, threshold=40 / 255)
+model.feature_hook = _hook
+model.feature_hook.threshold.init = 40 / 255
 
 dataloader.train.total_batch_size = 2
 optimizer.lr = 0.0025

@@ -4,4 +4,4 @@
 cost is measured in projects/SR-TOD/README.md."""
 from .faster_rcnn_srtod_R50_fpn_visdrone_1x import dataloader, lr_multiplier, model, optimizer, train
 
-model.backbone.head.reduce_to = 64
+model.feature_hook.head.reduce_to = 64

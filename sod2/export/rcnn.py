@@ -2,10 +2,10 @@
 Export-friendly inference of sod2's Detectron2-style detectors for
 ``torch.onnx.export(..., dynamo=True)`` (fixed or dynamic height/width, batch 1):
 :class:`RCNNExportModule` for ``GeneralizedRCNN`` (Faster R-CNN with ``StandardROIHeads``,
-Cascade R-CNN, CFINet: sod2's CRPN + ``FeatureImitationROIHeads``, and the SR-TOD variants) and
+Cascade R-CNN, CFINet: sod2's CRPN + ``FeatureImitationROIHeads``, each with or without SR-TOD) and
 :class:`RetinaNetExportModule` for ``RetinaNet`` (plain and SR-TOD);
-:func:`build_rcnn_export_module` picks one. SR-TOD's reconstruction hook runs inside the graph
-(its target, RGB / 255 zero-padded, is built from the input). CRPN's adaptive convolution is the
+:func:`build_rcnn_export_module` picks one. A feature hook (SR-TOD's reconstruction, ``model.feature_hook``)
+runs inside the graph (its raw input, zero-padded like the batch, is built from the input). CRPN's adaptive convolution is the
 model's own CPU path (``deform_conv_sampled``: ONNX ``GridSample``), so eager outputs stay
 bit-identical to the model's on the CPU.
 
@@ -36,7 +36,10 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from detectron2.structures import ImageList
 from torchvision.ops import nms
+
+from ..modeling.meta_arch.feature_hook import FeatureHookInput
 
 __all__ = ["RCNNExportModule", "RetinaNetExportModule", "build_rcnn_export_module"]
 
@@ -78,9 +81,9 @@ def _grouped_nms(boxes: List[torch.Tensor], scores: List[torch.Tensor], valid: L
 
 
 def _preprocess(model: nn.Module, images: torch.Tensor):
-    """(1, 3, H, W) 0-255 -> (normalised, padded batch, SR-TOD reconstruction target or None),
-    both (1, 3, Hp, Wp) padded with zeros to the backbone's size divisibility like
-    Detectron2's ``ImageList.from_tensors``."""
+    """(1, 3, H, W) 0-255 -> (normalised, padded batch, the raw images padded like it for the
+    model's feature hook, or None without one), both (1, 3, Hp, Wp) padded with zeros to the
+    backbone's size divisibility like Detectron2's ``ImageList.from_tensors``."""
     d = int(model.backbone.size_divisibility)
     pc = getattr(model.backbone, "padding_constraints", None) or {}
     if pc.get("square_size", 0):
@@ -92,14 +95,8 @@ def _preprocess(model: nn.Module, images: torch.Tensor):
         h, w = x.shape[-2], x.shape[-1]
         return F.pad(x, (0, (w + d - 1) // d * d - w, 0, (h + d - 1) // d * d - h), value=0.0)
 
-    target = None
-    if hasattr(model.backbone, "bind") and getattr(model.backbone, "enabled", False):
-        # SR-TOD (sod2.modeling.meta_arch.srtod.ReconstructionTargetMixin): RGB / 255
-        target = images / 255.0
-        if model.input_format == "BGR":
-            target = target.flip(1)
-        target = pad(target)
-    return pad((images - model.pixel_mean) / model.pixel_std), target
+    raw = pad(images) if model.feature_hook is not None else None
+    return pad((images - model.pixel_mean) / model.pixel_std), raw
 
 
 def _check_batch_of_one(images: torch.Tensor) -> None:
@@ -107,11 +104,15 @@ def _check_batch_of_one(images: torch.Tensor) -> None:
         raise ValueError(f"sod2 R-CNN export graphs take one image (1, 3, H, W), got {tuple(images.shape)}")
 
 
-def _backbone(model: nn.Module, x: torch.Tensor, target) -> Dict[str, torch.Tensor]:
-    if target is None:
-        return model.backbone(x)
-    with model.backbone.bind(target):
-        return model.backbone(x)
+def _features(model: nn.Module, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """images (1, 3, H, W) 0-255 -> the backbone's features, passed through the model's feature
+    hook (SR-TOD) when it has one, as ``SOD2GeneralizedRCNN.backbone_features`` does."""
+    x, raw = _preprocess(model, images)
+    features = model.backbone(x)
+    if model.feature_hook is None:
+        return features
+    batch = ImageList(x, [(images.shape[-2], images.shape[-1])])
+    return model.feature_hook(features, FeatureHookInput(batch, raw, model.input_format)).features
 
 
 class RCNNExportModule(nn.Module):
@@ -122,7 +123,8 @@ class RCNNExportModule(nn.Module):
     rescale to the original size).
 
     Args:
-        model: an eval-mode sod2 ``GeneralizedRCNN`` (``SOD2GeneralizedRCNN``, ``SRTODRCNN``)
+        model: an eval-mode sod2 ``GeneralizedRCNN`` (``SOD2GeneralizedRCNN``, CFINet's subclass; with
+            or without a feature hook)
             with a Detectron2 ``RPN`` and ``StandardROIHeads`` or ``CascadeROIHeads``.
     """
 
@@ -269,14 +271,14 @@ class RCNNExportModule(nn.Module):
         """images (1, 3, H, W) -> boxes (M, 4), scores (M,), classes (M,), batch_index (M,)."""
         _check_batch_of_one(images)
         h, w = images.shape[-2], images.shape[-1]
-        features = _backbone(self.model, *_preprocess(self.model, images))
+        features = _features(self.model, images)
         proposals = self._proposals(features, h, w)
         boxes, scores, classes = self._detect(features, proposals, h, w)
         return boxes, scores, classes, torch.zeros_like(classes)
 
 
 class RetinaNetExportModule(nn.Module):
-    """Detectron2's ``RetinaNet`` (sod2's ``SOD2RetinaNet`` / ``SRTODRetinaNet``) inference:
+    """Detectron2's ``RetinaNet`` (sod2's ``SOD2RetinaNet``, with or without a feature hook) inference:
     ``images`` (1, 3, H, W) 0-255 -> ``boxes`` (M, 4) (not clipped, as RetinaNet does not
     clip), ``scores`` (M,), ``classes`` (M,) int64, ``batch_index`` (M,) int64, the detections
     of ``model.inference(batched_inputs, do_postprocess=False)``.
@@ -296,7 +298,7 @@ class RetinaNetExportModule(nn.Module):
         """images (1, 3, H, W) -> boxes (M, 4), scores (M,), classes (M,), batch_index (M,)."""
         _check_batch_of_one(images)
         m = self.model
-        features = _backbone(m, *_preprocess(m, images))
+        features = _features(m, images)
         features = [features[f] for f in m.head_in_features]
         logits, deltas = m._transpose_dense_predictions(m.head(features), [m.num_classes, 4])
         anchors = m.anchor_generator(features)

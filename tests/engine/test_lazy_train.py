@@ -105,8 +105,8 @@ def test_override_checks():
         "train.max_iters=10": "no key 'train.max_iters' (did you mean 'train.max_iter'?)",
         "train.nosuch.x=1": "the config has no key 'train.nosuch'",
         "train.max_iter.x=1": "'train.max_iter' is int 600, not a config with keys",
-        "model.nokey=1": "'model' (SRTODRCNN) takes no argument 'nokey'",
-        "model.backbone.enablde=False": "(did you mean 'model.backbone.enabled'?)",
+        "model.nokey=1": "'model' (SOD2GeneralizedRCNN) takes no argument 'nokey'",
+        "model.feature_hook.levl=p3": "(did you mean 'model.feature_hook.level'?)",
         "train.max_iter=abc": "train.max_iter is 600 in the config, so the value must be an integer, got 'abc'",
         "train.max_iter=1.5": "must be an integer, got 1.5",
         "train.amp.enabled=1": "must be true or false, got 1",
@@ -122,11 +122,11 @@ def test_override_checks():
         assert message in str(e.value) and "\n" not in str(e.value), (o, str(e.value))
     # what the repository's tests, Makefile and READMEs pass keeps working
     cfg = load_config(srtod, SMALL + [
-        "train.init_checkpoint=/x/model.pth", "model.backbone.enabled=False", "train.seed=0",
-        "lr_multiplier.scheduler.milestones=[3,5]", "optimizer.lr=1", "model.backbone.dgfe=None",
+        "train.init_checkpoint=/x/model.pth", "model.feature_hook=null", "train.seed=0",
+        "lr_multiplier.scheduler.milestones=[3,5]", "optimizer.lr=1",
         "dataloader.test.dataset.names=sod2_synthetic_val", "train.max_iter=6",
         "+train.brand_new=1", "train.float32_precision=high"])
-    assert cfg.model.backbone.enabled is False and cfg.train.max_iter == 6
+    assert cfg.model.feature_hook is None and cfg.train.max_iter == 6
     assert cfg.dataloader.train.total_batch_size == 2 and cfg.optimizer.lr == 1
     assert cfg.train.brand_new == 1 and cfg.train.float32_precision == "high"
     with pytest.raises(ConfigError, match="no such file"):

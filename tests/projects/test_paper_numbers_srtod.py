@@ -1,7 +1,7 @@
 """Every hyper-parameter the SR-TOD paper states (Cao et al., "Visible and Clear: Finding Tiny
 Objects in Difference Map", ECCV 2024), pinned as the user gets it: from the built models of
 the paper's configs (``configs/srtod/faster_rcnn_srtod_R50_fpn_{visdrone_1x,aitod_1x,
-droneswarms_20e}.py``), from ``with_srtod`` and from the components' defaults. Each assertion
+droneswarms_20e}.py``), from ``configs/common/models/srtod.py``'s ``hook`` and from the components' defaults. Each assertion
 names the paper's section or table; [code] marks the official implementation's values that
 sod2 takes where the paper gives none, [ours] sod2's documented choices
 (projects/SR-TOD/README.md).
@@ -18,10 +18,9 @@ import pytest
 import torch
 from detectron2.config import instantiate
 from detectron2.utils.events import EventStorage
-from omegaconf import OmegaConf
 
 from sod2.config import get_config
-from sod2.modeling.methods.srtod import DGFE, LearnableThreshold, ReconstructionFPN
+from sod2.modeling.methods.srtod import DGFE, SRTOD, LearnableThreshold
 
 from ..modules import config_module
 from .paper_helpers import training_batch
@@ -42,8 +41,8 @@ def test_reconstruction_head_256_128_64_3_from_p2(visdrone_model):
     """RH: I_r = Sigmoid(Conv3x3(Up(Up(P2)))), Up = ReLU(Conv2(ReLU(Conv1(TConv(X))))), TConv 4x4
     stride 2 (padding 1) halving the channels: 256 -> 128 -> 64 -> 3; Conv1/Conv2 3x3 without
     bias, TConv and the final conv with bias [code]. MSE loss, weight 1.0."""
-    hook = visdrone_model.backbone
-    assert isinstance(hook, ReconstructionFPN) and hook.enabled and hook.level == "p2"
+    hook = visdrone_model.feature_hook
+    assert isinstance(hook, SRTOD) and hook.level == "p2"
     head = hook.head
     assert head.stride == 4 and head.reduce is None
     chans = []
@@ -60,7 +59,7 @@ def test_reconstruction_head_256_128_64_3_from_p2(visdrone_model):
 def test_retinanet_reconstructs_from_p3_with_one_more_up():
     """The paper: one-stage detectors with P3 only reconstruct from P3 ([ours]: one more Up)."""
     cfg = get_config("srtod/retinanet_srtod_R50_fpn_visdrone_1x.py")
-    assert cfg.model.backbone.level == "p3" and cfg.model.backbone.head.num_up == 3
+    assert cfg.model.feature_hook.level == "p3" and cfg.model.feature_hook.head.num_up == 3
 
 
 # -------------------------------------------------------------------- threshold and DGFE
@@ -68,25 +67,24 @@ def test_retinanet_reconstructs_from_p3_with_one_more_up():
 def test_initial_threshold_per_dataset(path, t255):
     """[code] initial t: 4/255 (VisDrone), 3/255 (AI-TOD), 40/255 (DroneSwarms); learnable
     (Table 5: none 27.0, fixed 27.1, learnable 27.3) through a surrogate gradient ([ours])."""
-    th = instantiate(get_config(path).model.backbone.threshold)
+    th = instantiate(get_config(path).model.feature_hook.threshold)
     assert isinstance(th, LearnableThreshold) and th.thresh.requires_grad
     assert th.thresh.item() == pytest.approx(t255 / 255, rel=1e-6), f"initial t = {t255}/255"
     assert th.grad == "surrogate" and th.grad_to_difference is False
 
 
-def test_with_srtod_default_threshold_and_component_default():
+def test_hook_default_threshold_and_component_default():
     assert LearnableThreshold().thresh.item() == pytest.approx(4 / 255), "LearnableThreshold: VisDrone's 4/255"
-    frcnn = config_module("common/models/faster_rcnn_fpn_p2.py")
-    cfg = OmegaConf.create({"model": frcnn.model})
-    config_module("common/models/srtod.py").with_srtod(cfg.model)
-    assert cfg.model.backbone.threshold.init == pytest.approx(4 / 255)
+    nodes = config_module("common/models/srtod.py")
+    for hook in (nodes.hook, nodes.hook_p3):
+        assert hook.threshold.init == pytest.approx(4 / 255)
 
 
 def test_dgfe_channel_attention_ratio_16(visdrone_model):
     """DGFE reweighting (CBAM channel attention): MLP C -> C/16 -> C with biases, shared by the
     two pools (ratio 16 [code]); enhancement by element-wise attention (ablation: attention
     38.3 vs concat 36.6 vs multiplication 36.2)."""
-    dgfe = visdrone_model.backbone.dgfe
+    dgfe = visdrone_model.feature_hook.dgfe
     assert isinstance(dgfe, DGFE) and dgfe.mode == "attention"
     lin = [m for m in dgfe.mlp if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in lin] == [(256, 16), (16, 256)]
@@ -178,16 +176,16 @@ def _grads(loss, modules):
 
 def _losses(grad_to_difference=False):
     cfg = get_config("srtod/faster_rcnn_srtod_R18s_fpn_synthetic.py")
-    cfg.model.backbone.threshold.grad_to_difference = grad_to_difference
+    cfg.model.feature_hook.threshold.grad_to_difference = grad_to_difference
     torch.manual_seed(0)
     model = instantiate(cfg.model).train()
-    hook = model.backbone
+    hook = model.feature_hook
     with torch.no_grad():  # put t inside the difference range, so its surrogate slope is not 0
         hook.threshold.thresh.fill_(0.5)
     with EventStorage(0):
         losses = model(training_batch(1, (80, 96), 4, 1, min_side=6.0, extra=20.0))
     detection = sum(v for k, v in losses.items() if k != "loss_rec")
-    return hook, losses["loss_rec"], detection
+    return model, losses["loss_rec"], detection
 
 
 def test_gradient_paths_of_the_reconstruction_and_detection_losses():
@@ -196,8 +194,8 @@ def test_gradient_paths_of_the_reconstruction_and_detection_losses():
     Table 5's learnable row), DGFE and the backbone; by default the filtration reads a detached
     difference map, so they give the reconstruction head no gradient (it learns from the MSE
     alone, as [code])."""
-    hook, rec, det = _losses()
-    fpn = hook.fpn
+    model, rec, det = _losses()
+    hook, fpn = model.feature_hook, model.backbone
     laterals = torch.nn.ModuleList(getattr(fpn, n) for n in dir(fpn) if n.startswith("fpn_lateral"))
     g_head, g_backbone, g_lateral, g_t = _grads(rec, [hook.head, fpn.bottom_up, laterals, hook.threshold.thresh])
     assert g_head > 0
@@ -213,6 +211,6 @@ def test_gradient_paths_of_the_reconstruction_and_detection_losses():
 def test_grad_to_difference_option_lets_detection_losses_reach_the_head():
     """``threshold.grad_to_difference=True`` (sod2's option): the surrogate gradient also reaches
     the difference map, hence the reconstruction head."""
-    hook, _, det = _losses(grad_to_difference=True)
-    g_t, g_head = _grads(det, [hook.threshold.thresh, hook.head])
+    model, _, det = _losses(grad_to_difference=True)
+    g_t, g_head = _grads(det, [model.feature_hook.threshold.thresh, model.feature_hook.head])
     assert g_t > 0 and g_head > 0

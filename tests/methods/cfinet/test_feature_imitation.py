@@ -14,7 +14,7 @@ from sod2.layers import supervised_contrastive_loss
 from sod2.modeling.methods.cfinet import ExemplarBank, Feat2Embed
 from sod2.modeling.methods.cfinet.feature_imitation import augmented_boxes, instance_quality
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_instance_quality_by_hand():

@@ -1,6 +1,6 @@
 """SR-TOD: reconstruction sizes, the padded target, DGFE against a naive computation, the
-learnable threshold, the hook through its meta-architectures (Faster R-CNN, RetinaNet,
-CFINet)."""
+learnable threshold, the hook as a whole, the hook in the feature-hook slot of Faster R-CNN,
+RetinaNet and CFINet (its target, loss, visuals), and DDP training."""
 import math
 
 import pytest
@@ -10,7 +10,8 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from sod2.config import get_config
-from sod2.modeling.methods.srtod import DGFE, LearnableThreshold, ReconstructionHead, difference_map
+from sod2.modeling.methods.srtod import (DGFE, SRTOD, LearnableThreshold, ReconstructionHead,
+                                         ReconstructionVisuals, difference_map, reconstruction_target)
 from sod2.modeling.methods.srtod.reconstruction import nearest_resize
 
 
@@ -135,43 +136,48 @@ def _batch(sizes, seed=0):
                                     "srtod/cfinet_srtod_R18s_fpn_synthetic.py"])
 def test_hook_through_meta_architectures(config):
     cfg = get_config(config)
-    cfg.model.backbone.keep_visuals = True
+    cfg.model.feature_hook.return_visuals = True
     model = instantiate(cfg.model)
-    hook = model.backbone
+    hook = model.feature_hook
+    assert isinstance(hook, SRTOD) and not any(n.startswith("backbone.fpn.") for n in model.state_dict())
     seen = {}
-    real_bind = hook.bind
+    real_forward = hook.forward
 
-    def spy(t):
-        seen["target"] = t
-        return real_bind(t)
+    def spy(features, inputs):
+        seen["target"] = reconstruction_target(inputs)
+        return real_forward(features, inputs)
 
-    hook.bind = spy
+    hook.forward = spy
     batch = _batch([(100, 120), (90, 64)])
     model.train()
     with EventStorage(0) as st:
         losses = model(batch)
-        assert "loss_rec" in losses and torch.isfinite(losses["loss_rec"])
+        assert list(losses)[-1] == "loss_rec" and torch.isfinite(losses["loss_rec"])
         sum(losses.values()).backward()
         assert "srtod/threshold" in st.latest()
     # the target is the input as RGB / 255, zero-padded exactly like the batched input
     t = seen["target"]
-    size_div = hook.size_divisibility or 1
+    size_div = model.backbone.size_divisibility or 1
     assert t.shape[-2] % size_div == 0 and t.shape[-2] >= 100
     img = batch[1]["image"]
-    assert torch.allclose(t[1, :, :90, :64], img.flip(0).float() / 255)  # BGR input -> RGB
+    assert torch.equal(t[1, :, :90, :64], img.flip(0).float() / 255)  # BGR input -> RGB
     assert (t[1, :, 90:, :] == 0).all() and (t[1, :, :, 64:] == 0).all()
     assert hook.threshold.thresh.grad is not None and hook.threshold.thresh.grad.abs() > 0
     assert hook.head.out.weight.grad is not None
-    rec = hook.last_reconstruction
-    assert rec.shape == t.shape
     model.eval()
     with torch.no_grad():
-        out = model([{k: v for k, v in batch[1].items() if k != "instances"}])
+        out = model([{k: v for k, v in b.items() if k != "instances"} for b in batch])
     assert out[0]["instances"].has("pred_boxes")
-    assert hook.last_binary_map.shape[-2:] == hook.last_reconstruction.shape[-2:]
-    # the twin without SR-TOD is one override away
-    cfg.model.backbone.enabled = False
+    # the pictures come back with each image, at the padded input size of the batch
+    for o in out:
+        vis = o["visuals"]
+        assert isinstance(vis, ReconstructionVisuals)
+        assert vis.reconstruction.shape == t.shape[1:] and vis.binary_map.shape == (1,) + t.shape[2:]
+        assert set(vis.binary_map.unique().tolist()) <= {0.0, 0.5, 1.0}
+    # the detector without SR-TOD is one override away: the same class, no loss_rec, no visuals
+    cfg.model.feature_hook = None
     plain = instantiate(cfg.model)
+    assert type(plain) is type(model) and plain.feature_hook is None
     plain.train()
     with EventStorage(0):
         assert "loss_rec" not in plain(batch)
@@ -193,36 +199,31 @@ def test_sampled_inference_keeps_detections():
     torch.manual_seed(1)
     model = instantiate(cfg.model).eval()
     with torch.no_grad():  # make the threshold matter: put it inside the difference range
-        model.backbone.threshold.thresh.fill_(0.3)
+        model.feature_hook.threshold.thresh.fill_(0.3)
     x = [{k: v for k, v in b.items() if k != "instances"} for b in _batch([(128, 160)])]
     with torch.no_grad():
         fast = model(x)[0]["instances"]
-        model.backbone.sampled_inference = False
+        model.feature_hook.sampled_inference = False
         full = model(x)[0]["instances"]
     assert len(fast) == len(full) > 0
     assert torch.allclose(fast.pred_boxes.tensor, full.pred_boxes.tensor, atol=1e-3)
     assert torch.allclose(fast.scores, full.scores, atol=1e-5)
 
 
-def test_switched_off_hook_trains_in_two_processes(tmp_path):
-    """``model.backbone.enabled=False`` builds nothing of SR-TOD (no parameter without a
-    gradient), so DDP with find_unused_parameters=False trains in 2 gloo processes."""
+def test_hook_trains_in_two_processes(tmp_path):
+    """Every parameter of SR-TOD's hook gets a gradient in every iteration (the threshold through
+    its surrogate, the head through loss_rec, DGFE through the features), so DDP with
+    find_unused_parameters=False trains it in 2 gloo processes."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    cfg = get_config("srtod/faster_rcnn_srtod_R18s_fpn_synthetic.py")
-    cfg.model.backbone.enabled = False
-    hook = instantiate(cfg.model).backbone
-    assert hook.head is None and hook.threshold is None and hook.dgfe is None
-    assert not any("head." in n or "threshold" in n or "dgfe" in n for n, _ in hook.named_parameters())
-
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     out = tmp_path / "ddp"
     cmd = [sys.executable, str(repo / "tools" / "lazyconfig_train_net.py"), "--config-file",
            str(repo / "configs" / "srtod" / "faster_rcnn_srtod_R18s_fpn_synthetic.py"), "--num-gpus", "2",
-           "model.backbone.enabled=False", "dataloader.train.total_batch_size=2",
+           "dataloader.train.total_batch_size=2",
            "dataloader.train.num_workers=0", "train.device=cpu", "train.max_iter=3", "train.eval_period=0",
            "train.checkpointer.period=100", f"train.output_dir={out}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
@@ -233,39 +234,30 @@ def test_switched_off_hook_trains_in_two_processes(tmp_path):
 
 
 def test_hook_as_a_whole_against_an_independent_computation():
-    """ReconstructionFPN end to end on a fixed 'FPN': P2' = P2 * w * (1 + D_b at the top-left
-    pixel of every 4x4 cell) with w the CBAM weights written out by hand; P3-P6 untouched;
-    the head reads the UN-enhanced P2; loss_rec = weight x mean squared error; the same P2'
-    at inference (sampled reconstruction)."""
-    from detectron2.layers import ShapeSpec
-    from detectron2.modeling import Backbone
+    """SRTOD end to end on fixed 'FPN' features: P2' = P2 * w * (1 + D_b at the top-left pixel
+    of every 4x4 cell) with w the CBAM weights written out by hand; P3-P6 untouched; the head
+    reads the UN-enhanced P2; loss_rec = weight x mean squared error against raw / 255 (RGB);
+    the same P2' at inference (sampled reconstruction); nothing is kept between calls."""
+    from detectron2.structures import ImageList
 
-    from sod2.modeling.methods.srtod import DGFE, ReconstructionFPN
+    from sod2.modeling.meta_arch import FeatureHookInput
+    from sod2.errors import UserError
 
     C = 32
-
-    class FixedFPN(Backbone):
-        def __init__(self):
-            super().__init__()
-            self.proj = torch.nn.Conv2d(3, C, 1)
-
-        def forward(self, x):
-            return {f"p{k}": self.proj(torch.nn.functional.avg_pool2d(x, 2 ** k)) for k in range(2, 7)}
-
-        def output_shape(self):
-            return {f"p{k}": ShapeSpec(channels=C, stride=2 ** k) for k in range(2, 7)}
-
     torch.manual_seed(0)
-    fpn = FixedFPN()
-    hook = ReconstructionFPN(fpn, head=ReconstructionHead(C, 2), threshold=LearnableThreshold(0.2),
-                             dgfe=DGFE(C, ratio=16), loss_weight=0.7)
+    proj = torch.nn.Conv2d(3, C, 1)
+    hook = SRTOD(head=ReconstructionHead(C, 2), threshold=LearnableThreshold(0.2), dgfe=DGFE(C, ratio=16),
+                 loss_weight=0.7)
     x = torch.randn(2, 3, 64, 128)
-    target = torch.rand(2, 3, 64, 128)
-    hook.train()
-    with EventStorage(0), hook.bind(target) as record:
-        out = hook(x)
+    raw = torch.randint(0, 256, (2, 3, 64, 128), dtype=torch.uint8)
+    inputs = FeatureHookInput(ImageList(x, [(64, 128), (64, 128)]), raw, "RGB")
     with torch.no_grad():
-        base = fpn(x)
+        base = {f"p{k}": proj(torch.nn.functional.avg_pool2d(x, 2 ** k)) for k in range(2, 7)}
+    hook.train()
+    with EventStorage(0):
+        out = hook(base, inputs)
+    with torch.no_grad():
+        target = raw.float() / 255
         rec = hook.head(base["p2"])  # the un-enhanced P2
         d = (rec - target).abs().mean(dim=1)  # (N, H, W)
         binary = (d > 0.2).float() + 0.5 * (d == 0.2).float()
@@ -280,17 +272,18 @@ def test_hook_as_a_whole_against_an_independent_computation():
         expect = p2 * w[:, :, None, None] * (1 + small[:, None])
         mse = ((rec - target) ** 2).sum() / rec.numel()
     assert 0 < small.mean() < 1  # the threshold matters
-    assert torch.allclose(out["p2"], expect, atol=1e-6)
+    assert torch.allclose(out.features["p2"], expect, atol=1e-6)
     for k in range(3, 7):
-        assert torch.equal(out[f"p{k}"], base[f"p{k}"])
-    assert record.losses["loss_rec"].item() == pytest.approx(0.7 * mse.item(), rel=1e-6)
+        assert torch.equal(out.features[f"p{k}"], base[f"p{k}"])
+    assert list(out.losses) == ["loss_rec"] and out.visuals is None
+    assert out.losses["loss_rec"].item() == pytest.approx(0.7 * mse.item(), rel=1e-6)
+    assert base["p2"] is not out.features["p2"]  # the given dict is not modified
     hook.eval()
     with torch.no_grad():
-        with hook.bind(target) as record:
-            out_eval = hook(x)
-    assert record.losses == {}
-    assert torch.allclose(out_eval["p2"], expect, atol=1e-5)
-    # training without a bound target is an error, not a silent recovery
-    hook.train()
-    with pytest.raises(RuntimeError, match="target"):
-        hook(x)
+        out_eval = hook(base, inputs)
+    assert out_eval.losses == {} and out_eval.visuals is None
+    assert torch.allclose(out_eval.features["p2"], expect, atol=1e-5)
+    # a level the backbone does not have: one line naming the key
+    hook.level = "p1"
+    with pytest.raises(UserError, match="model.feature_hook.level='p1'"):
+        hook(base, inputs)

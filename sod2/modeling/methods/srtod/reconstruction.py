@@ -1,8 +1,7 @@
 """
-SR-TOD's FPN hook (projects/SR-TOD/README.md): a reconstruction head rebuilds the network-input
+SR-TOD's pieces (projects/SR-TOD/README.md): a reconstruction head rebuilds the network-input
 image from one FPN level; where it fails (the difference map) is where small objects are; the
-thresholded difference map enhances that level (DGFE). Works on any Detectron2 FPN-style
-backbone (a ``Backbone`` returning a dict of levels).
+thresholded difference map enhances that level (DGFE).
 
 Pieces, each replaceable:
 
@@ -15,26 +14,20 @@ Pieces, each replaceable:
   option.
 * :class:`DGFE`: CBAM channel attention ``w`` and ``P' = P * w * (1 + Resize_nearest(D_b))``
   (or the paper's ablation variants).
-* :class:`ReconstructionFPN`: the hook itself; the meta-architectures in
-  :mod:`sod2.modeling.meta_arch.srtod` bind its reconstruction target and collect its loss
-  (:meth:`ReconstructionFPN.bind`).
+
+:class:`~sod2.modeling.methods.srtod.hook.SRTOD` puts them together as the detector's
+feature hook.
 """
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from detectron2.modeling import Backbone
 from torch import nn
 
-from ...training import put_scalars
-
-__all__ = ["ReconstructionHead", "difference_map", "LearnableThreshold", "DGFE", "ReconstructionFPN",
-           "ReconstructionRecord", "nearest_resize"]
+__all__ = ["ReconstructionHead", "difference_map", "LearnableThreshold", "DGFE", "nearest_resize"]
 
 
 class _Up(nn.Module):
@@ -237,166 +230,3 @@ class DGFE(nn.Module):
         if self.mode == "attention":
             return p * w * (1 + d_small)
         return self.fuse(torch.cat([p * w, d_small], dim=1))
-
-
-@dataclass
-class ReconstructionRecord:
-    """What the hook's forward passes inside one :meth:`ReconstructionFPN.bind` block
-    produced: ``losses`` (training: ``{"loss_rec": weight x MSE}``)."""
-    losses: Dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-class ReconstructionFPN(Backbone):
-    """Wrap an FPN-style backbone with SR-TOD's reconstruction and DGFE on one level.
-
-    ``forward(x)`` returns the wrapped backbone's features with ``level`` enhanced (the
-    other levels untouched; the head reads the un-enhanced level).
-
-    The contract with the detector (what :class:`sod2.modeling.meta_arch.srtod.ReconstructionTargetMixin`
-    does for Detectron2's meta-architectures)::
-
-        with hook.bind(target) as record:   # target: (N, 3, H, W) RGB in [0, 1], zero-padded
-            features = hook(images.tensor)  # like the batch (the network input after resize/flip)
-            ...
-        losses.update(record.losses)        # training: {"loss_rec": ...}
-
-    In training a bound target is required (an error otherwise). At inference without one,
-    the target is recovered from ``x`` with ``pixel_mean``/``pixel_std`` (then the padding
-    is not zero), so the hook also works inside a detector that knows nothing of it.
-
-    Args:
-        fpn: the backbone to wrap.
-        level: "p2" (two-stage detectors) or "p3" (RetinaNet-style, one more Up).
-        head: :class:`ReconstructionHead`.
-        threshold: :class:`LearnableThreshold`.
-        dgfe: :class:`DGFE`, or None for the reconstruction-only ablation.
-        loss_weight: weight of the MSE reconstruction loss.
-        difference: "pixel" or "fft".
-        enabled: False makes the hook a pass-through (the detector without SR-TOD): the
-            head, threshold and DGFE are not kept (no parameters without gradients, so DDP
-            needs no ``find_unused_parameters``).
-        keep_visuals: keep ``last_reconstruction`` (N, 3, H, W) and ``last_binary_map``
-            (N, 1, H, W) of the last forward for drawing.
-        out_channels: optional, checked against the wrapped levels' channels (lets configs
-            keep reading ``model.backbone.out_channels``).
-        sampled_inference: at inference, reconstruct only the pixels DGFE reads
-            (:meth:`ReconstructionHead.forward_sampled`; same detections, less work).
-        channels_last: run the head in NHWC memory layout (same numbers; on the CPU its
-            convolutions are ~1.6x faster at 800 px).
-    """
-
-    def __init__(self, fpn: Backbone, level: str = "p2", head: Optional[ReconstructionHead] = None,
-                 threshold: Optional[LearnableThreshold] = None, dgfe: Optional[DGFE] = None,
-                 loss_weight: float = 1.0, difference: str = "pixel", enabled: bool = True,
-                 pixel_mean=(103.530, 116.280, 123.675), pixel_std=(1.0, 1.0, 1.0),
-                 input_format: str = "BGR", keep_visuals: bool = False,
-                 out_channels: Optional[int] = None, sampled_inference: bool = True,
-                 channels_last: bool = True):
-        super().__init__()
-        self.fpn = fpn
-        if out_channels is not None and fpn.output_shape()[level].channels != out_channels:
-            raise ValueError(f"out_channels={out_channels} but {level} has "
-                             f"{fpn.output_shape()[level].channels} channels")
-        if enabled and (head is None or (dgfe is not None and threshold is None)):
-            raise ValueError("an enabled ReconstructionFPN needs a head (and a threshold with DGFE)")
-        if level not in fpn.output_shape():
-            raise ValueError(f"level {level!r} is not an output of the wrapped backbone "
-                             f"({sorted(fpn.output_shape())})")
-        if not enabled:  # switched off: keep nothing of SR-TOD
-            head = threshold = dgfe = None
-        self.level, self.enabled = level, enabled
-        self.head, self.threshold, self.dgfe = head, threshold, dgfe
-        self.loss_weight, self.difference = loss_weight, difference
-        self.input_format, self.keep_visuals = input_format, keep_visuals
-        self.sampled_inference = sampled_inference
-        self.channels_last = channels_last
-        if channels_last and head is not None:
-            head.to(memory_format=torch.channels_last)
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
-        self._bound: Optional[Tuple[Optional[torch.Tensor], ReconstructionRecord]] = None
-        self.last_reconstruction = self.last_binary_map = None
-
-    # Backbone interface: the wrapped backbone's
-    def output_shape(self):
-        return self.fpn.output_shape()
-
-    @property
-    def size_divisibility(self) -> int:
-        return self.fpn.size_divisibility
-
-    @property
-    def padding_constraints(self):
-        return self.fpn.padding_constraints
-
-    @contextmanager
-    def bind(self, target: Optional[torch.Tensor]) -> Iterator[ReconstructionRecord]:
-        """Give the forward passes inside the block their reconstruction target and collect
-        what they produce.
-
-        Args:
-            target: (N, 3, H, W) RGB in [0, 1], zero-padded like the batched input; None
-                (inference only) recovers it from the input.
-        Yields:
-            the :class:`ReconstructionRecord` the forward fills.
-        """
-        if self._bound is not None:
-            raise RuntimeError("ReconstructionFPN.bind blocks cannot be nested")
-        record = ReconstructionRecord()
-        self._bound = (target, record)
-        try:
-            yield record
-        finally:
-            self._bound = None
-
-    def _recovered_target(self, x: torch.Tensor) -> torch.Tensor:
-        img = (x * self.pixel_std + self.pixel_mean) / 255.0
-        return img.flip(1) if self.input_format == "BGR" else img
-
-    def _target(self, x: torch.Tensor) -> Tuple[torch.Tensor, ReconstructionRecord]:
-        target, record = self._bound if self._bound is not None else (None, ReconstructionRecord())
-        if target is None:
-            if self.training:
-                raise RuntimeError(
-                    "ReconstructionFPN needs its reconstruction target in training: use an SR-TOD "
-                    "meta-architecture (SRTODRCNN, SRTODRetinaNet) or `with backbone.bind(target) as record:`")
-            return self._recovered_target(x), record
-        if tuple(target.shape[-2:]) != tuple(x.shape[-2:]) or target.shape[0] != x.shape[0]:
-            raise ValueError(f"reconstruction target {tuple(target.shape)} does not match the input "
-                             f"{tuple(x.shape)}")
-        return target, record
-
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """(N, 3, H, W) normalised input -> the wrapped backbone's features, ``level`` enhanced."""
-        feats = self.fpn(x)
-        if not self.enabled:
-            return feats
-        target, record = self._target(x)
-        p = feats[self.level]
-        s = self.head.stride
-        p_head = p.contiguous(memory_format=torch.channels_last) if self.channels_last else p
-        # at inference DGFE reads the difference map only at pixels (s*i, s*j) (the nearest
-        # resize to the level): compute the reconstruction there only (same numbers)
-        if (self.sampled_inference and not self.training and not self.keep_visuals and self.dgfe is not None
-                and self.difference == "pixel" and tuple(x.shape[-2:]) == (p.shape[-2] * s, p.shape[-1] * s)):
-            rec_s = self.head.forward_sampled(p_head).contiguous()
-            binary = self.threshold(difference_map(rec_s, target[..., ::s, ::s].to(rec_s.dtype)))
-            feats = dict(feats)
-            feats[self.level] = self.dgfe(p, binary)
-            return feats
-        rec = self.head(p_head).contiguous()
-        if self.training:
-            record.losses["loss_rec"] = self.loss_weight * F.mse_loss(rec, target.to(rec.dtype))
-        if self.dgfe is not None:
-            d = difference_map(rec, target.to(rec.dtype), self.difference)
-            binary = self.threshold(d)
-            feats = dict(feats)
-            feats[self.level] = self.dgfe(p, nearest_resize(binary, p.shape[-2:]))
-            if self.keep_visuals:
-                self.last_binary_map = binary.detach()
-            if self.training:
-                put_scalars(**{"srtod/threshold": float(self.threshold.thresh.detach()) * 255},
-                            smoothing_hint=False)
-        if self.keep_visuals:
-            self.last_reconstruction = rec.detach()
-        return feats
