@@ -130,8 +130,9 @@ def sod2_outputs(model, inputs: dict):
     images = model.preprocess_image([inputs])
     feats = model.backbone(images.tensor)
     feats = [feats[f] for f in model.head_in_features]
-    preds = model.decode(*model.head(feats))
-    det = model.inference(preds, preds.obj_logits, images.image_sizes)[0]
+    head = model.head(feats)
+    preds = model.decode(head.cls_logits, head.reg, head.obj_logits)
+    det = model.forward_inference(images, feats, head)[0]  # YOLOX's own inference step
     dense = torch.cat([preds.boxes[0], preds.obj_logits[0].sigmoid()[:, None], preds.cls_logits[0].sigmoid()], 1)
     return dense, det, images.tensor
 

@@ -1,27 +1,12 @@
-"""Foreground Probing on YOLOX-S (P2-P5, CIoU; sod2's choice for this small thermal dataset:
-2029 training images of 640x512) on HIT-UAV (CC BY 4.0, Suo et al. 2023): 640 px YOLOX
-recipe, 640 px test, K = 500, SGD lr 0.01 at batch 8, 100 epochs, from the official COCO
-YOLOX-S weights (``python tools/convert_weights.py yolox yolox_s.pth weights/yolox_s_sod2.pth``).
-Plain twin: ``fgprobe_plain_yolox_s_p2_hituav.py``."""
-from ..common.data.hituav import NUM_TRAIN_IMAGES, dataloader
-from ..common.models.fgprobe import with_fgprobe
-from ..common.models.yolox import model, yolox_size
-from ..common.optim import SGD_nesterov_nodecay_norm_bias as optimizer
-from ..common.train import train
-from ..common.yolox_recipe import yolox_recipe, yolox_test_resize
+"""Foreground Probing (K = 500, learnable gate) on YOLOX-S (P2-P5, CIoU) on HIT-UAV: its plain twin
+``fgprobe_plain_yolox_s_p2_hituav.py`` (data, schedule, weights) plus the probe. Off (= the plain
+twin): ``model.probe=null``."""
+from sod2.modeling.methods.fgprobe import FGProbeYOLOX
 
-SIZE, EPOCHS = 640, 100
-dataloader.train.total_batch_size = 8
-ITERS_PER_EPOCH = NUM_TRAIN_IMAGES // 8
+from ..common.models.fgprobe import probe as _probe
+from .fgprobe_plain_yolox_s_p2_hituav import dataloader, lr_multiplier, model, optimizer, train
 
-yolox_size(model, "s")
-model.num_classes = 4
-with_fgprobe(model, num_tokens=500)
-yolox_test_resize(dataloader, model, SIZE)  # the official test path
-lr_multiplier = yolox_recipe(dataloader, train, input_size=SIZE, epochs=EPOCHS,
-                             iters_per_epoch=ITERS_PER_EPOCH, max_labels=500)
-optimizer.lr = 0.01
-train.init_checkpoint = "./weights/yolox_s_sod2.pth"
-train.max_iter = EPOCHS * ITERS_PER_EPOCH
-train.eval_period = 10 * ITERS_PER_EPOCH
-train.checkpointer.period = 10 * ITERS_PER_EPOCH
+model._target_ = FGProbeYOLOX
+model.probe = _probe
+model.probe.num_tokens = 500
+model.head = model.pop("head")  # built after the probe (as when it sat in the head): same seed, same init

@@ -1,29 +1,13 @@
-"""Foreground Probing on YOLOX-Tiny (P2-P5, CIoU) on the real HIT-UAV thermal images (CC BY 4.0,
-Suo et al. 2023) within a CPU budget: trained from scratch on the first 200 images of the public
-val split, evaluated on its other 90 (AI-TOD buckets), at 512 px (YOLOX recipe: Mosaic + affine
-0.5-1.5, HSV, flips, multi-scale 448-576, EMA, warm-up + cosine, L1 in the last epochs), batch
-4, 4 epochs (200 iterations). Shows the chain works on real data, not converged accuracy.
-Plain twin: ``fgprobe_plain_yolox_tiny_p2_hituav_cpu.py``."""
-from ..common.data.hituav_cpu import NUM_TRAIN_IMAGES, dataloader
-from ..common.models.fgprobe import with_fgprobe
-from ..common.models.yolox import model, yolox_size
-from ..common.optim import SGD_nesterov_nodecay_norm_bias as optimizer
-from ..common.train import train
-from ..common.yolox_recipe import yolox_recipe, yolox_test_resize
+"""Foreground Probing (K = 100 tokens) on YOLOX-Tiny (P2-P5, CIoU) on the real HIT-UAV thermal images
+within a CPU budget (200 iterations; not converged accuracy): its plain twin
+``fgprobe_plain_yolox_tiny_p2_hituav_cpu.py`` (data, schedule, weights) plus the probe. Off (= the
+plain twin): ``model.probe=null``."""
+from sod2.modeling.methods.fgprobe import FGProbeYOLOX
 
-SIZE, EPOCHS = 512, 4
-ITERS_PER_EPOCH = NUM_TRAIN_IMAGES // 4  # batch 4
+from ..common.models.fgprobe import probe as _probe
+from .fgprobe_plain_yolox_tiny_p2_hituav_cpu import dataloader, lr_multiplier, model, optimizer, train
 
-yolox_size(model, "tiny")
-model.num_classes = 4
-with_fgprobe(model, num_tokens=100)
-yolox_test_resize(dataloader, model, SIZE)  # the official test path
-lr_multiplier = yolox_recipe(dataloader, train, input_size=SIZE, epochs=EPOCHS,
-                             iters_per_epoch=ITERS_PER_EPOCH, warmup_epochs=1, no_aug_epochs=1,
-                             mosaic_scale=(0.5, 1.5), enable_mixup=False, multiscale_steps=2,
-                             max_labels=500)
-train.ema.ramp = 100.0
-optimizer.lr = 0.01
-train.max_iter = EPOCHS * ITERS_PER_EPOCH
-train.eval_period = train.max_iter
-train.checkpointer.period = train.max_iter
+model._target_ = FGProbeYOLOX
+model.probe = _probe
+model.probe.num_tokens = 100
+model.head = model.pop("head")  # built after the probe (as when it sat in the head): same seed, same init

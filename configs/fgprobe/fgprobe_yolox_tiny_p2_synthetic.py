@@ -1,34 +1,13 @@
-"""Foreground Probing on YOLOX-Tiny with the 4-scale head (P2-P5) and CIoU, trained from scratch
-on the embedded synthetic dataset on a CPU: YOLOX's recipe at 256 px (Mosaic + random affine
-with scale 0.5-1.5 as YOLOX-Tiny, no MixUp, HSV, flips, multi-scale 192-320, EMA, quadratic
-warm-up for 1 epoch, cosine, the last 3 epochs without Mosaic and with the L1 loss), SGD lr
-0.02 at batch 8, 6 epochs of the 480 training images (360 iterations, ~7 min on 2 cores);
-K = 100 tokens (the images hold ~20-60 objects). ``make fgprobe-demo`` trains it next to its
-plain twin ``fgprobe_plain_yolox_tiny_p2_synthetic.py`` (= ``model.head.probe=None``)."""
-from ..common.data.synthetic import NUM_TRAIN_IMAGES, dataloader
-from ..common.models.fgprobe import with_fgprobe
-from ..common.models.yolox import model, yolox_size
-from ..common.optim import SGD_nesterov_nodecay_norm_bias as optimizer
-from ..common.train import train
-from ..common.yolox_recipe import yolox_recipe, yolox_test_resize
+"""Foreground Probing on YOLOX-Tiny (P2-P5, CIoU) on the embedded synthetic dataset, trained from
+scratch on a CPU (``make fgprobe-demo``); K = 100 tokens (the images hold ~20-60 objects): its
+plain twin ``fgprobe_plain_yolox_tiny_p2_synthetic.py`` (data, schedule, weights) plus the probe.
+Off (= the plain twin): ``model.probe=null``."""
+from sod2.modeling.methods.fgprobe import FGProbeYOLOX
 
-INPUT_SIZE = 256
-EPOCHS = 6
-dataloader.train.total_batch_size = 8
-ITERS_PER_EPOCH = NUM_TRAIN_IMAGES // 8
+from ..common.models.fgprobe import probe as _probe
+from .fgprobe_plain_yolox_tiny_p2_synthetic import dataloader, lr_multiplier, model, optimizer, train
 
-yolox_size(model, "tiny")
-model.num_classes = 3
-yolox_test_resize(dataloader, model, INPUT_SIZE)  # the official test path (256x256 images: no resize)
-with_fgprobe(model, num_tokens=100)
-model.max_detections_per_image = 1500  # the AI-TOD protocol's maxDets
-
-lr_multiplier = yolox_recipe(dataloader, train, input_size=INPUT_SIZE, epochs=EPOCHS,
-                             iters_per_epoch=ITERS_PER_EPOCH, warmup_epochs=1, no_aug_epochs=2,
-                             mosaic_scale=(0.5, 1.5), enable_mixup=False, multiscale_steps=2,
-                             max_labels=500)
-train.ema.ramp = 200.0  # a short run: the EMA follows within a few hundred steps
-optimizer.lr = 0.02
-train.max_iter = EPOCHS * ITERS_PER_EPOCH
-train.eval_period = train.max_iter
-train.checkpointer.period = train.max_iter
+model._target_ = FGProbeYOLOX
+model.probe = _probe
+model.probe.num_tokens = 100
+model.head = model.pop("head")  # built after the probe (as when it sat in the head): same seed, same init

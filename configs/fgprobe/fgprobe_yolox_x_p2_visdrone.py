@@ -1,31 +1,15 @@
-"""Foreground Probing (K = 500, learnable gate) on YOLOX-X with the 4-scale head (P2-P5) and
-the CIoU loss on VisDrone2019-DET, as the paper: 960 px training (YOLOX's recipe: Mosaic,
-MixUp, affine, HSV, multi-scale 800-1120, EMA, L1 in the last epochs), 1504 px test, SGD lr
-0.01 at batch 8, 100 epochs, from the official COCO YOLOX-X weights converted to sod2's names:
-    python tools/convert_weights.py yolox yolox_x.pth weights/yolox_x_sod2.pth
-(yolox_x.pth from the official YOLOX release page; the 80-class prediction layers are skipped
-at loading). Plain twin: ``fgprobe_plain_yolox_x_p2_visdrone.py`` (= ``model.head.probe=None``).
-Ablations: ``model.head.probe.num_tokens=100|300|700``, ``model.head.probe.gate=0.3|0.5|0.7``."""
-from ..common.data.visdrone import NUM_TRAIN_IMAGES, dataloader
-from ..common.models.fgprobe import with_fgprobe
-from ..common.models.yolox import model, yolox_size
-from ..common.optim import SGD_nesterov_nodecay_norm_bias as optimizer
-from ..common.train import train
-from ..common.yolox_recipe import yolox_recipe, yolox_test_resize
+"""Foreground Probing (K = 500, learnable gate) on YOLOX-X (P2-P5, CIoU) on VisDrone2019-DET, as the
+paper (960 px training, 1504 px test, 100 epochs): its plain twin
+``fgprobe_plain_yolox_x_p2_visdrone.py`` (data, schedule, weights) plus the probe. Off (= the
+plain twin): ``model.probe=null``.
+Ablations: ``model.probe.num_tokens=100|300|700``, ``model.probe.gate=0.3|0.5|0.7`` (fixed
+lambda)."""
+from sod2.modeling.methods.fgprobe import FGProbeYOLOX
 
-TRAIN_SIZE, TEST_SIZE, EPOCHS = 960, 1504, 100
-dataloader.train.total_batch_size = 8
-ITERS_PER_EPOCH = NUM_TRAIN_IMAGES // 8
+from ..common.models.fgprobe import probe as _probe
+from .fgprobe_plain_yolox_x_p2_visdrone import dataloader, lr_multiplier, model, optimizer, train
 
-yolox_size(model, "x")
-model.num_classes = 10
-with_fgprobe(model, num_tokens=500)
-model.max_detections_per_image = 1500  # at least the protocol's maxDets
-yolox_test_resize(dataloader, model, TEST_SIZE)  # the official test path
-lr_multiplier = yolox_recipe(dataloader, train, input_size=TRAIN_SIZE, epochs=EPOCHS,
-                             iters_per_epoch=ITERS_PER_EPOCH, max_labels=1000)
-optimizer.lr = 0.01  # the paper's lr at batch 8
-train.init_checkpoint = "./weights/yolox_x_sod2.pth"
-train.max_iter = EPOCHS * ITERS_PER_EPOCH
-train.eval_period = 10 * ITERS_PER_EPOCH
-train.checkpointer.period = 10 * ITERS_PER_EPOCH
+model._target_ = FGProbeYOLOX
+model.probe = _probe
+model.probe.num_tokens = 500
+model.head = model.pop("head")  # built after the probe (as when it sat in the head): same seed, same init

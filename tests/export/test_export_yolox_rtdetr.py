@@ -70,7 +70,7 @@ def _export(tmp, config, state, name, *extra, opts=()):
 def exports(tmp_path_factory):
     tmp = str(tmp_path_factory.mktemp("export"))
     fg = _perturbed_state(FG)
-    plain = {k: v for k, v in fg.items() if not k.startswith("head.probe.")}
+    plain = {k: v for k, v in fg.items() if not k.startswith("probe.")}
     bs = _perturbed_state(BS)
     images = [_noise_image(tmp, "a.png", 256, 256, 1), _noise_image(tmp, "b.png", 512, 512, 2)]
     return dict(

@@ -20,6 +20,7 @@ from sod2.modeling.assigners import SimOTAAssigner, SimOTAResult
 from sod2.modeling.backbone import CSPDarknet, YOLOPAFPN, pafpn_output_shape
 from sod2.modeling.heads import SOD2_HEAD_REGISTRY, YOLOXHead
 from sod2.modeling.meta_arch import YOLOX, YOLOXPredictions
+from sod2.modeling.meta_arch.yolox import YOLOXStep
 from sod2.utils.convert import ConversionError, convert_yolox_state_dict
 
 from ..modules import tool_module
@@ -35,11 +36,12 @@ SIZES = {"nano": (0.33, 0.25, True), "tiny": (0.33, 0.375, False), "s": (0.33, 0
 
 
 def build_yolox(depth=0.33, width=0.125, depthwise=False, num_classes=80, in_features=("dark3", "dark4", "dark5"),
-                **kwargs):
+                arch=YOLOX, **kwargs):
+    """A YOLOX (or a method's subclass ``arch``) of the given size, PyTorch's default init."""
     backbone = YOLOPAFPN(CSPDarknet(depth, width, depthwise, out_features=in_features), in_features,
                          depth=depth, depthwise=depthwise)
     head = YOLOXHead(pafpn_output_shape(in_features, width), num_classes, int(256 * width), depthwise)
-    return YOLOX(backbone=backbone, head=head, assigner=SimOTAAssigner(), num_classes=num_classes, **kwargs)
+    return arch(backbone=backbone, head=head, assigner=SimOTAAssigner(), num_classes=num_classes, **kwargs)
 
 
 def bce_logit(x, t):
@@ -128,9 +130,12 @@ def test_head_structure_and_bias_init():
         assert torch.allclose(head.cls_preds[f].bias, torch.full((3,), prior))
         assert torch.allclose(head.obj_preds[f].bias, torch.full((1,), prior))
         assert all(m.eps == 1e-3 and m.momentum == 0.03 for m in head.modules() if isinstance(m, nn.BatchNorm2d))
-    assert head.probe is None
     feats = [torch.randn(2, c, 8 // 2 ** i, 6 // 2 ** i) for i, c in enumerate((32, 64, 128))]
     cls_f, reg_f = head.forward_features(feats)
+    out = head(feats)  # forward = forward_features then predict, in one YOLOXHeadOutput
+    assert all(torch.equal(a, b) for a, b in zip(out.cls_feats + out.reg_feats, cls_f + reg_f))
+    assert all(torch.equal(a, b) for a, b in zip(out.cls_logits + out.reg + out.obj_logits,
+                                                 sum(head.predict(cls_f, reg_f), [])))
     assert [t.shape for t in cls_f] == [(2, 32, 8, 6), (2, 32, 4, 3), (2, 32, 2, 1)]
     cls, reg, obj = head.predict(cls_f, reg_f)
     assert cls[0].shape == (2, 3, 8, 6) and reg[1].shape == (2, 4, 4, 3) and obj[2].shape == (2, 1, 2, 1)
@@ -283,7 +288,7 @@ def _loss_setup(grids=((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)), level_sizes=((2, 2),
 def test_losses_normalisation_and_weights_by_hand():
     model = build_yolox(num_classes=2, use_l1=True)
     preds, gts, assign = _loss_setup()
-    losses = model.losses(preds, gts, assign)
+    losses = model.losses(YOLOXStep(preds, gt_instances=gts, assignments=assign))
     assert set(losses) == {"loss_iou", "loss_obj", "loss_cls", "loss_l1"}
     c, o, r = preds.cls_logits.tolist(), preds.obj_logits.tolist(), preds.reg.tolist()
     num_fg = 2.0
@@ -306,13 +311,13 @@ def test_losses_normalisation_and_weights_by_hand():
     # other weights, the L1 switch, and no foreground at all (normaliser 1)
     model.loss_weights = {"iou": 2.0, "obj": 3.0, "cls": 0.5, "l1": 4.0}
     model.use_l1 = False
-    losses = model.losses(preds, gts, assign)
+    losses = model.losses(YOLOXStep(preds, gt_instances=gts, assignments=assign))
     assert losses["loss_iou"].item() == pytest.approx(exp_iou / 5.0 * 2.0, rel=1e-5)
     assert losses["loss_obj"].item() == pytest.approx(3.0 * exp_obj, rel=1e-5)
     assert losses["loss_cls"].item() == pytest.approx(0.5 * exp_cls, rel=1e-5)
     assert losses["loss_l1"].item() == 0.0
     empty = [assign[1], assign[1]]
-    losses = model.losses(preds, [gts[1], gts[1]], empty)
+    losses = model.losses(YOLOXStep(preds, gt_instances=[gts[1], gts[1]], assignments=empty))
     exp_obj0 = sum(bce_logit(o[i][a], 0.0) for i in range(2) for a in range(3))  # divided by max(0, 1)
     assert losses["loss_obj"].item() == pytest.approx(3.0 * exp_obj0, rel=1e-5)
     assert losses["loss_iou"].item() == 0.0 and losses["loss_cls"].item() == 0.0

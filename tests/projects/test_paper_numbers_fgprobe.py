@@ -1,7 +1,8 @@
 """Every hyper-parameter the Foreground Probing paper states ("Unmasking the Tiny: Foreground
 Probing for Small Object Detection"), pinned as the user gets it: from the built model of the
 paper's configs (``configs/fgprobe/fgprobe_yolox_x_p2_visdrone.py`` and ``..._uavdt.py``),
-from ``with_fgprobe`` on a fresh YOLOX config, and from ``ForegroundProbe``'s own defaults.
+from the ``probe`` node of ``configs/common/models/fgprobe.py`` on a fresh YOLOX config, and from
+``ForegroundProbe``'s own defaults.
 Each assertion names the paper's table or section; [YOLOX] marks the reference YOLOX's values
 the paper relies on, [ours] sod2's documented choices where the paper is silent
 (projects/ForegroundProbing/README.md).
@@ -20,7 +21,7 @@ from detectron2.utils.events import EventStorage
 from omegaconf import OmegaConf
 
 from sod2.config import get_config
-from sod2.modeling.methods.fgprobe import ForegroundProbe
+from sod2.modeling.methods.fgprobe import FGProbeYOLOX, ForegroundProbe
 
 from ..modules import config_module
 from .paper_helpers import config_difference, training_batch
@@ -40,46 +41,48 @@ def visdrone_model(visdrone_cfg):
     return instantiate(visdrone_cfg.model)
 
 
-def _fresh_yolox_with_fgprobe(**kw):
+def _fresh_yolox_with_fgprobe():
+    """A fresh YOLOX-X config with the ``probe`` node as a method config sets it."""
     yolox, fg = config_module("common/models/yolox.py"), config_module("common/models/fgprobe.py")
     cfg = OmegaConf.create({"model": yolox.model})
     yolox.yolox_size(cfg.model, "x")
-    fg.with_fgprobe(cfg.model, **kw)
+    cfg.model._target_ = FGProbeYOLOX
+    cfg.model.probe = fg.probe
     return cfg
 
 
 # ------------------------------------------------------------------------ Table 3: K = 500
 def test_table3_k_500_tokens_in_the_paper_configs(visdrone_model):
-    assert visdrone_model.head.probe.num_tokens == 500, "Foreground Probing Table 3 / Sec. STSM: K = 500 tokens"
-    uavdt = instantiate(get_config(UAVDT).model.head.probe)
+    assert visdrone_model.probe.num_tokens == 500, "Foreground Probing Table 3 / Sec. STSM: K = 500 tokens"
+    uavdt = instantiate(get_config(UAVDT).model.probe)
     assert uavdt.num_tokens == 500, "Foreground Probing Table 3: K = 500 (UAVDT config)"
 
 
 def test_table3_k_500_defaults_of_helper_node_and_component():
-    assert _fresh_yolox_with_fgprobe().model.head.probe.num_tokens == 500, "with_fgprobe default: Table 3 K = 500"
+    assert _fresh_yolox_with_fgprobe().model.probe.num_tokens == 500, "model.probe default: Table 3 K = 500"
     assert config_module("common/models/fgprobe.py").probe.num_tokens == 500, "fgprobe.probe: Table 3 K = 500"
     assert ForegroundProbe(8, 8).num_tokens == 500, "ForegroundProbe default: Table 3 K = 500"
     # behaviour: the built probe selects K = 500 of more locations
-    p = instantiate(_fresh_yolox_with_fgprobe().model.head.probe)
+    p = instantiate(_fresh_yolox_with_fgprobe().model.probe)
     assert p.select(torch.randn(1, 2000)).shape == (1, 500)
 
 
 def test_table3_other_k_are_one_override(visdrone_cfg):
-    """Table 3's rows K = 100/300/700: ``model.head.probe.num_tokens`` (one override)."""
+    """Table 3's rows K = 100/300/700: ``model.probe.num_tokens`` (one override)."""
     for k in (100, 300, 700):
-        node = OmegaConf.create({"model": visdrone_cfg.model}).model.head.probe
+        node = OmegaConf.create({"model": visdrone_cfg.model}).model.probe
         node.num_tokens = k
         assert instantiate(node).num_tokens == k
 
 
 # ------------------------------------------------------------------- Table 4: the gate
 def test_table4_learnable_gate_and_fixed_lambda_option(visdrone_model, visdrone_cfg):
-    probe = visdrone_model.head.probe
+    probe = visdrone_model.probe
     assert probe.gate is not None and probe.fixed_gate is None, "Table 4: learnable lambda (the paper's best)"
     # lambda = sigmoid(W_lambda [f_reg ; f_cls]): one linear layer from D_reg + D_cls to 1
     assert (probe.gate.in_features, probe.gate.out_features) == (640, 1)
     for lam in (0.3, 0.5, 0.7):  # Table 4's fixed rows, one override
-        node = OmegaConf.create({"model": visdrone_cfg.model}).model.head.probe
+        node = OmegaConf.create({"model": visdrone_cfg.model}).model.probe
         node.gate = lam
         fixed = instantiate(node)
         assert fixed.gate is None and fixed.fixed_gate == lam
@@ -94,7 +97,7 @@ def test_yolox_x_four_scale_head_d_320(visdrone_model, visdrone_cfg):
     bb = visdrone_cfg.model.backbone.bottom_up
     assert (bb.depth, bb.width, bb.depthwise) == (1.33, 1.25, False)
     assert visdrone_model.head_strides == [4, 8, 16, 32]
-    probe = visdrone_model.head.probe
+    probe = visdrone_model.probe
     assert probe.q_cls.in_features == probe.k_cls.in_features == 320, "D_cls = 320"
     assert probe.q_reg.in_features == probe.k_reg.in_features == probe.v_reg.in_features == 320, "D_reg = 320"
 
@@ -103,7 +106,7 @@ def test_frm_projection_sizes_and_prediction_layer(visdrone_model):
     """FRM: d_k = d_v = 128 ([ours]: not given by the paper); the prediction layer on
     F~_reg = [F_reg, A V_reg] (D_reg + d_v = 448) -> one refined objectness logit, its bias at
     YOLOX's prior 0.01 ([ours])."""
-    probe = visdrone_model.head.probe
+    probe = visdrone_model.probe
     assert probe.key_dim == 128 and probe.q_reg.out_features == probe.k_cls.out_features == 128
     assert probe.v_reg.out_features == 128
     assert (probe.pred.in_features, probe.pred.out_features) == (320 + 128, 1)
@@ -117,7 +120,7 @@ def test_sec33_losses_ciou_and_weights(visdrone_model):
     assert visdrone_model.iou_loss_type == "ciou", "Sec. 3.3: L_iou = 1 - CIoU"
     w = visdrone_model.loss_weights
     assert (w["iou"], w["obj"], w["cls"]) == (5.0, 1.0, 1.0)
-    probe = visdrone_model.head.probe
+    probe = visdrone_model.probe
     assert probe.loss_weight == 1.0 and probe.target == "assignment" and probe.iou_thresh == 0.5
     assert probe.inference_mode == "replace"
 
@@ -177,7 +180,7 @@ def test_l_ref_alone_trains_the_head_and_backbone_through_the_gathered_features(
     assert losses["loss_ref"].item() > 0
     losses["loss_ref"].backward()
     head = model.head
-    probe_grad = _grad_norm(head.probe)
+    probe_grad = _grad_norm(model.probe)
     assert probe_grad > 0
     for name in ("reg_convs", "cls_convs", "stems"):
         branch = getattr(head, name)
@@ -188,6 +191,7 @@ def test_l_ref_alone_trains_the_head_and_backbone_through_the_gathered_features(
 
 
 def test_plain_twin_is_the_yolox_row():
-    """Table 2's YOLOX row: the plain twin differs from the paper's config only in the probe
-    (same YOLOX-X, P2-P5 head, CIoU loss, data and schedule)."""
-    assert config_difference(VISDRONE, "fgprobe/fgprobe_plain_yolox_x_p2_visdrone.py") == ["model.head.probe"]
+    """Table 2's YOLOX row: the plain twin differs from the paper's config only in the probe and
+    the class that runs it (same YOLOX-X, P2-P5 head, CIoU loss, data and schedule)."""
+    assert config_difference(VISDRONE, "fgprobe/fgprobe_plain_yolox_x_p2_visdrone.py") == \
+        ["model._target_", "model.probe"]

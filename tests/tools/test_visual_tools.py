@@ -195,8 +195,8 @@ def test_demo_shows_foreground_before_and_after_probing(tmp_path, synthetic_data
     d.mkdir()
     model = instantiate(get_config("fgprobe/fgprobe_yolox_tiny_p2_synthetic.py").model)
     with torch.no_grad():  # every refined token gets logit 3 whatever the random features
-        model.head.probe.pred.weight.zero_()
-        model.head.probe.pred.bias.fill_(3.0)
+        model.probe.pred.weight.zero_()
+        model.probe.pred.bias.fill_(3.0)
     DetectionCheckpointer(model, str(d)).save("m")
     out = tmp_path / "fg"
     _run(REPO / "tools" / "demo.py", "--config-file", cfg_file, "--dataset", "sod2_synthetic_val",

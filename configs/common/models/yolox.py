@@ -4,6 +4,8 @@
 depthwise (A.5 of the YOLOX facts; the head width follows). The head's input shape follows
 ``model.backbone.in_features``: adding "dark2" there is the 4-scale (p2-p5) variant.
 Input: BGR 0-255, not normalised, padded with 114 (YOLOX's letterbox).
+``use_p2(model)`` is that 4-scale variant (strides 4-32), the head of Foreground Probing's
+paper and of its plain twins (configs/fgprobe/fgprobe_plain_*).
 """
 from detectron2.config import LazyCall as L
 
@@ -40,7 +42,6 @@ model = L(YOLOX)(
         depthwise="${..backbone.bottom_up.depthwise}",
         act="${..backbone.bottom_up.act}",
         prior_prob=0.01,
-        probe=None,  # Foreground Probing: see fgprobe.py
     ),
     assigner=L(SimOTAAssigner)(rule="center"),
     num_classes=80,
@@ -55,10 +56,6 @@ model = L(YOLOX)(
     test_nms_thresh=0.65,
     max_detections_per_image=1500,
     pad_value=114.0,
-    # Better Sampling's scale-aligned target and sample reweighting on a dense head
-    # (configs/common/models/dense_better_sampling.py); None: YOLOX's IoU targets, no weights
-    class_target=None,
-    reweighting=None,
 )
 
 
@@ -71,4 +68,10 @@ def yolox_size(model, name: str):
     model.backbone.bottom_up.width = width
     model.backbone.bottom_up.depthwise = depthwise
     model.head.feat_channels = int(256 * width)
+    return model
+
+
+def use_p2(model):
+    """The 4-scale head (P2-P5, strides 4-32) on a YOLOX model config (in place; returns it)."""
+    model.backbone.in_features = ["dark2", "dark3", "dark4", "dark5"]
     return model

@@ -7,4 +7,4 @@ Registry for sod2's dense heads (e.g. YOLOXHead): modules mapping a list of per-
 feature maps to per-level predictions.
 """
 
-from .yolox_head import YOLOXHead  # noqa: E402,F401
+from .yolox_head import YOLOXHead, YOLOXHeadOutput  # noqa: E402,F401

@@ -3,7 +3,8 @@ regression branch (two 3x3 convs each) ending in 1x1 prediction convs."""
 from __future__ import annotations
 
 import math
-from typing import List, Mapping, Optional, Tuple
+from dataclasses import dataclass
+from typing import List, Mapping, Tuple
 
 import torch
 from detectron2.layers import ShapeSpec
@@ -14,7 +15,28 @@ from ...layers.csp_blocks import BaseConv, DWConv
 from ..checks import check_size
 from . import SOD2_HEAD_REGISTRY
 
-__all__ = ["YOLOXHead"]
+__all__ = ["YOLOXHead", "YOLOXHeadOutput"]
+
+
+@dataclass
+class YOLOXHeadOutput:
+    """What :class:`YOLOXHead` computes for a batch of N images, per level l (in the head's
+    ``in_features`` order, D = ``feat_channels``, C = ``num_classes``).
+
+    Attributes:
+        cls_feats, reg_feats: per level (N, D, H_l, W_l), the last maps of the classification
+            and regression branches (inputs of the 1x1 prediction convs; what extensions such as
+            Foreground Probing or Better Sampling's reweighting read).
+        cls_logits: per level (N, C, H_l, W_l).
+        reg: per level (N, 4, H_l, W_l) raw box outputs (dx, dy in cells, log w, log h in strides).
+        obj_logits: per level (N, 1, H_l, W_l).
+    """
+
+    cls_feats: List[Tensor]
+    reg_feats: List[Tensor]
+    cls_logits: List[Tensor]
+    reg: List[Tensor]
+    obj_logits: List[Tensor]
 
 
 @SOD2_HEAD_REGISTRY.register()
@@ -29,8 +51,8 @@ class YOLOXHead(nn.Module):
     The cls and obj biases start at ``-log((1 - prior_prob) / prior_prob)`` (-4.595 for 0.01);
     every other parameter keeps PyTorch's default init (as the reference).
 
-    The forward is split for extensions that work on the branch features (Foreground
-    Probing): :meth:`forward_features` then :meth:`predict`.
+    :meth:`forward` returns a :class:`YOLOXHeadOutput` (branch features and predictions); it is
+    :meth:`forward_features` then :meth:`predict`, which the export graph also calls.
 
     Args:
         input_shape: ordered {level name: ShapeSpec(channels=C_l, stride=s_l)}, low stride
@@ -41,13 +63,10 @@ class YOLOXHead(nn.Module):
         depthwise: DWConv for the branch convs (Nano).
         act: activation name.
         prior_prob: initial foreground probability of the cls and obj outputs.
-        probe: Foreground Probing (:class:`ForegroundProbe`), run by the YOLOX meta-architecture
-            on this head's branch features; None is plain YOLOX.
     """
 
     def __init__(self, input_shape: Mapping[str, ShapeSpec], num_classes: int, feat_channels: int = 256,
-                 depthwise: bool = False, act: str = "silu", prior_prob: float = 0.01,
-                 probe: Optional[nn.Module] = None):
+                 depthwise: bool = False, act: str = "silu", prior_prob: float = 0.01):
         super().__init__()
         check_size("YOLOXHead", "num_classes", num_classes)
         check_size("YOLOXHead", "feat_channels", feat_channels)
@@ -73,7 +92,6 @@ class YOLOXHead(nn.Module):
             self.cls_preds[f] = nn.Conv2d(D, num_classes, 1)
             self.reg_preds[f] = nn.Conv2d(D, 4, 1)
             self.obj_preds[f] = nn.Conv2d(D, 1, 1)
-        self.probe = probe
         self.prior_prob = prior_prob
         self.initialize_biases(prior_prob)
 
@@ -120,6 +138,11 @@ class YOLOXHead(nn.Module):
             objs.append(self.obj_preds[f](r))
         return cls_logits, regs, objs
 
-    def forward(self, features: List[Tensor]) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
-        """:meth:`forward_features` then :meth:`predict`; same output as :meth:`predict`."""
-        return self.predict(*self.forward_features(features))
+    def forward(self, features: List[Tensor]) -> YOLOXHeadOutput:
+        """:meth:`forward_features` then :meth:`predict`.
+
+        Args:
+            features: per level (N, C_l, H_l, W_l), in ``in_features`` order.
+        """
+        cls_feats, reg_feats = self.forward_features(features)
+        return YOLOXHeadOutput(cls_feats, reg_feats, *self.predict(cls_feats, reg_feats))

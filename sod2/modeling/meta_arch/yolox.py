@@ -2,50 +2,39 @@
 YOLOX (Ge et al., 2021) as a Detectron2 meta-architecture: a YOLOPAFPN backbone, a
 :class:`~sod2.modeling.heads.YOLOXHead`, a :class:`~sod2.modeling.assigners.SimOTAAssigner`.
 
-The forward runs in named steps that extensions (Foreground Probing) reuse or override:
+It fills Detectron2's :class:`DenseDetector` contract: ``DenseDetector.forward`` runs
+``preprocess_image``, the backbone and the head (a :class:`YOLOXHeadOutput`), then
+:meth:`YOLOX.forward_training` or :meth:`YOLOX.forward_inference`. Both build one
+:class:`YOLOXStep` (the head's output, its :meth:`YOLOX.decode` -> :class:`YOLOXPredictions`,
+the input sizes and, in training, the ground truth and SimOTA's assignments) and hand it to
+typed hooks whose defaults ARE plain YOLOX. Methods enter by subclassing and overriding them
+(``sod2/modeling/methods``); this file holds no method code:
 
-1. ``preprocess_image``: pad the raw images with ``pad_value`` (114, YOLOX's letterbox
-   colour), then normalise (mean 0, std 1 by default: YOLOX takes BGR 0-255);
-2. backbone, then ``head.forward_features`` -> per-level cls/reg branch features and
-   ``head.predict`` -> per-level logits;
-3. :meth:`YOLOX.decode` -> :class:`YOLOXPredictions` (flattened over levels, with the
-   location grid, strides and decoded XYXY boxes);
-4. training: :meth:`YOLOX.label` (SimOTA per image) then :meth:`YOLOX.losses`;
-   inference: :meth:`YOLOX.inference`, whose objectness logits are a separate argument.
+* :meth:`YOLOX.extra_losses` ``(step) -> {}``: more loss terms (Foreground Probing's L_ref);
+* :meth:`YOLOX.inference_objectness` ``(step) -> (N, A)``: the objectness logits inference
+  scores with (``step.preds.obj_logits``; Foreground Probing refines K of them);
+* :meth:`YOLOX.class_targets` ``(step, fg, gt_boxes) -> (F,)``: the soft target of each
+  positive's class channel (SimOTA's matched IoU; Better Sampling's ST replaces it);
+* :meth:`YOLOX.positive_weights` ``(step, fg, target, labels) -> None | (r_cls, r_reg)``:
+  per-positive weights of the classification and box losses (None: every positive weighs 1;
+  Better Sampling's SR).
 
 Losses are the reference's (all summed, then divided by the number of foreground locations
 of the local batch, ``max(num_fg, 1)``; not all-reduced across processes unless
-``all_reduce_num_fg``):
+``all_reduce_num_fg``), with the weights ``r_cls``/``r_reg`` of :meth:`YOLOX.positive_weights`
+where given:
 
-* ``loss_iou`` = w_iou * sum over fg of the IoU loss (``iou_loss_type``) of the decoded box;
+* ``loss_iou`` = w_iou * sum over fg of r_reg * the IoU loss (``iou_loss_type``) of the decoded box;
 * ``loss_obj`` = w_obj * sum over ALL locations of BCE(obj, fg);
-* ``loss_cls`` = w_cls * sum over fg of BCE(cls, onehot(gt class) * IoU(pred, gt));
-* ``loss_l1``  = w_l1 * sum over fg of |raw reg - encoded gt| while ``use_l1`` (else 0).
-
-Better Sampling's dense parts (Huang et al. 2024; classes in
-``sod2/modeling/criterion/better_sampling.py``, config helper
-``configs/common/models/dense_better_sampling.py``) change only these losses, never
-inference:
-
-* ``class_target`` (ST, :class:`ScaleAlignedTarget`): the soft target ``t`` of each
-  positive's class channel is ``class_target(pred box, gt box)`` (both cxcywh, input pixels,
-  the prediction detached) instead of SimOTA's matched IoU;
-* ``reweighting`` (SR, :class:`SampleReweighting`): per-positive weights ``r_cls``, ``r_reg``
-  from the positive location's last cls- and reg-branch features (D = the head's width), its
-  target ``t`` and its detached class probability ``s = sigmoid(cls)`` on the gt class.
-  ``r_cls`` multiplies the positive's classification BCE (summed over its C channels: YOLOX's
-  classification loss has only positive locations, each weight 1, so the weight of a sample
-  becomes ``r_cls``: ``SampleReweighting.cls_weight`` "replace" and "scale" coincide here);
-  ``r_reg`` multiplies its IoU loss and its L1 loss. ``loss_obj`` is unchanged. The
-  generator's parameters enter ``loss_cls`` with a zero factor (DDP sees them used in every
-  step, even with no positive) and the mean / spread of the weights go to the EventStorage
-  (``better_sampling/r_cls_mean`` ...).
+* ``loss_cls`` = w_cls * sum over fg of r_cls * BCE(cls, onehot(gt class) * t) summed over the
+  C channels, t = :meth:`YOLOX.class_targets` (the matched IoU);
+* ``loss_l1``  = w_l1 * sum over fg of r_reg * |raw reg - encoded gt| while ``use_l1`` (else 0).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -54,16 +43,15 @@ from detectron2.layers import batched_nms, nms
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
+from detectron2.structures import Boxes, ImageList, Instances
 from torch import Tensor, nn
-from torchvision.ops import box_convert
 
 from ...layers.losses import box_iou_loss
 from ..assigners import SimOTAAssigner, SimOTAResult
-from ..methods.better_sampling.components import log_reweighting_stats
-from ..training import put_scalars, zero_dependency
+from ..heads.yolox_head import YOLOXHeadOutput
+from ..training import put_scalars
 
-__all__ = ["YOLOX", "YOLOXPredictions", "ForegroundMaps"]
+__all__ = ["YOLOX", "YOLOXPredictions", "YOLOXStep", "ForegroundMaps"]
 
 DEFAULT_LOSS_WEIGHTS = {"iou": 5.0, "obj": 1.0, "cls": 1.0, "l1": 1.0}
 
@@ -99,23 +87,49 @@ class YOLOXPredictions:
 
 
 @dataclass
-class ForegroundMaps:
-    """The last inference batch's foreground (objectness) probabilities, for drawing.
+class YOLOXStep:
+    """One forward pass of :class:`YOLOX`, handed to its hooks (module docstring).
 
     Attributes:
-        before, after: (N, A) sigmoid of the objectness before and after Foreground Probing
-            (equal without a probe).
-        level_sizes: [(H_l, W_l)]; strides: [s_l]; image_sizes: [(h, w)] of the inputs.
+        preds: the decoded predictions (:class:`YOLOXPredictions`, A locations).
+        head: the head's output (branch features and per-level predictions); None only where a
+            caller builds a step from predictions alone (tests).
+        image_sizes: (N, 2) (h, w) of each unpadded input in network-input pixels (a tensor, so
+            that the export graph computes it from the input's shape).
+        gt_instances: training only: per image the ground truth (``gt_boxes`` XYXY, ``gt_classes``).
+        assignments: training only: per image SimOTA's :class:`SimOTAResult`.
+    """
+
+    preds: YOLOXPredictions
+    head: Optional[YOLOXHeadOutput] = None
+    image_sizes: Optional[Tensor] = None
+    gt_instances: Optional[List[Instances]] = None
+    assignments: Optional[List[SimOTAResult]] = None
+
+
+@dataclass
+class ForegroundMaps:
+    """One image's foreground (objectness) probabilities, for drawing: what inference returns
+    under ``"visuals"`` with ``return_visuals``.
+
+    Attributes:
+        before, after: (A,) sigmoid of the objectness before and after the model's
+            :meth:`YOLOX.inference_objectness` (equal for plain YOLOX; Foreground Probing
+            refines K of them).
+        level_sizes: [(H_l, W_l)]; strides: [s_l]; image_size: (h, w) of the network input.
     """
     before: Tensor
     after: Tensor
     level_sizes: List[Tuple[int, int]]
     strides: List[int]
-    image_sizes: List[Tuple[int, int]]
+    image_size: Tuple[int, int]
 
-    def level_maps(self, which: str, i: int = 0) -> List[Tensor]:
-        """Per level (H_l, W_l) maps of image ``i`` (``which`` = "before" or "after")."""
-        flat, out, start = getattr(self, which)[i], [], 0
+    def level_maps(self, which: str) -> List[Tensor]:
+        """Per level (H_l, W_l) maps (``which`` = "before" or "after")."""
+        if which not in ("before", "after"):
+            raise ValueError(f"which must be 'before' or 'after', got {which!r}")
+        flat = self.before if which == "before" else self.after
+        out, start = [], 0
         for h, w in self.level_sizes:
             out.append(flat[start:start + h * w].view(h, w))
             start += h * w
@@ -128,7 +142,7 @@ class YOLOX(DenseDetector):
 
     Args:
         backbone: a Backbone (YOLOPAFPN) returning the head's levels.
-        head: a :class:`YOLOXHead` (``forward_features`` / ``predict``).
+        head: a :class:`YOLOXHead` (returns a :class:`YOLOXHeadOutput`).
         assigner: a :class:`SimOTAAssigner`.
         num_classes: C.
         head_in_features: backbone outputs fed to the head; None: all, by stride.
@@ -148,13 +162,9 @@ class YOLOX(DenseDetector):
             reference, which the COCO configs use).
         class_agnostic_nms: one NMS over all classes instead of class-wise.
         pad_value: value of the padded pixels before normalisation (114 as YOLOX's letterbox).
-        keep_visuals: keep the last inference batch's objectness maps before and after
-            Foreground Probing in ``last_foreground`` (:class:`ForegroundMaps`, for drawing).
-        class_target: Better Sampling's ST, ``(pred_boxes (F, 4), gt_boxes (F, 4)) -> (F,)``
-            cxcywh -> detached class target (e.g. ``ScaleAlignedTarget``); None: SimOTA's
-            matched IoU (plain YOLOX).
-        reweighting: Better Sampling's SR, a ``SampleReweighting`` as wide as the head
-            (``hidden_dim = head.feat_channels``); None: every positive weighs 1 (plain YOLOX).
+        return_visuals: inference also returns, per image, ``"visuals"``: a
+            :class:`ForegroundMaps` (the objectness before and after
+            :meth:`inference_objectness`, for drawing; ``tools/demo.py --show-foreground``).
         clip_test_boxes: clip the boxes mapped back to the original image to it and drop the
             empty ones (Detectron2's ``detector_postprocess``); False keeps them as they are,
             as the official YOLOX evaluator (the COCO configs).
@@ -172,9 +182,7 @@ class YOLOX(DenseDetector):
                  iou_loss_type: str = "iou", use_l1: bool = False, all_reduce_num_fg: bool = False,
                  test_score_thresh: float = 0.01, test_nms_thresh: float = 0.65,
                  max_detections_per_image: Optional[int] = 1500, class_agnostic_nms: bool = False,
-                 pad_value: float = 114.0, keep_visuals: bool = False,
-                 class_target: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
-                 reweighting: Optional[nn.Module] = None, clip_test_boxes: bool = True):
+                 pad_value: float = 114.0, return_visuals: bool = False, clip_test_boxes: bool = True):
         super().__init__(backbone, head, list(head_in_features) if head_in_features is not None else None,
                          pixel_mean=list(pixel_mean), pixel_std=list(pixel_std))
         self.assigner = assigner
@@ -193,16 +201,9 @@ class YOLOX(DenseDetector):
         self.max_detections_per_image = max_detections_per_image
         self.class_agnostic_nms = class_agnostic_nms
         self.pad_value = pad_value
-        self.keep_visuals = keep_visuals
-        self.last_foreground: Optional[ForegroundMaps] = None
+        self.return_visuals = return_visuals
         shapes = self.backbone.output_shape()
         self.head_strides = [shapes[f].stride for f in self.head_in_features]
-        width = getattr(head, "feat_channels", None)
-        if reweighting is not None and width is not None and getattr(reweighting, "hidden_dim", width) != width:
-            raise ValueError(f"YOLOX: reweighting.hidden_dim ({reweighting.hidden_dim}) must equal the head's "
-                             f"feat_channels ({width})")
-        self.class_target = class_target
-        self.reweighting = reweighting
         self.clip_test_boxes = clip_test_boxes
 
     # ------------------------------------------------------------------ steps
@@ -278,64 +279,64 @@ class YOLOX(DenseDetector):
         wh = gt_boxes[:, 2:] - gt_boxes[:, :2]
         return torch.cat([cxcy / s - grids, torch.log(wh / s + eps)], dim=1)
 
-    @staticmethod
-    def gather_locations(feats: List[Tensor], mask: Tensor) -> Tensor:
-        """The features of the locations in ``mask``, in the order of ``mask.nonzero()`` (that
-        of ``preds.cls_logits[mask]``), gathered straight from the per-level maps.
+    # ------------------------------------------------------------------ hooks
+    def class_targets(self, step: YOLOXStep, fg: Tensor, gt_boxes: Tensor) -> Tensor:
+        """The soft target t of each positive's class channel (plain YOLOX: SimOTA's matched IoU).
 
         Args:
-            feats: per level (N, D, H_l, W_l), levels in the order of the flattened predictions.
-            mask: (N, A) bool.
+            step: the training step (``assignments`` set).
+            fg: (N, A) bool, the positives; F = ``fg.sum()``, in the order of ``fg.nonzero()``.
+            gt_boxes: (F, 4) XYXY ground-truth box matched to each positive (input pixels).
         Returns:
-            (F, D), with gradients.
+            (F,) targets in [0, 1], in the dtype of the class logits.
         """
-        n, a = mask.nonzero(as_tuple=True)
-        out, start = feats[0].new_zeros(n.numel(), feats[0].shape[1]), 0
-        for f in feats:
-            hw = f.shape[2] * f.shape[3]
-            sel = ((a >= start) & (a < start + hw)).nonzero(as_tuple=True)[0]
-            if sel.numel():
-                out = out.index_put((sel,), f.flatten(2)[n[sel], :, a[sel] - start])
-            start += hw
-        return out
+        return torch.cat([a.matched_iou for a in step.assignments]).to(step.preds.cls_logits.dtype)
 
-    def losses(self, preds: YOLOXPredictions, gt_instances: List[Instances],
-               assignments: List[SimOTAResult],
-               features: Optional[Tuple[List[Tensor], List[Tensor]]] = None) -> Dict[str, Tensor]:
-        """The weighted loss terms (see the module docstring).
+    def positive_weights(self, step: YOLOXStep, fg: Tensor, target: Tensor, labels: Tensor
+                         ) -> Optional[Tuple[Tensor, Tensor]]:
+        """Per-positive loss weights (plain YOLOX: None, every positive weighs 1).
 
         Args:
-            features: the head's ``(cls_feats, reg_feats)`` (per level (N, D, H_l, W_l)); needed
-                with ``reweighting`` (SR) only.
+            step: the training step; fg: (N, A) bool positives (F of them);
+            target: (F,) the class targets of :meth:`class_targets`;
+            labels: (F,) int64 matched ground-truth classes.
+        Returns:
+            None, or (r_cls, r_reg), each (F,): r_cls multiplies a positive's classification BCE
+            (summed over its C channels), r_reg its IoU and L1 losses.
         """
+        return None
+
+    def extra_losses(self, step: YOLOXStep) -> Dict[str, Tensor]:
+        """Loss terms added to YOLOX's four (plain YOLOX: none)."""
+        return {}
+
+    def inference_objectness(self, step: YOLOXStep) -> Tensor:
+        """(N, A) objectness logits that inference scores with (plain YOLOX: the head's)."""
+        return step.preds.obj_logits
+
+    # ----------------------------------------------------------------- losses
+    def losses(self, step: YOLOXStep) -> Dict[str, Tensor]:
+        """YOLOX's weighted loss terms (module docstring) of a training ``step`` (``gt_instances``
+        and ``assignments`` set), with the targets and weights of :meth:`class_targets` and
+        :meth:`positive_weights`."""
+        preds, gt_instances, assignments = step.preds, step.gt_instances, step.assignments
         C = self.num_classes
         dtype = preds.cls_logits.dtype
         fg = torch.stack([a.fg_mask for a in assignments])  # (N, A)
-        onehot, ious, labels, box_t, l1_t = [], [], [], [], []
+        onehot, labels, box_t, l1_t = [], [], [], []
         for a, gt in zip(assignments, gt_instances):
             boxes = gt.gt_boxes.tensor[a.matched_gt]
             classes = gt.gt_classes[a.matched_gt].long()
             onehot.append(F.one_hot(classes, C).to(dtype))
-            ious.append(a.matched_iou.to(dtype))
             labels.append(classes)
             box_t.append(boxes)
             if self.use_l1:
                 l1_t.append(self.l1_targets(boxes, preds.grids[a.fg_mask], preds.strides[a.fg_mask]))
         box_t = torch.cat(box_t).to(preds.boxes.dtype)
-        if self.class_target is None:
-            target = torch.cat(ious)
-        else:  # ST: on cxcywh boxes in input pixels, the prediction detached
-            target = self.class_target(box_convert(preds.boxes[fg].detach().float(), "xyxy", "cxcywh"),
-                                       box_convert(box_t.float(), "xyxy", "cxcywh")).to(dtype)
+        target = self.class_targets(step, fg, box_t)
         cls_t = torch.cat(onehot) * target[:, None]
-        r_cls = r_reg = None
-        if self.reweighting is not None:
-            if features is None:
-                raise ValueError("YOLOX: sample reweighting needs the head's features (losses(..., features=))")
-            labels = torch.cat(labels)
-            score = torch.sigmoid(preds.cls_logits[fg].detach().gather(1, labels[:, None])[:, 0])
-            r_cls, r_reg = self.reweighting(self.gather_locations(features[0], fg),
-                                            self.gather_locations(features[1], fg), target, score)
+        weights = self.positive_weights(step, fg, target, torch.cat(labels))
+        r_cls, r_reg = weights if weights is not None else (None, None)
         num_fg = self.normalizer(assignments)
         num_gts = sum(len(g) for g in gt_instances)
         put_scalars(**{"yolox/num_fg_per_gt": sum(a.num_fg for a in assignments) / max(num_gts, 1)})
@@ -361,11 +362,6 @@ class YOLOX(DenseDetector):
                                             * r_reg).sum() / num_fg
         else:
             out["loss_l1"] = preds.reg.sum() * 0.0
-        if self.reweighting is not None:
-            # every generator parameter takes part in the graph even when it gets no gradient
-            # (no positive in the batch), so DDP needs no find_unused_parameters
-            out["loss_cls"] = out["loss_cls"] + zero_dependency(self.reweighting)
-            log_reweighting_stats(r_cls, r_reg)
         return out
 
     def inference(self, preds: YOLOXPredictions, obj_logits: Tensor,
@@ -398,70 +394,62 @@ class YOLOX(DenseDetector):
                                      pred_classes=classes[keep]))
         return results
 
-    # ------------------------------------------------------ foreground probing
-    @staticmethod
-    def valid_locations(preds: YOLOXPredictions, image_sizes: List[Tuple[int, int]]) -> Tensor:
-        """(N, A) bool: the location's cell centre lies inside the image (not in the batch
-        padding)."""
-        c = preds.anchor_centers
-        hw = torch.tensor(image_sizes, device=c.device, dtype=c.dtype)  # (N, 2) as (h, w)
-        return (c[None, :, 0] < hw[:, 1:2]) & (c[None, :, 1] < hw[:, 0:1])
-
-    @torch.no_grad()
-    def probe_targets(self, preds: YOLOXPredictions, gt_instances: List[Instances],
-                      assignments: List[SimOTAResult]) -> Tensor:
-        """(N, A) foreground label of every location for L_ref: a SimOTA positive
-        (``probe.target="assignment"``) or IoU of its decoded box with its best ground truth
-        >= ``probe.iou_thresh`` (``"iou"``)."""
-        probe = self.head.probe
-        if probe.target == "assignment":
-            return torch.stack([a.fg_mask for a in assignments])
-        out = torch.zeros(preds.obj_logits.shape, dtype=torch.bool, device=preds.obj_logits.device)
-        for i, gt in enumerate(gt_instances):
-            if len(gt):
-                iou = pairwise_iou(Boxes(preds.boxes[i]), gt.gt_boxes)  # (A, G)
-                out[i] = iou.max(dim=1).values >= probe.iou_thresh
-        return out
-
-    def run_probe(self, preds: YOLOXPredictions, cls_feats: List[Tensor], reg_feats: List[Tensor],
-                  image_sizes: List[Tuple[int, int]]) -> Tuple[Tensor, Tensor, Tensor]:
-        """STSM + FRM of ``head.probe`` on this batch: the K locations of highest objectness
-        inside each image, their features gathered from the per-level maps (with gradients).
-        Returns idx (N, K), refined logits (N, K), lambda (N,)."""
-        probe = self.head.probe
-        idx = probe.select(preds.obj_logits, self.valid_locations(preds, image_sizes))
-        refined, lam = probe.refine(probe.gather_levels(cls_feats, idx), probe.gather_levels(reg_feats, idx))
-        return idx, refined, lam
-
     # ---------------------------------------------------------------- forward
+    def _step(self, images: ImageList, predictions: YOLOXHeadOutput) -> YOLOXStep:
+        sizes = torch.tensor(images.image_sizes, dtype=torch.int64, device=images.tensor.device).view(-1, 2)
+        return YOLOXStep(self.decode(predictions.cls_logits, predictions.reg, predictions.obj_logits),
+                         head=predictions, image_sizes=sizes)
+
+    def forward_training(self, images: ImageList, features: List[Tensor], predictions: YOLOXHeadOutput,
+                         gt_instances: List[Instances]) -> Dict[str, Tensor]:
+        """DenseDetector's training step: decode, SimOTA (:meth:`label`), :meth:`losses`, then
+        :meth:`extra_losses`.
+
+        Args:
+            images: the padded, normalised batch; features: per level (N, C_l, H_l, W_l);
+            predictions: the head's :class:`YOLOXHeadOutput`; gt_instances: per image.
+        """
+        step = self._step(images, predictions)
+        step.gt_instances = gt_instances
+        step.assignments = self.label(step.preds, gt_instances)
+        losses = self.losses(step)
+        losses.update(self.extra_losses(step))
+        return losses
+
+    def forward_inference(self, images: ImageList, features: List[Tensor], predictions: YOLOXHeadOutput
+                          ) -> List[Instances]:
+        """DenseDetector's inference step: per image the detections in network-input pixels (not
+        mapped back to the original image), scored with :meth:`inference_objectness`."""
+        return self._infer(images, predictions)[0]
+
+    def _infer(self, images: ImageList, predictions: YOLOXHeadOutput
+               ) -> Tuple[List[Instances], YOLOXStep, Tensor]:
+        step = self._step(images, predictions)
+        obj_logits = self.inference_objectness(step)
+        return self.inference(step.preds, obj_logits, images.image_sizes), step, obj_logits
+
     def forward(self, batched_inputs: List[Dict[str, Tensor]]):
-        """Detectron2's contract: losses in training, [{"instances": Instances}] (rescaled to
-        each input's "height"/"width" and clipped) in inference. With ``head.probe`` (Foreground
-        Probing) the K selected locations get refined objectness: L_ref in training, their
-        objectness replaced at inference."""
+        """Detectron2's contract: losses in training (``DenseDetector.forward``), per image
+        ``{"instances": Instances}`` in inference, mapped back to each input's "height"/"width"
+        (and ``"visuals"``, a :class:`ForegroundMaps`, with ``return_visuals``).
+
+        Inference does not use ``DenseDetector.forward``: its inline ``detector_postprocess``
+        always clips and rescales per axis, while the official YOLOX evaluator divides by the
+        resize ratio without clipping (:meth:`map_to_original`; the COCO reference check
+        ``tools/check_yolox_reference.py`` depends on it)."""
+        if self.training:
+            return super().forward(batched_inputs)
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
         features = [features[f] for f in self.head_in_features]
-        cls_feats, reg_feats = self.head.forward_features(features)
-        preds = self.decode(*self.head.predict(cls_feats, reg_feats))
-        probe = self.head.probe
-        if probe is not None:
-            idx, refined, lam = self.run_probe(preds, cls_feats, reg_feats, images.image_sizes)
-        if self.training:
-            assert "instances" in batched_inputs[0], "Instance annotations are missing in training!"
-            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-            assignments = self.label(preds, gt_instances)
-            losses = self.losses(preds, gt_instances, assignments, features=(cls_feats, reg_feats))
-            if probe is not None:
-                losses.update(probe.losses(refined, idx, self.probe_targets(preds, gt_instances, assignments)))
-                put_scalars(**{"fgprobe/lambda": lam.detach().mean().item()})
-            return losses
-        obj_logits = preds.obj_logits if probe is None else probe.apply(preds.obj_logits, idx, refined)
-        if self.keep_visuals:
-            self.last_foreground = ForegroundMaps(preds.obj_logits.sigmoid().detach(), obj_logits.sigmoid().detach(),
-                                                  preds.level_sizes, self.head_strides, list(images.image_sizes))
-        results = self.inference(preds, obj_logits, images.image_sizes)
-        return [{"instances": self.map_to_original(r, x)} for r, x in zip(results, batched_inputs)]
+        results, step, obj_logits = self._infer(images, self.head(features))
+        out = [{"instances": self.map_to_original(r, x)} for r, x in zip(results, batched_inputs)]
+        if self.return_visuals:
+            before, after = step.preds.obj_logits.sigmoid().detach(), obj_logits.sigmoid().detach()
+            for i, o in enumerate(out):
+                o["visuals"] = ForegroundMaps(before[i], after[i], step.preds.level_sizes, self.head_strides,
+                                              tuple(images.image_sizes[i]))
+        return out
 
     def map_to_original(self, results: Instances, x: Dict) -> Instances:
         """Map detections in network-input pixels to the input's original image.
