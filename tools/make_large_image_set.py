@@ -54,6 +54,8 @@ def parse_args(argv=None):
     p.add_argument("--size", help="synthetic: image size WxH (default 4000x3000)")
     p.add_argument("--grid", help="hituav-mosaic: frames per mosaic as ROWSxCOLS (default 4x4)")
     p.add_argument("--empty-tiles", type=int, help="hituav-mosaic: empty background tiles per mosaic (default 6)")
+    p.add_argument("--skip-frames", type=int, help="hituav-mosaic: use the source's frames in file-name order "
+                                                   "from this index on (200: those hituav_val_part1 does not hold)")
     p.add_argument("--source", help="hituav-mosaic: HIT-UAV folder with annotations/val.json and val/ "
                                     "(default: $SOD2_DATASETS/hit-uav, else the repository's sample)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DEST")
@@ -71,7 +73,8 @@ def _config(args):
     """The generator's config from the arguments; UserError (one line) when one is unusable."""
     given = {k: v for k, v in (("num_images", args.num), ("seed", args.seed)) if v is not None}
     if args.kind == "synthetic":
-        for opt, val in (("--grid", args.grid), ("--empty-tiles", args.empty_tiles), ("--source", args.source)):
+        for opt, val in (("--grid", args.grid), ("--empty-tiles", args.empty_tiles), ("--source", args.source),
+                         ("--skip-frames", args.skip_frames)):
             if val is not None:
                 raise UserError(f"{opt} applies to hituav-mosaic, not to synthetic")
         if args.size is not None:
@@ -83,6 +86,8 @@ def _config(args):
         given["grid"] = _pair(args.grid, "--grid", "ROWSxCOLS")
     if args.empty_tiles is not None:
         given["empty_tiles"] = args.empty_tiles
+    if args.skip_frames is not None:
+        given["skip_frames"] = args.skip_frames
     return HituavMosaicConfig(**given)
 
 

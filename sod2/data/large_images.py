@@ -56,6 +56,11 @@ as the embedded synthetic dataset is (:func:`sod2.data.synthetic.ensure_syntheti
     of the 160 slices of 640 px (14%) and 4 of the 96 slices of 800 px (4%) hold no object
     (HIT-UAV's frames are crowded, and a slice spans up to four tiles); 19 MB, 19 s.
 
+``sod2_hituav_mosaic_val_part2`` (``$SOD2_DATASETS/sod2_hituav_mosaic_part2``)
+    The same from the frames of the full val split that ``hituav_val_part1`` does not hold
+    (the last 90 in file-name order, as ``hituav_val_part2``), for models trained on
+    ``hituav_val_part1``; it needs the full split under ``$SOD2_DATASETS/hit-uav``.
+
 Both sets are seeded: the same parameters give the same files, byte for byte, on a
 machine (JPEG decoding of the HIT-UAV frames is the one library-dependent step).
 """
@@ -66,7 +71,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -312,6 +317,9 @@ class HituavMosaicConfig:
     empty_tiles: int = 6  # tiles of object-free background per mosaic
     seed: int = 2026
     min_crop: float = 0.5  # an empty tile's crop: at least this fraction of the tile's side
+    # frames used: the source's frames in file-name order from this index on (200: the 90
+    # frames of HIT-UAV's val split that hituav_val_part1 does not hold)
+    skip_frames: int = 0
 
     def __post_init__(self):
         if int(self.num_images) < 1:
@@ -322,6 +330,8 @@ class HituavMosaicConfig:
                             f"got {self.empty_tiles}")
         if not (math.isfinite(self.min_crop) and 0 < self.min_crop <= 1):
             raise UserError(f"min_crop must be in (0, 1], got {self.min_crop!r}")
+        if int(self.skip_frames) < 0:
+            raise UserError(f"skip_frames must be at least 0, got {self.skip_frames}")
 
 
 def hituav_mosaic_source(root: Optional[str] = None) -> Tuple[str, str]:
@@ -397,9 +407,17 @@ def generate_hituav_mosaics(dest: str, cfg: HituavMosaicConfig = HituavMosaicCon
         DataFormatError: the source is missing, has frames of different sizes, no frame
             with objects, or (with empty tiles asked for) no object-free background.
     """
+    _write_mosaics(dest, cfg, *_source_frames(cfg, source))
+
+
+def _source_frames(cfg: HituavMosaicConfig, source: Optional[str]) -> Tuple[List[Dict], str, str]:
+    """(frames in file-name order from ``cfg.skip_frames`` on, annotation file, image folder)."""
     json_file, image_root = hituav_mosaic_source(source)
     frames = sorted(load_hituav(json_file, image_root), key=lambda d: d["file_name"])
-    _write_mosaics(dest, cfg, frames, json_file, image_root)
+    if cfg.skip_frames and len(frames) <= cfg.skip_frames:
+        raise DataFormatError(f"{json_file}: {len(frames)} frames, none left after skipping "
+                              f"{cfg.skip_frames} (HIT-UAV's full val split has 290)")
+    return frames[cfg.skip_frames:], json_file, image_root
 
 
 def _frame_pools(frames: List[Dict], cfg: HituavMosaicConfig, json_file: str):
@@ -542,8 +560,7 @@ def load_hituav_mosaics(cfg: Optional[HituavMosaicConfig] = None, root: Optional
     regenerated when the config or the source's annotations change."""
     cfg = cfg or DEFAULT_HITUAV_MOSAIC
     root = root or os.path.join(dataset_root(), "sod2_hituav_mosaic")
-    json_file, image_root = hituav_mosaic_source(source)
-    frames = sorted(load_hituav(json_file, image_root), key=lambda d: d["file_name"])
+    frames, json_file, image_root = _source_frames(cfg, source)
     meta = _mosaic_meta(cfg, _source_fingerprint(json_file, frames))
     ensure_generated(root, meta, lambda d: _write_mosaics(d, cfg, frames, json_file, image_root))
     return _load(root, HITUAV_CLASSES)
@@ -569,7 +586,8 @@ def empty_slice_fraction(dicts: Sequence[Dict], slice_size: int, overlap: float 
 
 
 def register_large_images() -> None:
-    """Register ``sod2_large_synthetic_val`` and ``sod2_hituav_mosaic_val`` (reads no file)."""
+    """Register ``sod2_large_synthetic_val``, ``sod2_hituav_mosaic_val`` and
+    ``sod2_hituav_mosaic_val_part2`` (reads no file)."""
     register_dataset(
         "sod2_large_synthetic_val", lambda: load_large_synthetic(), thing_classes=list(SYNTHETIC_CLASSES),
         evaluator_type="sod2", eval_protocol="aitod",
@@ -581,3 +599,12 @@ def register_large_images() -> None:
         thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(HITUAV_CLASSES))},
         dataset_root_hint="$SOD2_DATASETS/sod2_hituav_mosaic (generated on first use from "
                           "$SOD2_DATASETS/hit-uav/val or the repository's HIT-UAV sample)")
+    # only frames that hituav_val_part1 (the first 200 of val) does not hold: for models trained on it
+    register_dataset(
+        "sod2_hituav_mosaic_val_part2",
+        lambda: load_hituav_mosaics(replace(DEFAULT_HITUAV_MOSAIC, skip_frames=200),
+                                    root=os.path.join(dataset_root(), "sod2_hituav_mosaic_part2")),
+        thing_classes=list(HITUAV_CLASSES), evaluator_type="sod2", eval_protocol="aitod",
+        thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(HITUAV_CLASSES))},
+        dataset_root_hint="$SOD2_DATASETS/sod2_hituav_mosaic_part2 (generated on first use from "
+                          "the last 90 frames of $SOD2_DATASETS/hit-uav/val)")

@@ -129,6 +129,8 @@ def test_config_errors_name_the_value():
         HituavMosaicConfig(grid=(2, 2), empty_tiles=4)
     with pytest.raises(UserError, match=r"min_crop must be in \(0, 1\], got nan"):
         HituavMosaicConfig(min_crop=float("nan"))
+    with pytest.raises(UserError, match="skip_frames must be at least 0, got -1"):
+        HituavMosaicConfig(skip_frames=-1)
 
 
 # ---------------------------------------------------------------------------- slice occupancy
@@ -244,6 +246,13 @@ def test_mosaic_deterministic_and_seeded(tmp_path):
     assert _json(tmp_path / "a")["images"][0]["tiles"] != _json(tmp_path / "c")["images"][0]["tiles"]
 
 
+def test_mosaic_skip_frames_uses_only_the_later_frames(tmp_path):
+    names = sorted(os.listdir(os.path.join(SAMPLE_HITUAV, "val")))
+    generate_hituav_mosaics(str(tmp_path / "m"), replace(MOSAIC, skip_frames=10), source=SAMPLE_HITUAV)
+    used = {t["source"] for i in _json(tmp_path / "m")["images"] for t in i["tiles"]}
+    assert used <= set(names[10:]) and len(used) >= 6
+
+
 def test_mosaic_source_errors(tmp_path):
     with pytest.raises(DataFormatError, match="no HIT-UAV val split"):
         generate_hituav_mosaics(str(tmp_path / "m"), MOSAIC, source=str(tmp_path / "nothing"))
@@ -291,6 +300,12 @@ def test_registrations_generate_once_and_verify(tmp_path, monkeypatch):
     # another config: generated again
     monkeypatch.setattr(large_images, "DEFAULT_LARGE_SYNTHETIC", replace(SMALL, num_images=1))
     assert len(DatasetCatalog.get("sod2_large_synthetic_val")) == 1
+    # the held-out part needs the full val split: the sample's 17 frames are all in part 1
+    assert MetadataCatalog.get("sod2_hituav_mosaic_val_part2").thing_classes == ["Person", "Car", "Bicycle",
+                                                                                "OtherVehicle"]
+    with pytest.raises(DataFormatError, match="val.json: 17 frames, none left after skipping 200"):
+        DatasetCatalog.get("sod2_hituav_mosaic_val_part2")
+    assert not (tmp_path / "sod2_hituav_mosaic_part2").exists()
 
 
 # -------------------------------------------------------------------------------- the tool
@@ -327,6 +342,8 @@ def test_tool_writes_a_loadable_set(tmp_path, capsys):
     (["synthetic", "{d}", "--grid", "2x2"], "--grid applies to hituav-mosaic, not to synthetic"),
     (["hituav-mosaic", "{d}", "--grid", "2x2", "--empty-tiles", "4"], r"empty tiles must be in \[0, 4\)"),
     (["hituav-mosaic", "{d}", "--source", "{t}/missing"], "no HIT-UAV val split"),
+    (["hituav-mosaic", "{d}", "--skip-frames", "17", "--source", SAMPLE_HITUAV], "17 frames, none left after skipping 17"),
+    (["synthetic", "{d}", "--skip-frames", "3"], "--skip-frames applies to hituav-mosaic, not to synthetic"),
     (["synthetic", "{t}/file/sub"], "DEST .*/file/sub: cannot write in .*/file$"),
     (["synthetic", "{t}/file"], "DEST .*/file is a file; give a folder"),
     (["synthetic", "{t}/full"], "DEST .*/full exists and is not empty; give --overwrite to replace it"),
