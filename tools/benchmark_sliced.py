@@ -183,6 +183,7 @@ def _bench_sliced_speed(args, cfg, model, augs, fmt, k):
             return [model([x]) for x in prepared]
 
     t_floor, _ = timed(forward_only)
+    stages = stage_times(lambda: ours(False, 1))
     rows = []
     for full in (False, True):
         t_sahi, d_sahi = timed(lambda: theirs(full))
@@ -205,11 +206,37 @@ def _bench_sliced_speed(args, cfg, model, augs, fmt, k):
                f"The model's forward alone on the same {n} prepared slices (batch 1, nothing around it): "
                f"{t_floor:.2f} s, the floor of any slicing pipeline with this model on this device; the "
                f"highest SAHI / pipeline ratio it allows without a full-image pass is "
-               f"{rows[0][1] / t_floor:.2f}x (sod2 batch 1 reaches {rows[0][1] / rows[0][2]:.2f}x)."])
+               f"{rows[0][1] / t_floor:.2f}x (sod2 batch 1 reaches {rows[0][1] / rows[0][2]:.2f}x); sod2 batch 1 "
+               f"takes {rows[0][2] / t_floor:.3f}x the floor.", "",
+               "Where sod2 batch 1 (no full-image pass) spends its time, one run under torch.profiler "
+               "(its record_function stages; the profiler itself adds a little to each): " + ", ".join(
+                   f"{k} {v:.3f} s" for k, v in stages.items()) + "."])
     for full, ts, t1, tb, ns, no, ok, diff in rows:
         table.add_row(["yes" if full else "no", f"{ts:.2f}", f"{t1:.2f}", f"{tb:.2f}", ratio(ts, t1), ratio(ts, tb),
                        f"{ns} / {no}", f"{'yes' if ok else 'NO'} ({diff:.1e})"])
     return table
+
+
+STAGES = ("prepare", "forward", "convert", "merge")
+
+
+def stage_times(fn):
+    """Seconds per stage of one call of ``fn`` (a SlicedInference run) under torch.profiler:
+    ``{"prepare", "forward", "convert", "merge"}`` from SlicedInference's ``sod2.sliced.<stage>``
+    labels, ``"other"`` the rest of the wall time and ``"total"`` the wall time."""
+    import time
+
+    import torch
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        fn()
+        total = time.perf_counter() - t0
+    by_key = {e.key: e.cpu_time_total / 1e6 for e in prof.key_averages()}
+    out = {k: by_key.get(f"sod2.sliced.{k}", 0.0) for k in STAGES}
+    out["other"] = max(0.0, total - sum(out.values()))
+    out["total"] = total
+    return out
 
 
 def _bench_sliced_ap(args, cfg, model, augs, fmt, k):

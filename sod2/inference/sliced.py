@@ -24,6 +24,11 @@ full-image pass first, reads a foreground map from it and runs only the slices w
 may hold an object; each output then also carries ``"slicing"``, a
 :class:`~sod2.inference.guided.SliceSelection` (all windows, which ran, the map).
 
+Stages are labelled for ``torch.profiler`` (``record_function``; free when no profiler runs):
+``sod2.sliced.prepare`` (cutting and the slice augmentations), ``sod2.sliced.forward`` (the
+model's calls), ``sod2.sliced.convert`` (detections to image coordinates, on the CPU) and
+``sod2.sliced.merge``; ``tools/benchmark_sliced.py`` reports the time of each.
+
 Nothing else is forwarded: the wrapped model's other attributes are read and set on
 ``m.model`` (``SlicedInference.detector(m)``), never through the wrapper.
 """
@@ -283,6 +288,10 @@ class SlicedInference(nn.Module):
 
     def _prepare(self, image: torch.Tensor, window=None) -> torch.Tensor:
         """(C, h, w) crop of ``image`` (padded if asked), with the slice augmentations applied."""
+        with torch.profiler.record_function("sod2.sliced.prepare"):
+            return self._prepared(image, window)
+
+    def _prepared(self, image: torch.Tensor, window=None) -> torch.Tensor:
         if window is not None:
             x0, y0, x1, y1 = (int(v) for v in window)
             image = image[:, y0:y1, x0:x1]
@@ -310,7 +319,9 @@ class SlicedInference(nn.Module):
         for idx in by_shape.values():
             for k in range(0, len(idx), size):
                 chunk = idx[k:k + size]
-                results = self.model([jobs[i]["make"]() for i in chunk])
+                inputs = [jobs[i]["make"]() for i in chunk]
+                with torch.profiler.record_function("sod2.sliced.forward"):
+                    results = self.model(inputs)
                 for i, r in zip(chunk, results):
                     out[i] = r["instances"]
         return out
@@ -353,9 +364,21 @@ class SlicedInference(nn.Module):
         if not self.enabled:
             return [{"instances": r} for r in results]
 
+        with torch.profiler.record_function("sod2.sliced.convert"):
+            per_image, device = self._to_image(images, sizes, [(n, None) for n, _ in done] + owner,
+                                               [i for _, i in done] + results)
+        with torch.profiler.record_function("sod2.sliced.merge"):
+            out = [{"instances": self._merged(parts, size, device)} for parts, size in zip(per_image, sizes)]
+        for n, sel in selections.items():
+            out[n]["slicing"] = sel
+        return out
+
+    def _to_image(self, images, sizes, owner, results):
+        """Per image, the list of (boxes (K, 4) float64 in output pixels, scores (K,), classes
+        (K,)) of its passes, and the device of the model's outputs."""
         per_image = [[] for _ in images]
         device = None
-        for (n, w), inst in zip([(n, None) for n, _ in done] + owner, [i for _, i in done] + results):
+        for (n, w), inst in zip(owner, results):
             device = inst.scores.device
             boxes = inst.pred_boxes.tensor.detach().cpu().numpy().astype(np.float64)
             if w is not None:  # slice pixels -> input pixels -> output pixels
@@ -368,10 +391,7 @@ class SlicedInference(nn.Module):
                     boxes = boxes * np.array([W / Wi, H / Hi, W / Wi, H / Hi])
             per_image[n].append((boxes, inst.scores.detach().cpu().numpy(),
                                  inst.pred_classes.detach().cpu().numpy()))
-        out = [{"instances": self._merged(parts, size, device)} for parts, size in zip(per_image, sizes)]
-        for n, sel in selections.items():
-            out[n]["slicing"] = sel
-        return out
+        return per_image, device
 
     def _guided_pass(self, image: torch.Tensor, height: int, width: int, windows: np.ndarray):
         """The full-image pass of guided slicing on one (C, H', W') ``image``: its Instances

@@ -23,6 +23,28 @@ def test_benchmark_sliced_small(tmp_path):
     assert len(rows) == 2 and all("| yes (" in r for r in rows)  # the same detections as SAHI
     assert "The model's forward alone on the same 6 prepared slices" in report  # 200x300, 128 px, stride 96
     assert "| sliced + full-image pass |" in report and "whole image resized to 128 px" in report
+    assert "Where sod2 batch 1 (no full-image pass) spends its time" in report
+
+
+def test_stage_times_sum_to_the_run():
+    """Each stage label of SlicedInference is seen by the profiler; the stages and the rest add
+    up to the wall time (a stage counted twice or nested would exceed it)."""
+    import torch
+
+    from sod2.inference import SlicedInference
+
+    from ..modules import tool_module
+    from .fake_detector import FakeDetector
+
+    image = torch.zeros(3, 200, 300, dtype=torch.uint8)
+    image[0, 10:30, 10:30] = 255
+    image[0, 150:170, 250:290] = 255
+    wrap = SlicedInference(FakeDetector(), slice_size=64, overlap=0.2, merge="greedynmm").eval()
+    st = tool_module("benchmark_sliced").stage_times(lambda: wrap([{"image": image}]))
+    assert set(st) == {"prepare", "forward", "convert", "merge", "other", "total"}
+    assert all(st[k] > 0 for k in ("prepare", "forward", "convert", "merge"))
+    assert st["prepare"] + st["forward"] + st["convert"] + st["merge"] <= st["total"] * 1.001
+    assert st["other"] == pytest.approx(st["total"] - st["prepare"] - st["forward"] - st["convert"] - st["merge"])
 
 
 def test_benchmark_sliced_refuses_bad_settings():
