@@ -14,8 +14,12 @@ clipping 0.1, 50-iteration linear warm-up, EMA (ramp 200), batch 8, 6 epochs (36
 iterations). Evaluation: sod2_synthetic_val, AI-TOD buckets."""
 from ..common.data.synthetic import NUM_TRAIN_IMAGES, dataloader
 from ..common.models.rtdetr import model, rtdetr_depth, rtdetr_eval_size
-from ..common.optim import AdamW as optimizer
-from ..common.rtdetr_recipe import rtdetr_recipe
+from ..common.recipes.rtdetr import ema as _ema
+from ..common.recipes.rtdetr import linear_warmup
+from ..common.recipes.rtdetr import multiscale as _multiscale
+from ..common.recipes.rtdetr import optimizer
+from ..common.recipes.rtdetr import test_resize as _test_resize
+from ..common.recipes.rtdetr import train_mapper as _train_mapper
 from ..common.train import train
 
 SIZE, EPOCHS, BATCH, HIDDEN = 320, 6, 8, 128
@@ -35,10 +39,21 @@ model.decoder.hidden_dim = HIDDEN
 model.decoder.dim_feedforward = 4 * HIDDEN
 rtdetr_eval_size(model, (SIZE, SIZE))
 
-lr_multiplier = rtdetr_recipe(dataloader, train, optimizer, epochs=EPOCHS, iters_per_epoch=ITERS_PER_EPOCH,
-                              input_size=SIZE, multi_scale=(256, 288, 320, 320, 320, 352, 384),
-                              lr=4e-4, backbone_lr_factor=1.0, warmup_iters=50, ema_ramp=200.0,
-                              zoom_out_p=0.0)
+# RT-DETR's recipe (configs/common/recipes/rtdetr.py), the data config's ignore-region painting kept
+_train_mapper.ignore_fill = dataloader.train.mapper.ignore_fill
+dataloader.train.mapper = _train_mapper
+dataloader.test.mapper.augmentations = [_test_resize]
+dataloader.test.mapper.image_format = "RGB"
+train.ema = _ema
+train.multiscale = _multiscale
+train.multiscale.input_size = [SIZE, SIZE]
+train.multiscale.sizes = [256, 288, 320, 320, 320, 352, 384]
+train.multiscale.size_range = [256, 384]
+train.ema.ramp = 200.0
+dataloader.train.mapper.augmentations[1].p = 0.0  # no zoom-out
+optimizer.lr = 4e-4
+optimizer.params.lr_factor_func.factors = {"backbone.": 1.0}
+lr_multiplier = linear_warmup(EPOCHS * ITERS_PER_EPOCH, 50)
 train.max_iter = EPOCHS * ITERS_PER_EPOCH
 train.eval_period = train.max_iter
 train.checkpointer.period = train.max_iter

@@ -4,7 +4,7 @@ top-300 detections over queries x classes without NMS or threshold, mapped back 
 original image; AdamW lr 1e-4 (backbone 1e-5), weight decay 1e-4 (none on norms and biases),
 gradient clipping 0.1, EMA 0.9999 (ramp 2000), constant learning rate without warm-up,
 multi-scale 480-800 (nearest), photometric distortion, zoom-out, IoU crop, flip
-(``rtdetr_recipe``); batch 16 (the reference's 4 GPUs x 4) for 72 epochs; every trainable
+(``configs/common/recipes/rtdetr.py``); batch 16 (the reference's 4 GPUs x 4) for 72 epochs; every trainable
 BatchNorm synchronised across GPUs (the reference's ``sync_bn``). Like the reference, the
 images without objects are trained on too (``filter_empty=False``: 118287 images).
 
@@ -14,8 +14,12 @@ paddle.pth``, from the RT-DETR author's release) with its keys renamed to sod2's
 ``train.init_checkpoint``. The other depths derive from this file."""
 from ..common.data.coco import dataloader
 from ..common.models.rtdetr import model, rtdetr_depth, rtdetr_norm
-from ..common.optim import AdamW as optimizer
-from ..common.rtdetr_recipe import rtdetr_recipe
+from ..common.recipes.rtdetr import ema as _ema
+from ..common.recipes.rtdetr import multiscale as _multiscale
+from ..common.recipes.rtdetr import optimizer
+from ..common.recipes.rtdetr import test_resize as _test_resize
+from ..common.recipes.rtdetr import train_mapper as _train_mapper
+from ..common.recipes.rtdetr import constant_lr as lr_multiplier
 from ..common.train import train
 
 INPUT_SIZE = 640
@@ -28,8 +32,13 @@ rtdetr_norm(model, "SyncBN")
 model.num_classes = 80
 dataloader.train.dataset.filter_empty = False
 dataloader.train.total_batch_size = BATCH
-lr_multiplier = rtdetr_recipe(dataloader, train, optimizer, epochs=EPOCHS, iters_per_epoch=ITERS_PER_EPOCH,
-                              input_size=INPUT_SIZE, backbone_lr_factor=0.1)
+# RT-DETR's recipe (configs/common/recipes/rtdetr.py), the data config's ignore-region painting kept
+_train_mapper.ignore_fill = dataloader.train.mapper.ignore_fill
+dataloader.train.mapper = _train_mapper
+dataloader.test.mapper.augmentations = [_test_resize]
+dataloader.test.mapper.image_format = "RGB"
+train.ema = _ema
+train.multiscale = _multiscale
 
 train.init_checkpoint = "./weights/ResNet50_vd_ssld_v2_pretrained_sod2.pth"
 train.max_iter = EPOCHS * ITERS_PER_EPOCH

@@ -391,18 +391,22 @@ def test_mapper_without_objects_and_in_inference(tmp_path):
 # --------------------------------------------------------------------------- recipe (data side)
 
 def _recipe_module():
-    return config_module("common/rtdetr_recipe.py")
+    return config_module("common/recipes/rtdetr.py")
 
 
 def test_recipe_sets_the_reference_pipeline():
     from detectron2.config import instantiate
+    from omegaconf import OmegaConf
 
     recipe = _recipe_module()
-    dataloader = get_config("common/data/synthetic.py").dataloader
-    train = get_config("common/train.py").train
-    optimizer = get_config("common/optim.py").AdamW
-    recipe.rtdetr_recipe(dataloader, train, optimizer, epochs=2, iters_per_epoch=10)
-    mapper = instantiate(dataloader.train.mapper)
+    cfg = OmegaConf.create({"dataloader": get_config("common/data/synthetic.py").dataloader,
+                            "train": get_config("common/train.py").train})
+    recipe.train_mapper.ignore_fill = cfg.dataloader.train.mapper.ignore_fill  # as the configs do
+    cfg.dataloader.train.mapper = recipe.train_mapper
+    cfg.dataloader.test.mapper.augmentations = [recipe.test_resize]
+    cfg.dataloader.test.mapper.image_format = "RGB"
+    cfg.train.multiscale = recipe.multiscale
+    mapper = instantiate(cfg.dataloader.train.mapper)
     assert isinstance(mapper, DETRDatasetMapper) and mapper.image_format == "RGB" and mapper.min_size == 1.0
     assert mapper.ignore_fill == "mean"  # the data config's painting of ignore regions is kept
     augs = mapper.augmentations.augs
@@ -411,9 +415,11 @@ def test_recipe_sets_the_reference_pipeline():
     assert (augs[0].p, augs[1].p, augs[1].fill, tuple(augs[1].side_range), augs[2].p) == (0.5, 0.5, 0, (1.0, 4.0), 0.8)
     assert augs[2].sampler_options == (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0) and augs[2].trials == 40
     assert augs[4].horizontal and augs[4].prob == 0.5 and tuple(augs[5].shape) == (640, 640)
-    test = instantiate(dataloader.test.mapper)
+    test = instantiate(cfg.dataloader.test.mapper)
     assert test.image_format == "RGB"
     assert [(type(a).__name__, tuple(a.shape)) for a in test.augmentations.augs] == [("Resize", (640, 640))]
-    assert dataloader.train.dataset.names == "sod2_synthetic_train"
-    with pytest.raises(ValueError, match="multi-scale list is for 640"):
-        recipe.rtdetr_recipe(dataloader, train, optimizer, epochs=2, iters_per_epoch=10, input_size=320)
+    assert cfg.dataloader.train.dataset.names == "sod2_synthetic_train"
+    # one input size: the training and test resizes follow train.multiscale.input_size
+    cfg.train.multiscale.input_size = [320, 320]
+    assert tuple(instantiate(cfg.dataloader.train.mapper).augmentations.augs[5].shape) == (320, 320)
+    assert [tuple(a.shape) for a in instantiate(cfg.dataloader.test.mapper).augmentations.augs] == [(320, 320)]

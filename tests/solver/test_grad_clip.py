@@ -24,7 +24,7 @@ from ..modules import config_module
 
 
 def _recipe_module():
-    return config_module("common/rtdetr_recipe.py")
+    return config_module("common/recipes/rtdetr.py")
 
 
 def _two_params():
@@ -147,14 +147,24 @@ class _Detector(nn.Module):
         self.decoder = nn.ModuleDict({"embed": nn.Embedding(3, 4), "head": nn.Linear(4, 2)})
 
 
-def _recipe_configs(**kw):
+def _recipe_configs(lr=None, backbone_lr_factor=None, warmup_iters=0, multi_scale=True):
+    """A config assembled from RT-DETR's recipe nodes as a config file does (the synthetic
+    data, common/train.py), with the given ordinary overrides; 100 iterations."""
     recipe = _recipe_module()
-    dataloader = get_config("common/data/synthetic.py").dataloader
-    train = get_config("common/train.py").train
-    optimizer = get_config("common/optim.py").AdamW
-    lr_multiplier = recipe.rtdetr_recipe(dataloader, train, optimizer, epochs=10, iters_per_epoch=10, **kw)
-    return OmegaConf.create({"dataloader": dataloader, "train": train, "optimizer": optimizer,
-                             "lr_multiplier": lr_multiplier})
+    cfg = OmegaConf.create({"dataloader": get_config("common/data/synthetic.py").dataloader,
+                            "train": get_config("common/train.py").train, "optimizer": recipe.optimizer,
+                            "lr_multiplier": recipe.linear_warmup(100, warmup_iters) if warmup_iters
+                            else recipe.constant_lr})
+    cfg.dataloader.train.mapper = recipe.train_mapper
+    cfg.train.ema = recipe.ema
+    cfg.train.multiscale = recipe.multiscale
+    if lr is not None:
+        cfg.optimizer.lr = lr
+    if backbone_lr_factor is not None:
+        cfg.optimizer.params.lr_factor_func.factors = {"backbone.": backbone_lr_factor}
+    if not multi_scale:
+        cfg.train.multiscale.enabled = False
+    return cfg
 
 
 def test_optimizer_groups():
@@ -205,6 +215,8 @@ def test_constant_schedule_and_linear_warmup():
     assert _lrs(cfg.lr_multiplier, 100) == [1.0] * 100
     cfg = _recipe_configs(warmup_iters=20)
     lrs = _lrs(cfg.lr_multiplier, 100)
+    with pytest.raises(ValueError, match="warm-up"):
+        _recipe_module().linear_warmup(100, 100)
     for i in range(20):
         assert lrs[i] == pytest.approx(0.001 + 0.999 * i / 20)  # Paddle's LinearWarmup(0.001, 2000)
     assert lrs[20:] == [1.0] * 80
@@ -220,7 +232,7 @@ def test_ema_and_multiscale_settings():
     ms = cfg.train.multiscale
     assert ms.enabled and ms.period == 1 and ms.mode == "nearest" and list(ms.input_size) == [640, 640]
     assert list(ms.sizes) == [480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800]
-    off = _recipe_configs(multi_scale=None)
+    off = _recipe_configs(multi_scale=False)
     assert not off.train.multiscale.enabled
 
 
