@@ -12,6 +12,8 @@ default sets, generated on first use under $SOD2_DATASETS).
     # frames from $SOD2_DATASETS/hit-uav/val, else the repository's 17-frame sample
     python tools/make_large_image_set.py hituav-mosaic out/mosaic --grid 3x5 --empty-tiles 4 \
         --source $SOD2_DATASETS/hit-uav
+    # only the 90 val frames that hituav_val_part1 does not hold (= sod2_hituav_mosaic_val_part2)
+    python tools/make_large_image_set.py hituav-mosaic out/mosaic_part2 --skip-frames 200
 
 Writes ``DEST/val/NNNNN.png``, ``DEST/annotations/val.json`` (sod2 JSON dialect: images
 relative to DEST; category ids 1..K in the classes' order; ignore regions on the images)
