@@ -32,9 +32,10 @@ window (on a slice border, or found by a coarse map) from losing the slice that 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ from torch import nn
 from ..errors import UserError
 
 __all__ = ["GuidedSlicing", "ForegroundMap", "SliceSelection", "select_windows", "detections_map",
-           "ForegroundTap", "foreground_tap", "GUIDED_SOURCES"]
+           "ForegroundTap", "foreground_tap", "register_tap", "maps_to_foreground", "GUIDED_SOURCES"]
 
 GUIDED_SOURCES = ("auto", "model", "detections")
 
@@ -169,25 +170,45 @@ def detections_map(boxes: torch.Tensor, scores: torch.Tensor, height: int, width
 # ----------------------------------------------------------------------------------- taps
 @dataclass
 class ForegroundTap:
-    """Where a detector family's full-image foreground evidence is read.
+    """Where a detector family's full-image foreground evidence is read, during the normal
+    full-image pass (no second forward).
 
     Attributes:
-        name: the family ("rpn", "retinanet", "yolox", "rtdetr").
-        module: the submodule whose forward output holds the evidence.
-        to_maps: ``output -> list of (N, h_l, w_l)`` probability maps in [0, 1], one per level.
-        strides: each level's cell size in pixels of the model's (padded) input tensor.
+        name: the family ("rpn", "crpn", "retinanet", "yolox", "rtdetr").
+        hooks: submodules whose forward outputs are captured (forward hooks), by name.
+        levels: ``(captured {name: output}, the model's output dict of the image) -> (maps,
+            strides)``: per level an (h_l, w_l) probability map in [0, 1] of the (only) image
+            of the pass, and each level's cell size in pixels of the model's padded input.
+        options: attributes of the model set for the pass and restored after (YOLOX's
+            ``return_visuals``: its refined objectness comes back as the output's "visuals").
     """
 
     name: str
-    module: nn.Module
-    to_maps: Callable
-    strides: List[float]
+    hooks: Dict[str, nn.Module]
+    levels: Callable[[Dict[str, Any], Dict[str, Any]], Tuple[List[torch.Tensor], List[float]]]
+    options: Dict[str, Any] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def capturing(self, model: nn.Module):
+        """Within the block the hooks record into the yielded dict and ``options`` are set."""
+        captured: Dict[str, Any] = {}
+        handles = [m.register_forward_hook(lambda mod, args, out, n=n: captured.__setitem__(n, out))
+                   for n, m in self.hooks.items()]
+        saved = {k: getattr(model, k) for k in self.options}
+        try:
+            for k, v in self.options.items():
+                setattr(model, k, v)
+            yield captured
+        finally:
+            for k, v in saved.items():
+                setattr(model, k, v)
+            for h in handles:
+                h.remove()
 
 
-def _max_sigmoid_maps(out):
-    # Detectron2's StandardRPNHead: (objectness [(N, A, h, w)], deltas); RetinaNetHead:
-    # (logits [(N, A*K, h, w)], deltas): the max over anchors (and classes) of the probability
-    return [torch.sigmoid(x.float()).amax(dim=1) for x in out[0]]
+def _max_sigmoid(logits: List[torch.Tensor]) -> List[torch.Tensor]:
+    # per level (1, A[*K], h, w) logits -> (h, w): the max over anchors (and classes) of the probability
+    return [torch.sigmoid(x[0].float()).amax(dim=0) for x in logits]
 
 
 def _strides(model, features) -> List[float]:
@@ -207,20 +228,60 @@ def register_tap(builder: Callable[[nn.Module], Optional[ForegroundTap]]):
 
 @register_tap
 def _rcnn_tap(model):
+    # Detectron2's RPN: StandardRPNHead returns (objectness [(N, A, h, w)], deltas)
     from detectron2.modeling.proposal_generator import RPN
 
     gen = getattr(model, "proposal_generator", None) if hasattr(model, "roi_heads") else None
     if isinstance(gen, RPN):
-        return ForegroundTap("rpn", gen.rpn_head, _max_sigmoid_maps, _strides(model, gen.in_features))
+        strides = _strides(model, gen.in_features)
+        return ForegroundTap("rpn", {"head": gen.rpn_head}, lambda cap, out: (_max_sigmoid(cap["head"][0]), strides))
     return None
 
 
 @register_tap
 def _retinanet_tap(model):
+    # Detectron2's RetinaNetHead returns (logits [(N, A*K, h, w)], deltas)
     from detectron2.modeling.meta_arch.retinanet import RetinaNet
 
     if isinstance(model, RetinaNet):
-        return ForegroundTap("retinanet", model.head, _max_sigmoid_maps, _strides(model, model.head_in_features))
+        strides = _strides(model, model.head_in_features)
+        return ForegroundTap("retinanet", {"head": model.head}, lambda cap, out: (_max_sigmoid(cap["head"][0]), strides))
+    return None
+
+
+@register_tap
+def _yolox_tap(model):
+    # YOLOX returns its objectness after inference_objectness (Foreground Probing's refinement
+    # where the model has it) as "visuals" (a ForegroundMaps) when asked
+    from ..modeling.meta_arch.yolox import YOLOX
+
+    if isinstance(model, YOLOX):
+        def levels(cap, out):
+            v = out["visuals"]
+            return v.level_maps("after"), [float(s) for s in v.strides]
+        return ForegroundTap("yolox", {}, levels, {"return_visuals": True})
+    return None
+
+
+@register_tap
+def _rtdetr_tap(model):
+    # RT-DETR: the encoder's class logits of every token (query selection's enc_score_head,
+    # (1, S, K)) over the encoder's levels ((1, D, h_l, w_l), low stride first)
+    from ..modeling.meta_arch.rtdetr import RTDETR
+
+    if isinstance(model, RTDETR):
+        strides = [float(s) for s in model.encoder.feat_strides]
+
+        def levels(cap, out):
+            prob = torch.sigmoid(cap["scores"][0].float()).amax(dim=-1)  # (S,)
+            maps, start = [], 0
+            for f in cap["encoder"]:
+                h, w = f.shape[-2:]
+                maps.append(prob[start:start + h * w].view(h, w))
+                start += h * w
+            return maps, strides
+        return ForegroundTap("rtdetr", {"encoder": model.encoder, "scores": model.decoder.query_selection.enc_score_head},
+                             levels)
     return None
 
 

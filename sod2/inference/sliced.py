@@ -405,19 +405,16 @@ class SlicedInference(nn.Module):
         inp = {"image": self._prepare(image), "height": height, "width": width}
         valid_hw = tuple(inp["image"].shape[1:])
         hi, wi = image.shape[1:]
-        captured: List = []
-        handle = tap.module.register_forward_hook(lambda m, i, o: captured.append(o)) if tap else None
-        try:
+        if tap is None:
             inst = self.model([inp])[0]["instances"]
-        finally:
-            if handle is not None:
-                handle.remove()
-        if tap is not None and captured:
-            maps = [m[0] for m in tap.to_maps(captured[-1])]
-            fg = maps_to_foreground(maps, tap.strides, valid_hw, (hi, wi), tap.name)
-        else:
             scale = torch.tensor([wi / width, hi / height, wi / width, hi / height])
             fg = detections_map(inst.pred_boxes.tensor.detach().cpu() * scale, inst.scores, hi, wi, g.cell)
+        else:
+            with tap.capturing(self.model) as captured:
+                out = self.model([inp])[0]
+            inst = out["instances"]
+            maps, strides = tap.levels(captured, out)
+            fg = maps_to_foreground(maps, strides, valid_hw, (hi, wi), tap.name)
         if not torch.isfinite(fg.prob).all():
             raise ValueError(f"guided slicing: the {fg.source} foreground map of a {wi}x{hi} image is not finite")
         return inst, select_windows(windows, fg, g.threshold, g.margin)
