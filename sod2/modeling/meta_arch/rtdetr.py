@@ -41,8 +41,8 @@ fail (or wait forever) unless ``find_unused_parameters=True``, which the referen
 which costs a traversal of the autograd graph every iteration. Here every trainable parameter
 always takes part instead: when this process builds no denoising queries (its batch has no
 ground truth box, or ``num_denoising`` is 0) the denoising embedding is added to the loss with
-weight 0, which changes no value and gives it a zero gradient to all-reduce (the criterion
-does the same for Better Sampling's reweighting module, which needs positives). So RT-DETR
+weight 0, which changes no value and gives it a zero gradient to all-reduce (a method's
+criterion that adds modules needing positives does the same in its ``finish``). So RT-DETR
 trains with the default ``train.ddp.find_unused_parameters=False``.
 """
 from __future__ import annotations

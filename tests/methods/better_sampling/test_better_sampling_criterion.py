@@ -212,3 +212,5 @@ def test_bad_vfl_parameters_are_one_line_errors():
             BetterSampling(**kw)
     with pytest.raises(UserError, match="reweighting"):
         BetterSampling(reweighting=torch.nn.Linear(2, 2))
+    with pytest.raises(UserError, match="class_target"):
+        BetterSampling(class_target=0.5)

@@ -55,6 +55,9 @@ class BetterSampling(nn.Module):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or value < 0:
                 raise UserError(f"BetterSampling: {name} must be a finite number >= 0, got {value!r}")
+        if class_target is not None and not callable(class_target):
+            raise UserError(f"BetterSampling: class_target must be callable (pred_boxes, gt_boxes) -> (P,) or None, "
+                            f"got {type(class_target).__name__}")
         if reweighting is not None and not isinstance(reweighting, SampleReweighting):
             raise UserError(f"BetterSampling: reweighting must be a SampleReweighting or None, "
                             f"got {type(reweighting).__name__}")

@@ -12,7 +12,7 @@ criterion holds no parameter: the model is RT-DETR, with RT-DETR's own VFL alpha
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AbstractSet, Dict, List, Mapping, Optional
+from typing import AbstractSet, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -102,7 +102,7 @@ class BetterSamplingCriterion(SetCriterion):
             out.offsets[b, q].float(), out.attention[b, q].float(), out.layer_index)
         return terms
 
-    def vfl_alpha_gamma(self):
+    def vfl_alpha_gamma(self) -> Tuple[float, float]:
         """The paper's VFL parameters (``better_sampling.vfl_alpha``, ``vfl_gamma``) when Better
         Sampling is on, RT-DETR's otherwise."""
         if self.better_sampling is None:
