@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from detectron2.config import LazyConfig, instantiate
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-from torch import nn
 
 from sod2.config import get_config
 from sod2.errors import UserError
