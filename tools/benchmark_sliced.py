@@ -307,6 +307,136 @@ def _bench_sliced_ap(args, cfg, model, augs, fmt, k):
     return table
 
 
+class _SahiModel:
+    """SAHI's ``get_sliced_prediction`` as a Detectron2 model (``model(list of dicts) -> list of
+    {"instances"}``) over the full-resolution image, for evaluating it like sod2."""
+
+    def __init__(self, sahi_model, fmt, args, full):
+        self.sahi_model, self.fmt, self.args, self.full = sahi_model, fmt, args, full
+
+    def __call__(self, batched):
+        import numpy as np
+        import torch
+        from detectron2.structures import Boxes, Instances
+        from sahi.predict import get_sliced_prediction
+
+        out = []
+        for d in batched:
+            img = d["image"].permute(1, 2, 0).numpy()
+            rgb = np.ascontiguousarray(img if self.fmt == "RGB" else img[:, :, ::-1])
+            a = self.args
+            res = get_sliced_prediction(rgb, self.sahi_model, slice_height=a.slice, slice_width=a.slice,
+                                        overlap_height_ratio=a.overlap, overlap_width_ratio=a.overlap,
+                                        perform_standard_pred=self.full, postprocess_type=a.merge.upper(),
+                                        postprocess_match_metric=a.metric.upper(),
+                                        postprocess_match_threshold=a.threshold,
+                                        postprocess_class_agnostic=a.class_agnostic, verbose=0,
+                                        force_postprocess_type=True)
+            det = np.array([[*p.bbox.to_xyxy(), p.score.value, p.category.id] for p in res.object_prediction_list],
+                           np.float64).reshape(-1, 6)
+            h, w = rgb.shape[:2]
+            inst = Instances((d.get("height", h), d.get("width", w)))
+            scale = torch.tensor([d.get("width", w) / w, d.get("height", h) / h] * 2)
+            inst.pred_boxes = Boxes(torch.as_tensor(det[:, :4], dtype=torch.float32) * scale)
+            inst.scores = torch.as_tensor(det[:, 4], dtype=torch.float32)
+            inst.pred_classes = torch.as_tensor(det[:, 5], dtype=torch.int64)
+            out.append({"instances": inst})
+        return out
+
+    def eval(self):
+        return self
+
+
+def _bench_guided(args, cfg, model, augs, fmt, k):
+    """Time and AP on a registered large-image dataset (``--guided-eval``): the whole image at
+    the model's test size, SAHI, sod2 exhaustive (both with the full-image pass) and sod2
+    guided at each ``--guided-thresholds``, same model, same process, one image at a time."""
+    import time
+
+    import numpy as np
+    import torch
+    from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+    from detectron2.evaluation import inference_on_dataset
+
+    from sod2.data import SODDatasetMapper
+    from sod2.evaluation.evaluator import ScaleBucketEvaluator
+    from sod2.inference import SlicedInference
+    from sod2.inference.guided import GuidedSlicing
+
+    name = args.guided_eval
+    if name not in DatasetCatalog.list():
+        raise UserError(f"--guided-eval: no registered dataset {name!r} (e.g. sod2_large_synthetic_val, "
+                        "sod2_hituav_mosaic_val)")
+    dicts = DatasetCatalog.get(name)
+    if args.guided_images:
+        dicts = dicts[:args.guided_images]
+    subset = f"_sod2_guided_eval_{name}"
+    if subset in DatasetCatalog.list():
+        DatasetCatalog.remove(subset)
+        MetadataCatalog.remove(subset)
+    DatasetCatalog.register(subset, lambda: dicts)
+    MetadataCatalog.get(subset).set(**{k2: v for k2, v in MetadataCatalog.get(name).as_dict().items() if k2 != "name"})
+    merge = dict(merge=args.merge, match_metric=args.metric, match_threshold=args.threshold,
+                 class_agnostic=args.class_agnostic)
+    sliced = dict(slice_size=args.slice, overlap=args.overlap, batch_size=1, slice_augmentations=augs, **merge)
+    proto = MetadataCatalog.get(name).get("eval_protocol", "aitod")
+
+    def evaluate(m, mapper_augs, counter=None):
+        loader = build_detection_test_loader(dicts, mapper=SODDatasetMapper(
+            is_train=False, augmentations=mapper_augs, image_format=fmt), num_workers=0)
+        t0 = time.perf_counter()
+        res = inference_on_dataset(m, loader, ScaleBucketEvaluator(subset, distributed=False))["bbox"]
+        return res, (time.perf_counter() - t0) / len(dicts)
+
+    class Counting(torch.nn.Module):
+        """The guided wrapper, counting the slices it runs (from its per-image "slicing")."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.run, self.total = inner, 0, 0
+
+        def forward(self, batched):
+            out = self.inner(batched)
+            for o in out:
+                sel = o.get("slicing")
+                if sel is not None:
+                    self.run += sel.num_run
+                    self.total += len(sel.windows)
+            return out
+
+    n_slices = []
+    from sod2.inference import slice_windows
+    for d in dicts:
+        n_slices.append(len(slice_windows(d["height"], d["width"], args.slice, args.overlap)))
+    mean_slices = float(np.mean(n_slices))
+    rows = []
+    rows.append(("whole image (the model's test size)", *evaluate(model, augs), "0"))
+    rows.append(("SAHI (+ full-image pass)", *evaluate(_SahiModel(_sahi_adapter(model, augs, fmt, k, cfg.train.device),
+                                                                  fmt, args, True), []), f"{mean_slices:.1f}"))
+    rows.append(("sod2 exhaustive (+ full-image pass)",
+                 *evaluate(SlicedInference(model, full_image=True, **sliced).eval(), []), f"{mean_slices:.1f}"))
+    for thr in args.guided_thresholds:
+        g = GuidedSlicing(threshold=thr, margin=args.guided_margin, source=args.guided_source)
+        c = Counting(SlicedInference(model, guided=g, **sliced).eval())
+        r, t = evaluate(c, [])
+        rows.append((f"sod2 guided, threshold {thr:g}", r, t, f"{c.run / len(dicts):.1f}"))
+    sahi_t = rows[1][2]
+    ar = [k2 for k2 in rows[0][1] if k2.startswith("AR@")]
+    ar = max(ar, key=lambda k2: int(k2[3:])) if ar else "AR"  # recall at the protocol's largest max-dets
+    keys = ["AP", "AP50", ar] + [k2 for k2 in rows[0][1] if k2.startswith(("AP_", "AR_"))]
+    table = ResultTable(
+        ["inference", *keys, "s / image", "SAHI / this", "slices run / image"],
+        header=f"{environment_line()}\n{len(dicts)} images of {name} ({proto} buckets); model "
+               f"{os.path.basename(args.config)} {' '.join(args.opts)}; {args.slice} px slices, overlap "
+               f"{args.overlap} ({mean_slices:.1f} per image), merge {args.merge.upper()}/{args.metric.upper()} "
+               f"{args.threshold}; guided margin {args.guided_margin} px, source {args.guided_source}; one image "
+               "at a time, batch 1, same process.")
+    for label, r, t, ran in rows:
+        cell = lambda key: "-" if r.get(key) is None or r[key] != r[key] else f"{r[key]:.1f}"  # noqa: E731
+        table.add_row([label, *[cell(k2) for k2 in keys], f"{t:.2f}", ratio(sahi_t, t), ran])
+    return table
+
+
 def bench_sliced(args):
     """The speed table (unless --skip-speed) and the AP table (with --ap)."""
     if args.slice <= 0 or not 0 <= args.overlap < 1:
@@ -317,6 +447,8 @@ def bench_sliced(args):
         raise UserError(f"--config: {args.config} does not exist")
     built = _build(args)
     tables = []
+    if args.guided_eval:
+        return [_bench_guided(args, *built)]
     if not args.skip_speed:
         tables.append(_bench_sliced_speed(args, *built))
     if args.ap:
@@ -346,6 +478,13 @@ def get_parser():
     p.add_argument("--ap-input", type=int, default=256,
                    help="the model's input size: plain inference resizes to it, slices have it")
     p.add_argument("--ap-seed", type=int, default=11)
+    p.add_argument("--guided-eval", metavar="DATASET",
+                   help="only: time and AP of whole-image, SAHI, sod2 exhaustive and sod2 guided inference on a "
+                        "registered large-image dataset (sod2_large_synthetic_val, sod2_hituav_mosaic_val)")
+    p.add_argument("--guided-thresholds", type=float, nargs="+", default=[0.01, 0.05, 0.2])
+    p.add_argument("--guided-margin", type=int, default=32)
+    p.add_argument("--guided-source", choices=["auto", "model", "detections"], default="auto")
+    p.add_argument("--guided-images", type=int, default=0, help="only the first N images (0: all)")
     p.add_argument("--output", help="also write the Markdown report here")
     return p
 

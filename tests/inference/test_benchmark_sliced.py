@@ -53,3 +53,24 @@ def test_benchmark_sliced_refuses_bad_settings():
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: --slice must be positive and --overlap in [0, 1), got 800, 1.2"]
     assert not (REPO / "never-written.md").exists()
+
+
+def test_benchmark_guided_eval_small(tmp_path):
+    """--guided-eval: one table with whole-image, SAHI, exhaustive and guided rows on a registered
+    dataset; threshold 0 runs every slice and gives exhaustive slicing's AP."""
+    pytest.importorskip("sahi")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "benchmark_sliced.py"), "--guided-eval", "sod2_synthetic_val",
+         "--guided-images", "1", "--slice", "128", "--overlap", "0.25", "--guided-thresholds", "0", "0.999",
+         "--guided-source", "model", "--output", str(tmp_path / "g.md"), "--opts", "train.device=cpu",
+         "model.roi_heads.box_predictor.test_topk_per_image=30"],
+        capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]]
+            for r in (tmp_path / "g.md").read_text().splitlines() if r.startswith("| ") and "---" not in r}
+    assert list(rows)[1:] == ["whole image (the model's test size)", "SAHI (+ full-image pass)",
+                              "sod2 exhaustive (+ full-image pass)", "sod2 guided, threshold 0",
+                              "sod2 guided, threshold 0.999"]
+    assert rows["sod2 guided, threshold 0"][-1] == "9.0" and rows["sod2 guided, threshold 0.999"][-1] == "0.0"
+    ap = lambda r: rows[r][0]  # noqa: E731
+    assert ap("sod2 guided, threshold 0") == ap("sod2 exhaustive (+ full-image pass)") == ap("SAHI (+ full-image pass)")
