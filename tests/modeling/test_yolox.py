@@ -401,6 +401,70 @@ def test_yolox_trains_and_infers(num_gt):
     assert inst.pred_boxes.tensor[:, 2].max() <= 112 and inst.pred_classes.max() < 3
 
 
+def test_densedetector_contract_hooks_and_visuals():
+    """YOLOX fills DenseDetector's forward_training / forward_inference; a subclass changes the
+    losses and the inference scores only through the typed hooks, each called once on the step;
+    ``"visuals"`` come back per image only when asked (plain YOLOX: before == after)."""
+    from detectron2.modeling.meta_arch.dense_detector import DenseDetector
+
+    assert YOLOX.forward_training is not DenseDetector.forward_training and "forward_inference" in vars(YOLOX)
+    calls = []
+
+    class Hooked(YOLOX):
+        def extra_losses(self, step):
+            calls.append(("extra", len(step.assignments), step.image_sizes.tolist()))
+            return {"loss_extra": step.preds.obj_logits.sum() * 0.0}
+
+        def class_targets(self, step, fg, gt_boxes):
+            calls.append(("targets", int(fg.sum()), tuple(gt_boxes.shape)))
+            return torch.ones(int(fg.sum()))  # a target of 1 instead of the matched IoU
+
+        def inference_objectness(self, step):
+            calls.append(("objectness", tuple(step.preds.obj_logits.shape)))
+            return torch.full_like(step.preds.obj_logits, -1e4)  # nothing can pass the threshold
+
+    torch.manual_seed(0)
+    plain = build_yolox(num_classes=3)
+    torch.manual_seed(0)
+    hooked = build_yolox(num_classes=3, arch=Hooked)
+    batch = _inputs(2, num_gt=(3, 2))
+    with EventStorage(0):
+        a, b = plain(batch), hooked(batch)
+    n_fg = [c for c in calls if c[0] == "targets"][0][1]
+    assert calls == [("targets", n_fg, (n_fg, 4)), ("extra", 2, [[64, 64], [64, 56]])] and n_fg > 0
+    assert set(b) == set(a) | {"loss_extra"}
+    assert torch.equal(b["loss_iou"], a["loss_iou"]) and torch.equal(b["loss_obj"], a["loss_obj"])
+    assert not torch.equal(b["loss_cls"], a["loss_cls"])  # the hooked class targets
+    for m in (plain, hooked):
+        m.eval()
+        m.test_score_thresh = 0.0
+    inputs = [{k: v for k, v in x.items() if k != "instances"} for x in batch]
+    with torch.no_grad():
+        out = plain(inputs)
+        assert all(set(o) == {"instances"} for o in out) and len(out[0]["instances"]) > 0
+        plain.return_visuals = True
+        vis = plain(inputs)
+        # forward_inference: the same detections in network-input pixels (before map_to_original)
+        images = plain.preprocess_image(inputs)
+        feats = plain.backbone(images.tensor)
+        raw = plain.forward_inference(images, [feats[f] for f in plain.head_in_features],
+                                      plain.head([feats[f] for f in plain.head_in_features]))
+        hooked.test_score_thresh = 1e-3
+        assert all(len(o["instances"]) == 0 for o in hooked(inputs))
+    assert calls[-1] == ("objectness", (2, vis[0]["visuals"].before.numel()))  # (N, A), A = 64 + 16 + 4
+    for o, v, r in zip(out, vis, raw):
+        assert torch.equal(o["instances"].scores, v["instances"].scores) and torch.equal(o["instances"].scores, r.scores)
+        assert torch.equal(v["visuals"].before, v["visuals"].after)
+        assert r.image_size == v["visuals"].image_size
+        assert [m.shape for m in v["visuals"].level_maps("before")] == [(8, 8), (4, 4), (2, 2)]
+        # mapped back to "height" x "width" = 2 x the input, then clipped (clip_test_boxes)
+        H, W = v["instances"].image_size
+        expect = torch.min(torch.clamp(r.pred_boxes.tensor * 2, min=0), torch.tensor([W, H, W, H]).float())
+        assert torch.allclose(v["instances"].pred_boxes.tensor, expect)
+    with pytest.raises(ValueError, match="which"):
+        vis[0]["visuals"].level_maps("middle")
+
+
 def test_preprocess_pads_with_114_then_normalises():
     model = build_yolox(pixel_mean=(1.0, 2.0, 3.0), pixel_std=(2.0, 2.0, 2.0))
     img = torch.zeros(3, 40, 50, dtype=torch.uint8)
