@@ -71,6 +71,12 @@ MODULE_MOVES = {
 # A key moved here must hold the same value at its new place.
 CONFIG_KEY_MOVES = [
     # CFINet / SR-TOD
+    # CFINet: its parts moved from the detector's slots into model.cfinet (CFINetParts); the
+    # CRPN of the method configs (not of cfinet-fi_*, whose RPN was the plain twin's)
+    ("cfinet_R*", r"^model\.(model\.)?proposal_generator\.", r"model.\1cfinet.crpn."),
+    ("cfinet-crpn_*", r"^model\.proposal_generator\.", "model.cfinet.crpn."),
+    ("cfinet_srtod_*", r"^model\.proposal_generator\.", "model.cfinet.crpn."),
+    ("cfinet[_-][Rcfs]*", r"^model\.(model\.)?roi_heads\.(imitation|reweight_features)\b", r"model.\1cfinet.\2"),
     # SR-TOD: the hook left the backbone for the feature-hook slot; the backbone is the plain FPN
     ("*srtod*", r"^model\.backbone\.fpn\.", "model.backbone."),
     ("*srtod*", r"^model\.backbone\.(_target_|level|head|threshold|dgfe|loss_weight|difference)\b",
@@ -88,6 +94,25 @@ CONFIG_KEY_MOVES = [
 # on the dotted key) -> why. Keep each reason exact: this is the list a reviewer reads.
 CONFIG_CHANGES = {
     # CFINet / SR-TOD
+    ("cfinet[_-][Rcf]*", "model._target_"): "issue 16: CFINet enters Faster R-CNN as the subclass CFINetRCNN",
+    ("cfinet_R50_fpn_sodad_sliced", "model.model._target_"): "issue 16: as model._target_ of the other CFINet configs",
+    ("cfinet[_-][Rcfs]*", "model.cfinet._target_"): "issue 16: CFINet's parts are one CFINetParts node",
+    ("cfinet_R50_fpn_sodad_sliced", "model.model.cfinet._target_"): "issue 16: as model.cfinet._target_",
+    ("cfinet[_-][Rcs]*", "model.proposal_generator"): "issue 16: the plain twin's RPN stays in the config; "
+                                                      "CFINetRCNN drops it at construction for model.cfinet.crpn",
+    ("cfinet_R50_fpn_sodad_sliced", "model.model.proposal_generator"): "issue 16: as model.proposal_generator",
+    ("cfinet-fi_*", "model.cfinet.crpn"): "issue 16: the +FI row is model.cfinet.crpn=null on the method config",
+    ("cfinet-*", "plain_rpn"): "issue 16: the plain_rpn node is gone (the plain twin is the baseline's RPN); "
+                               "it was a stray top-level key of the files importing it",
+    ("cfinet-plain_*", "model.roi_heads._target_"): "issue 16: the plain twin is Faster R-CNN's StandardROIHeads "
+                                                    "(was FeatureImitationROIHeads with imitation=None, the same "
+                                                    "computation: golden outputs unchanged)",
+    ("cfinet-plain_*", "model.roi_heads.imitation"): "issue 16: StandardROIHeads has no imitation",
+    ("cfinet-plain_*", "model.roi_heads.reweight_features"): "issue 16: StandardROIHeads has no such option",
+    ("cfinet-plain_*", "optimizer.params.base_lr"): "issue 16: the MLP lr factor belongs to CFINet (imitation_mlp_lr "
+                                                    "in the method config); the plain twin has no Feat2Embed, so the "
+                                                    "factor never applied to it: same learning rates",
+    ("cfinet-plain_*", "optimizer.params.lr_factor_func"): "issue 16: as optimizer.params.base_lr",
     ("*srtod*", "model._target_"): "issue 16: SR-TOD is the feature hook of the plain detector (SRTODRCNN/"
                                    "SRTODRetinaNet -> SOD2GeneralizedRCNN/SOD2RetinaNet/CFINetRCNN)",
     ("*srtod*", "model.feature_hook._target_"): "issue 16: ReconstructionFPN (a backbone wrapper) -> SRTOD (a feature hook)",

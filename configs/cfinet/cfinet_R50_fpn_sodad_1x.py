@@ -1,24 +1,14 @@
-"""CFINet (CRPN + feature imitation) R50-FPN on SODA-D (800 px patches resized to 1200, merged onto whole images for the sodad protocol): SGD lr 0.01, batch 4,
-12 epochs with steps at 8 and 11, 500-iteration warm-up from 0.001 (the paper's SODA-D
-recipe), from ImageNet weights (MSRA R-50: BGR input, FrozenBN)."""
-from ..common.data.sodad_patches import dataloader
-from ..common.models.cfinet import imitation_mlp_lr, model
-from ..common.optim import SGD as optimizer
-from ..common.schedules import step_schedule
-from ..common.train import train
-from ..common.models.limits import set_detections_per_image
+"""CFINet (CRPN + feature imitation) R50-FPN on SODA-D: its plain twin
+(``cfinet_plain_R50_fpn_sodad_1x.py``: data, recipe, ImageNet weights) with CFINet's parts.
+Off: ``model.cfinet=null``; ablations ``cfinet_crpn_*`` / ``cfinet_fi_*``."""
+from sod2.modeling.methods.cfinet import CFINetRCNN, FeatureImitationROIHeads
 
-model.roi_heads.num_classes = 9
-# 100 detections per 800 px patch, as CFINet (the whole-image merge keeps up to
-# patches x 100 for the SODA-D protocol's maxDets 100/300/1000)
-set_detections_per_image(model, 100)
-dataloader.train.total_batch_size = 4
-optimizer.lr = 0.01
-train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
-# 12 epochs of the training patches (tools/split_images.py prints their number N):
-# train.max_iter = 12 * N // 4 and steps at 8/12 and 11/12 of it
-train.max_iter = 90000
-lr_multiplier = step_schedule(train.max_iter, [60000, 82500], warmup_iters=500, warmup_factor=0.001)
-train.eval_period = train.max_iter
-train.checkpointer.period = train.max_iter // 12
+from ..common.models.cfinet import cfinet as _cfinet
+from ..common.models.cfinet import imitation_mlp_lr
+from .cfinet_plain_R50_fpn_sodad_1x import dataloader, lr_multiplier, model, optimizer, train
+
+# CFINet = its plain twin + these lines (off: model.cfinet=null)
+model._target_ = CFINetRCNN
+model.roi_heads._target_ = FeatureImitationROIHeads
+model.cfinet = _cfinet
 imitation_mlp_lr(optimizer)  # Feat2Embed's MLP at 0.05x, as the official code

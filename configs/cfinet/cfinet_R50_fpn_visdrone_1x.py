@@ -1,19 +1,14 @@
-"""CFINet (CRPN + feature imitation) R50-FPN on VisDrone2019-DET (train -> val, AI-TOD buckets): SGD lr 0.01, batch 4,
-12 epochs with steps at 8 and 11, 500-iteration warm-up from 0.001 (the paper's SODA-D
-recipe), from ImageNet weights (MSRA R-50: BGR input, FrozenBN)."""
-from ..common.data.visdrone import NUM_TRAIN_IMAGES, dataloader
-from ..common.models.cfinet import imitation_mlp_lr, model
-from ..common.optim import SGD as optimizer
-from ..common.schedules import epoch_schedule
-from ..common.train import train
+"""CFINet (CRPN + feature imitation) R50-FPN on VisDrone2019-DET: its plain twin
+(``cfinet_plain_R50_fpn_visdrone_1x.py``: data, recipe, ImageNet weights) with CFINet's parts.
+Off: ``model.cfinet=null``; ablations ``cfinet_crpn_*`` / ``cfinet_fi_*``."""
+from sod2.modeling.methods.cfinet import CFINetRCNN, FeatureImitationROIHeads
 
-model.roi_heads.num_classes = 10
-dataloader.train.total_batch_size = 4
-optimizer.lr = 0.01
-train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
-iters_per_epoch = NUM_TRAIN_IMAGES // dataloader.train.total_batch_size
-train.max_iter = 12 * iters_per_epoch
-lr_multiplier = epoch_schedule(12, [8, 11], iters_per_epoch, warmup_iters=500, warmup_factor=0.001)
-train.eval_period = train.max_iter
-train.checkpointer.period = train.max_iter // 12
+from ..common.models.cfinet import cfinet as _cfinet
+from ..common.models.cfinet import imitation_mlp_lr
+from .cfinet_plain_R50_fpn_visdrone_1x import dataloader, lr_multiplier, model, optimizer, train
+
+# CFINet = its plain twin + these lines (off: model.cfinet=null)
+model._target_ = CFINetRCNN
+model.roi_heads._target_ = FeatureImitationROIHeads
+model.cfinet = _cfinet
 imitation_mlp_lr(optimizer)  # Feat2Embed's MLP at 0.05x, as the official code

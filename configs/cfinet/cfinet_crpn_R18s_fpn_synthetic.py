@@ -1,4 +1,4 @@
-"""CFINet ablation on the synthetic dataset: +CRPN only."""
+"""CFINet ablation on synthetic (Table 4's +CRPN row): the coarse-to-fine RPN, no feature imitation."""
 from .cfinet_R18s_fpn_synthetic import dataloader, lr_multiplier, model, optimizer, train
 
-model.roi_heads.imitation = None
+model.cfinet.imitation = None

@@ -1,4 +1,4 @@
-"""CFINet ablation on aitod: +CRPN: the coarse-to-fine RPN, no feature imitation."""
+"""CFINet ablation on AI-TOD (Table 4's +CRPN row): the coarse-to-fine RPN, no feature imitation."""
 from .cfinet_R50_fpn_aitod_1x import dataloader, lr_multiplier, model, optimizer, train
 
-model.roi_heads.imitation = None
+model.cfinet.imitation = None

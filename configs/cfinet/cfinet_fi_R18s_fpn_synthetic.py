@@ -1,6 +1,4 @@
-"""CFINet ablation on the synthetic dataset: +FI on a plain RPN."""
-from ..common.models.cfinet import plain_rpn
+"""CFINet ablation on synthetic (Table 4's +FI row): feature imitation on the plain twin's RPN."""
 from .cfinet_R18s_fpn_synthetic import dataloader, lr_multiplier, model, optimizer, train
 
-model.proposal_generator = plain_rpn
-model.proposal_generator.head.in_channels = 64
+model.cfinet.crpn = None

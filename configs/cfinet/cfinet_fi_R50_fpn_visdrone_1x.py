@@ -1,5 +1,4 @@
-"""CFINet ablation on visdrone: +FI: feature imitation on a plain RPN."""
-from ..common.models.cfinet import plain_rpn
+"""CFINet ablation on VisDrone2019-DET (Table 4's +FI row): feature imitation on the plain twin's RPN."""
 from .cfinet_R50_fpn_visdrone_1x import dataloader, lr_multiplier, model, optimizer, train
 
-model.proposal_generator = plain_rpn
+model.cfinet.crpn = None

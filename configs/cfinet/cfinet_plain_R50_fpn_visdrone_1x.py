@@ -1,6 +1,13 @@
-"""CFINet ablation on visdrone: plain Faster R-CNN under CFINet's settings (plain RPN, no imitation)."""
-from ..common.models.cfinet import plain_rpn
-from .cfinet_R50_fpn_visdrone_1x import dataloader, lr_multiplier, model, optimizer, train
+"""CFINet's plain twin R50-FPN on VisDrone2019-DET (train -> val, AI-TOD buckets): ``cfinet_plain_R50_fpn_aitod_1x.py``
+with this dataset (same recipe: batch 4, 12 epochs of it)."""
+from ..common.data.visdrone import NUM_TRAIN_IMAGES, dataloader
+from ..common.schedules import epoch_schedule
+from .cfinet_plain_R50_fpn_aitod_1x import model, optimizer, train
 
-model.proposal_generator = plain_rpn
-model.roi_heads.imitation = None
+model.roi_heads.num_classes = 10
+dataloader.train.total_batch_size = 4
+iters_per_epoch = NUM_TRAIN_IMAGES // dataloader.train.total_batch_size
+train.max_iter = 12 * iters_per_epoch
+lr_multiplier = epoch_schedule(12, [8, 11], iters_per_epoch, warmup_iters=500, warmup_factor=0.001)
+train.eval_period = train.max_iter
+train.checkpointer.period = train.max_iter // 12

@@ -22,13 +22,13 @@ def _small(model):
     small = get_config("cfinet/cfinet_R18s_fpn_synthetic.py").model
     model.backbone = small.backbone
     model.pixel_std = small.pixel_std
-    model.proposal_generator.head.in_channels = 64
-    model.proposal_generator.post_nms_topk = (300, 300)
+    model.cfinet.crpn.head.in_channels = 64
+    model.cfinet.crpn.post_nms_topk = (300, 300)
     model.roi_heads.box_head = small.roi_heads.box_head
     model.roi_heads.box_predictor = small.roi_heads.box_predictor
     model.roi_heads.box_predictor.num_classes = 9
     model.roi_heads.box_predictor.test_topk_per_image = 100
-    model.roi_heads.imitation = None
+    model.cfinet.imitation = None
     return model
 
 

@@ -92,12 +92,12 @@ def test_sodad_split_train_and_merge(tmp_path, monkeypatch):
     small = get_config("cfinet/cfinet_R18s_fpn_synthetic.py")
     cfg.model.backbone = small.model.backbone
     cfg.model.pixel_std = small.model.pixel_std
-    cfg.model.proposal_generator.head.in_channels = 64
+    cfg.model.cfinet.crpn.head.in_channels = 64
     cfg.model.roi_heads.box_head = small.model.roi_heads.box_head
     cfg.model.roi_heads.box_predictor = small.model.roi_heads.box_predictor
     cfg.model.roi_heads.box_predictor.num_classes = 9
-    cfg.model.roi_heads.imitation.embed = L(Feat2Embed)(in_channels=64, hidden_dim=128)
-    cfg.model.roi_heads.imitation.bank = L(ExemplarBank)(num_classes=9, capacity=8, channels=64)
+    cfg.model.cfinet.imitation.embed = L(Feat2Embed)(in_channels=64, hidden_dim=128)
+    cfg.model.cfinet.imitation.bank = L(ExemplarBank)(num_classes=9, capacity=8, channels=64)
     cfg.dataloader.train.mapper.augmentations = []
     cfg.dataloader.test.mapper.augmentations = []
     cfg.dataloader.train.total_batch_size = 2

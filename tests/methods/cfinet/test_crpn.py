@@ -299,8 +299,8 @@ def test_dynamic_threshold_uses_original_sizes_through_the_config_mapper(tmp_pat
     assert tuple(mapped["image"].shape[1:]) == (1200, 1200)
     assert inst.gt_boxes.area().tolist() == pytest.approx([18.0 ** 2, 48.0 ** 2])
 
-    cfg.model.proposal_generator.head.in_channels = 8  # a narrow head: the assignment is under test
-    crpn = instantiate(cfg.model.proposal_generator)
+    cfg.model.cfinet.crpn.head.in_channels = 8  # a narrow head: the assignment is under test
+    crpn = instantiate(cfg.model.cfinet.crpn)
     seen = []
     assigner = crpn.stage1_assigner
 

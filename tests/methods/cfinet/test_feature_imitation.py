@@ -150,7 +150,7 @@ def test_cfinet_end_to_end_on_synthetic(tmp_path, synthetic_dataset):
     from sod2.config import get_config
 
     cfg = get_config("cfinet/cfinet_R18s_fpn_synthetic.py")
-    im = cfg.model.roi_heads.imitation
+    im = cfg.model.cfinet.imitation
     # every instance is "high quality" at once (the official rule keeps the untrained
     # classifier's predictions, whose argmax is background)
     im.hq_thresh, im.min_predictions, im.quality_rule = 0.0, 1, "code"
@@ -305,7 +305,7 @@ def test_instance_quality_sees_every_positive_proposal(source):
     from sod2.config import get_config
 
     cfg = get_config("cfinet/cfinet_R18s_fpn_synthetic.py")
-    cfg.model.roi_heads.imitation.quality_proposals = source
+    cfg.model.cfinet.imitation.quality_proposals = source
     heads = instantiate(cfg.model).roi_heads.train()
     g = torch.Generator().manual_seed(0)
     gt = torch.tensor([[20.0 + 24 * i, 20.0, 36.0 + 24 * i, 36.0] for i in range(8)])
