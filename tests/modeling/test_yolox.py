@@ -453,7 +453,8 @@ def test_densedetector_contract_hooks_and_visuals():
         assert all(len(o["instances"]) == 0 for o in hooked(inputs))
     assert calls[-1] == ("objectness", (2, vis[0]["visuals"].before.numel()))  # (N, A), A = 64 + 16 + 4
     for o, v, r in zip(out, vis, raw):
-        assert torch.equal(o["instances"].scores, v["instances"].scores) and torch.equal(o["instances"].scores, r.scores)
+        assert torch.equal(o["instances"].scores, v["instances"].scores)
+        assert torch.equal(o["instances"].scores, r.scores)
         assert torch.equal(v["visuals"].before, v["visuals"].after)
         assert r.image_size == v["visuals"].image_size
         assert [m.shape for m in v["visuals"].level_maps("before")] == [(8, 8), (4, 4), (2, 2)]

@@ -11,27 +11,24 @@ How it enters its baseline: by subclass. :class:`FGProbeYOLOX` (``model.py``) is
 :class:`~sod2.modeling.meta_arch.yolox.YOLOXStep` (the decoded predictions, the head's last
 branch features, the input sizes, the assignments); YOLOX itself holds no probe code.
 
-==============================  ============================================  ===========================================
-paper part                      class / method (module)                       config key (configs/common/models/fgprobe.py)
-==============================  ============================================  ===========================================
-the whole method                :class:`FGProbeYOLOX` (``model``)             ``model._target_``, ``model.probe``
-                                                                              (the ``probe`` node)
-STSM, sparse token selection    :meth:`ForegroundProbe.select`,               ``model.probe.num_tokens`` (K, Table 3:
-(top-K objectness, no padding)  :meth:`FGProbeYOLOX.valid_locations`          500)
-                                (``probe``, ``model``)
-token features (with grads)     :meth:`ForegroundProbe.gather_levels`         (the head's ``feat_channels``:
-                                                                              ``cls_dim``/``reg_dim``)
-FRM, foreground refinement      :meth:`ForegroundProbe.refine` (``probe``)    ``model.probe.key_dim``, ``value_dim``
-the gate lambda (Table 4)       :meth:`ForegroundProbe.lam`                   ``model.probe.gate`` ("learnable" or a
-                                                                              fixed 0.3/0.5/0.7)
-L_ref (``loss_ref``)            :meth:`ForegroundProbe.losses`,               ``model.probe.loss_weight``,
-                                :meth:`FGProbeYOLOX.probe_targets`            ``target``, ``iou_thresh``
-inference                       :meth:`ForegroundProbe.apply`                 ``model.probe.inference`` ("replace" or
-                                                                              "tokens_only")
-the gate's value                :meth:`FGProbeYOLOX.extra_losses`             (EventStorage ``fgprobe/lambda``)
-the paper's detector            YOLOX-X with the 4-scale head and CIoU        the plain twins ``configs/fgprobe/``
-                                                                              ``fgprobe_plain_*`` (``use_p2``)
-==============================  ============================================  ===========================================
+=============================  ===========================================  ==========================================
+paper part                     class / method (module)                      config key
+=============================  ===========================================  ==========================================
+the whole method               :class:`FGProbeYOLOX` (``model``)            ``model._target_``, ``model.probe``
+STSM, top-K objectness tokens  :meth:`ForegroundProbe.select` (``probe``),  ``model.probe.num_tokens`` (K = 500,
+(never in the batch padding)   :meth:`FGProbeYOLOX.valid_locations`         Table 3)
+token features (with grads)    :meth:`ForegroundProbe.gather_levels`        the head's width: ``cls_dim``, ``reg_dim``
+FRM, foreground refinement     :meth:`ForegroundProbe.refine`               ``model.probe.key_dim``, ``value_dim``
+the gate lambda (Table 4)      :meth:`ForegroundProbe.lam`                  ``model.probe.gate`` ("learnable" | 0.3..)
+L_ref (``loss_ref``)           :meth:`ForegroundProbe.losses`,              ``model.probe.loss_weight``, ``target``,
+                               :meth:`FGProbeYOLOX.probe_targets`           ``iou_thresh``
+inference                      :meth:`ForegroundProbe.apply`                ``model.probe.inference``
+the gate's value               :meth:`FGProbeYOLOX.extra_losses`            EventStorage ``fgprobe/lambda``
+the paper's detector           YOLOX-X, 4-scale head (``use_p2``), CIoU     the plain twins ``fgprobe_plain_*``
+=============================  ===========================================  ==========================================
+
+Config keys are those of ``configs/common/models/fgprobe.py``'s ``probe`` node, set by the method
+configs in ``configs/fgprobe/``.
 
 Off: ``model.probe=null`` gives YOLOX (no extra parameter, the same state-dict keys, losses and
 detections as the plain twin; tests/methods/test_off_is_baseline_fgprobe.py). A method config
