@@ -21,7 +21,7 @@ it supports).
 ``lr_factor_func`` for Detectron2's ``get_default_optimizer_params`` (e.g. the backbone at
 0.1 x the base learning rate, RT-DETR's 1e-5 for 1e-4).
 
-Config use (``configs/common/rtdetr_recipe.py`` does it)::
+Config use (the ``optimizer`` node of ``configs/common/recipes/rtdetr.py`` is one)::
 
     optimizer = with_grad_clip(AdamW, max_norm=0.1)   # AdamW: the LazyCall of common/optim.py
 """
