@@ -33,7 +33,7 @@ For each model, in this one process, one after the other:
 
 Models (``--models``; names or config files): yolox_s, yolox_s_fgprobe, rtdetr_r18vd, rtdetr_r50vd,
 faster_rcnn_r50_fpn, cfinet_r50 (default: all six). ``yolox_s_fgprobe`` is
-``configs/fgprobe/fgprobe_yolox_s_p2_hituav.py``: YOLOX-S with ``with_fgprobe`` (P2-P5 head,
+``configs/fgprobe/fgprobe_yolox_s_p2_hituav.py``: YOLOX-S with Foreground Probing (``FGProbeYOLOX``, P2-P5 head,
 K = 500 tokens), 4 classes; ``yolox_s`` is the 80-class COCO config.
 
 The table (Markdown, a header line with the CPU, the versions and the thread counts) goes to
