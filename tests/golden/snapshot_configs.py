@@ -6,6 +6,10 @@ Write it from committed code only (as ``make_golden.py``: a worktree of HEAD, wi
 
     (cd /tmp/head && PYTHONPATH=/tmp/head python3 <checkout>/tests/golden/snapshot_configs.py \\
         --output <checkout>/tests/fixtures/config-snapshots.json.gz)
+
+``--add-new`` keeps every recorded snapshot as it is and records only the configs the file
+does not know yet (by recorded stem, ``config_snapshots.recorded_stem``): new configs join the
+guard without re-recording (and so silently accepting) the values of the others.
 """
 import argparse
 import gzip
@@ -21,15 +25,22 @@ import config_snapshots as S  # noqa: E402
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--output", required=True, type=Path)
+    ap.add_argument("--add-new", action="store_true",
+                    help="keep the snapshots in --output and add only configs it does not hold")
     args = ap.parse_args(argv)
     import sod2
     from sod2.config import configs_root
 
     root = configs_root()
     print(f"sod2 from {sod2.__file__}; configs from {root}")
-    configs = {}
+    configs = dict(S.load_snapshots(args.output)) if args.add_new else {}
+    known = set(configs)
     for rel in S.config_files(root):
         stem = Path(rel).stem
+        if args.add_new:
+            if S.recorded_stem(stem) in known:
+                continue
+            print(f"new: {rel}")
         if stem in configs:
             print(f"error: two configs named {stem}: {configs[stem]['path']} and {rel}", file=sys.stderr)
             return 2
