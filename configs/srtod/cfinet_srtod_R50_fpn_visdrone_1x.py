@@ -1,20 +1,10 @@
-"""CFINet (CRPN + feature imitation) R50-FPN with SR-TOD on VisDrone2019-DET: reconstruction from P2, learnable
-difference threshold, DGFE. Data, schedule and initial threshold are those of the Faster R-CNN
-twin ``faster_rcnn_srtod_R50_fpn_visdrone_1x.py``. Without SR-TOD (the baseline detector itself): ``model.feature_hook=null``."""
-from sod2.modeling.methods.cfinet import CFINetRCNN, FeatureImitationROIHeads
-
-from ..common.models.cfinet import cfinet as _cfinet
-from ..common.models.cfinet import imitation_mlp_lr, model
-from ..common.models.limits import set_detections_per_image
+"""CFINet (CRPN + feature imitation) R50-FPN with SR-TOD on VisDrone2019-DET: reconstruction from
+P2, learnable difference threshold, DGFE. Data, schedule and initial threshold are those of the
+Faster R-CNN twin ``faster_rcnn_srtod_R50_fpn_visdrone_1x.py``. Without SR-TOD (the baseline
+detector itself): ``model.feature_hook=null``."""
 from ..common.models.srtod import hook as _hook
-from .faster_rcnn_srtod_R50_fpn_visdrone_1x import dataloader, lr_multiplier, optimizer, train
+from .cfinet_srtod_plain_R50_fpn_visdrone_1x import dataloader, lr_multiplier, model, optimizer, train
 from .faster_rcnn_srtod_R50_fpn_visdrone_1x import model as _twin
 
-model.roi_heads.num_classes = _twin.roi_heads.num_classes
-set_detections_per_image(model, 3000)  # as the SR-TOD twin
-model._target_ = CFINetRCNN
-model.roi_heads._target_ = FeatureImitationROIHeads
-model.cfinet = _cfinet
 model.feature_hook = _hook
 model.feature_hook.threshold.init = _twin.feature_hook.threshold.init
-imitation_mlp_lr(optimizer)  # Feat2Embed's MLP at 0.05x, as the official code

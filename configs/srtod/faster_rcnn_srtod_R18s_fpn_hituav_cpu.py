@@ -1,14 +1,10 @@
 """Faster R-CNN with SR-TOD on the real HIT-UAV thermal images (CC BY 4.0, Suo et al. 2023)
-within a CPU budget: the synthetic configs' small ResNet-FPN from scratch, trained on 200
-images of the public val split and evaluated on its other 90 (AI-TOD buckets), 300 iterations
-of batch 4. Without SR-TOD (the baseline detector itself): ``model.feature_hook=null``."""
-from ..common.data.hituav_cpu import dataloader
-from ..common.schedules import step_schedule
-from .faster_rcnn_srtod_R18s_fpn_synthetic import model, optimizer, train
+within a CPU budget: its plain twin ``faster_rcnn_srtod_plain_R18s_fpn_hituav_cpu.py`` (the
+synthetic configs' small ResNet-FPN from scratch, 200 training images of the public val split,
+300 iterations of batch 4) with SR-TOD. Without SR-TOD (the plain twin itself):
+``model.feature_hook=null``."""
+from ..common.models.srtod import hook as _hook
+from .faster_rcnn_srtod_plain_R18s_fpn_hituav_cpu import dataloader, lr_multiplier, model, optimizer, train
 
-model.roi_heads.num_classes = 4
+model.feature_hook = _hook
 model.feature_hook.threshold.init = 8 / 255  # thermal frames: smoother than the synthetic images
-train.max_iter = 300
-train.eval_period = 300
-train.checkpointer.period = 300
-lr_multiplier = step_schedule(train.max_iter, steps=[220, 280], warmup_iters=50)

@@ -2,28 +2,8 @@
 difference threshold initialised at 3 / 255, DGFE; SGD lr 0.005, batch 2, 12 epochs (steps at
 8 and 11), 500 warm-up iterations from 0.001, from ImageNet weights.
 Without SR-TOD (the baseline detector itself): ``model.feature_hook=null``."""
-from ..common.data.aitod import NUM_TRAIN_IMAGES, dataloader
-from ..common.models.faster_rcnn_fpn_p2 import model
-from ..common.models.limits import set_detections_per_image
 from ..common.models.srtod import hook as _hook
-from ..common.optim import SGD as optimizer
-from ..common.schedules import epoch_schedule
-from ..common.train import train
+from .faster_rcnn_srtod_plain_R50_fpn_aitod_1x import dataloader, lr_multiplier, model, optimizer, train
 
-model.roi_heads.num_classes = 8
-# anchor scale 4 (x stride), ratios 0.5/1/2, as SR-TOD's AI-TOD config
-model.proposal_generator.anchor_generator.sizes = [[16], [32], [64], [128], [256]]
-model.proposal_generator.pre_nms_topk = (3000, 3000)
-model.proposal_generator.post_nms_topk = (3000, 3000)
-set_detections_per_image(model, 3000)  # dense scenes: 3000, as the official code
 model.feature_hook = _hook
 model.feature_hook.threshold.init = 3 / 255
-
-dataloader.train.total_batch_size = 2
-optimizer.lr = 0.005
-train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
-iters_per_epoch = NUM_TRAIN_IMAGES // dataloader.train.total_batch_size
-train.max_iter = 12 * iters_per_epoch
-lr_multiplier = epoch_schedule(12, [8, 11], iters_per_epoch, warmup_iters=500, warmup_factor=0.001)
-train.eval_period = train.max_iter
-train.checkpointer.period = iters_per_epoch

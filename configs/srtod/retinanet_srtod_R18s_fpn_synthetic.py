@@ -1,6 +1,7 @@
 """RetinaNet with SR-TOD on the embedded synthetic dataset (small ResNet-FPN from scratch, the
 synthetic config's schedule); the difference threshold starts at 16/255, above the images'
-sensor noise (sigma 8/255). Without SR-TOD (the baseline detector itself): ``model.feature_hook=null``."""
+sensor noise (sigma 8/255). Without SR-TOD (the baseline detector itself):
+``model.feature_hook=null``."""
 from ..common.models.srtod import hook_p3 as _hook_p3
 from ..baselines.retinanet_R18s_fpn_synthetic import dataloader, lr_multiplier, model, optimizer, train
 

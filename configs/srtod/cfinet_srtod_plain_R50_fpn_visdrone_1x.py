@@ -1,0 +1,17 @@
+"""CFINet (CRPN + feature imitation) R50-FPN without SR-TOD (the plain twin of
+``cfinet_srtod_R50_fpn_visdrone_1x.py``): data and schedule of the Faster R-CNN twin
+``faster_rcnn_srtod_plain_R50_fpn_visdrone_1x.py``."""
+from sod2.modeling.methods.cfinet import CFINetRCNN, FeatureImitationROIHeads
+
+from ..common.models.cfinet import cfinet as _cfinet
+from ..common.models.cfinet import imitation_mlp_lr, model
+from ..common.models.limits import set_detections_per_image
+from .faster_rcnn_srtod_plain_R50_fpn_visdrone_1x import dataloader, lr_multiplier, optimizer, train
+from .faster_rcnn_srtod_plain_R50_fpn_visdrone_1x import model as _twin
+
+model.roi_heads.num_classes = _twin.roi_heads.num_classes
+set_detections_per_image(model, 3000)  # as the SR-TOD twin
+model._target_ = CFINetRCNN
+model.roi_heads._target_ = FeatureImitationROIHeads
+model.cfinet = _cfinet
+imitation_mlp_lr(optimizer)  # Feat2Embed's MLP at 0.05x, as the official code
