@@ -84,11 +84,11 @@ step bench-cfinet 300 "$PYTHON" tools/benchmark_models.py \
     --opts-a train.device=cuda --opts-b train.device=cuda
 step bench-srtod 300 "$PYTHON" tools/benchmark_models.py --config-a "$SRTOD" --config-b "$SRTOD" \
     --image-size 800 800 --iters "$ITERS" --warmup "$WARMUP" --output "$OUT/bench-srtod.md" \
-    --opts-a train.device=cuda model.backbone.enabled=False --opts-b train.device=cuda
+    --opts-a train.device=cuda model.feature_hook=null --opts-b train.device=cuda
 step bench-srtod-light 300 "$PYTHON" tools/benchmark_models.py --config-a "$SRTOD" \
     --config-b configs/srtod/faster_rcnn_srtod_light_R50_fpn_visdrone_1x.py \
     --image-size 800 800 --iters "$ITERS" --warmup "$WARMUP" --output "$OUT/bench-srtod-light.md" \
-    --opts-a train.device=cuda model.backbone.enabled=False --opts-b train.device=cuda
+    --opts-a train.device=cuda model.feature_hook=null --opts-b train.device=cuda
 # SR-TOD's sampled inference against the full reconstruction on CUDA (same weights, the
 # repository's real HIT-UAV images; threshold 0.3 so that random weights give a sparse map)
 step consistency-srtod 300 env SOD2_DATASETS="$(pwd)/tests/fixtures/hituav-subset" "$PYTHON" tools/benchmark_consistency.py \

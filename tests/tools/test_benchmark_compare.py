@@ -95,7 +95,7 @@ def test_compare_configs(tmp_path, synthetic_dataset):
             "lr_multiplier.warmup_length=0.5", "lr_multiplier.scheduler.milestones=[1,2]",
             "lr_multiplier.scheduler.num_updates=3", "train.eval_period=2"]
     out = _run(REPO / "tools" / "compare_configs.py", "--configs", SRTOD,
-               SRTOD + "::model.backbone.enabled=False", "--names", "SR-TOD", "plain",
+               SRTOD + "::model.feature_hook=null", "--names", "SR-TOD", "plain",
                "--output-dir", tmp_path, "--opts", *opts)
     assert "| SR-TOD |" in out and "| plain |" in out
     table = (tmp_path / "comparison.md").read_text()
