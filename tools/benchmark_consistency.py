@@ -2,7 +2,7 @@
 """
 Same weights, two inference settings: are the detections the same?
 
-    python tools/benchmark_consistency.py --config CFG --opts-b model.backbone.sampled_inference=False \\
+    python tools/benchmark_consistency.py --config CFG --opts-b model.feature_hook.sampled_inference=False \\
         --dataset hituav_val [--max-images 20] [--opts-a train.init_checkpoint=...] [--output report.md]
 
 Both models are built from ``--config`` (with ``--opts-a`` / ``--opts-b``), B gets A's weights

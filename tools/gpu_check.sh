@@ -94,8 +94,8 @@ step bench-srtod-light 300 "$PYTHON" tools/benchmark_models.py --config-a "$SRTO
 step consistency-srtod 300 env SOD2_DATASETS="$(pwd)/tests/fixtures/hituav-subset" "$PYTHON" tools/benchmark_consistency.py \
     --config configs/srtod/faster_rcnn_srtod_R18s_fpn_hituav_cpu.py --dataset hituav_val \
     --max-images 17 --output "$OUT/consistency-srtod.md" \
-    --opts-a train.device=cuda model.backbone.threshold.init=0.3 \
-    --opts-b train.device=cuda model.backbone.threshold.init=0.3 model.backbone.sampled_inference=False
+    --opts-a train.device=cuda model.feature_hook.threshold.init=0.3 \
+    --opts-b train.device=cuda model.feature_hook.threshold.init=0.3 model.feature_hook.sampled_inference=False
 
 # exported models under ONNX Runtime's CUDA / TensorRT providers against PyTorch on CUDA (same
 # weights, images and comparison as the CPU parity tests: sod2/export/parity.py)

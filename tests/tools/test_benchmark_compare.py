@@ -39,8 +39,8 @@ def test_benchmark_models_inference_only(synthetic_dataset):
 def test_benchmark_consistency(synthetic_dataset):
     out = _run(REPO / "tools" / "benchmark_consistency.py", "--config", SRTOD, "--dataset",
                "sod2_synthetic_val", "--max-images", "2", "--opts-a", "train.device=cpu",
-               "model.backbone.threshold.init=0.3", "--opts-b", "train.device=cpu",
-               "model.backbone.threshold.init=0.3", "model.backbone.sampled_inference=False")
+               "model.feature_hook.threshold.init=0.3", "--opts-b", "train.device=cpu",
+               "model.feature_hook.threshold.init=0.3", "model.feature_hook.sampled_inference=False")
     row = out.strip().splitlines()[-1].split("|")
     assert int(row[5]) == 0  # every detection of A has its twin in B
 
