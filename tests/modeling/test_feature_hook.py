@@ -158,3 +158,15 @@ def test_a_hook_must_be_a_module_and_return_the_typed_output():
     m.eval()
     with pytest.raises(TypeError, match="DictHook returned dict, not a FeatureHookOutput"), torch.no_grad():
         m(G.golden_batch(False))
+
+
+def test_yacs_configs_still_build_them_without_a_hook():
+    """Like Detectron2's classes, the detectors build from a yacs config (``@configurable``)."""
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    cfg = get_cfg()
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.META_ARCHITECTURE = "SOD2GeneralizedRCNN"
+    model = build_model(cfg)
+    assert type(model) is SOD2GeneralizedRCNN and model.feature_hook is None

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Tuple
 
 import torch
+from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, RetinaNet
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import ImageList, Instances
@@ -87,6 +88,7 @@ class SOD2GeneralizedRCNN(_FeatureHookSlot, NonFiniteInputCheckMixin, Generalize
         kwargs: Detectron2's ``GeneralizedRCNN`` arguments.
     """
 
+    @configurable  # a yacs config builds it as Detectron2's (no hook); LazyConfig passes keywords
     def __init__(self, *, feature_hook: Optional[nn.Module] = None, **kwargs):
         super().__init__(**kwargs)
         self._set_feature_hook(feature_hook)
@@ -162,6 +164,7 @@ class SOD2RetinaNet(_FeatureHookSlot, NonFiniteInputCheckMixin, RetinaNet):
         kwargs: Detectron2's ``RetinaNet`` arguments.
     """
 
+    @configurable  # a yacs config builds it as Detectron2's (no hook); LazyConfig passes keywords
     def __init__(self, *, feature_hook: Optional[nn.Module] = None, **kwargs):
         super().__init__(**kwargs)
         self._set_feature_hook(feature_hook)
