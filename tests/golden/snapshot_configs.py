@@ -45,6 +45,8 @@ def main(argv=None) -> int:
             print(f"error: two configs named {stem}: {configs[stem]['path']} and {rel}", file=sys.stderr)
             return 2
         configs[stem] = {"path": rel, "config": S.snapshot(root / rel)}
+        if args.add_new:  # recorded in today's layout: the deliberate moves of older records do not apply
+            configs[stem]["added"] = True
     text = json.dumps({"format": "sod2 config snapshots 1", "configs": configs}, sort_keys=True,
                       separators=(",", ":"))
     if str(root.parent) in text:
