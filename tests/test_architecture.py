@@ -25,11 +25,9 @@ Every import counts: module level and inside functions, ``import a.b``, ``from a
 the importing file, and ``importlib.import_module("sod2...")`` / ``__import__("sod2...")`` with a
 constant name.
 
-The method rule (rank 4) is vacuous until ``sod2/modeling/methods/`` exists: today the method code
-still lives among the baselines (see docs/architecture.md); the rule is in place for the move
-(issue 16) and ``test_checker_reports_*`` prove on small trees that it fails when broken.
-A known violation of today's code would go into ``ALLOWED`` as an (importer, imported) pair with
-its reason; there is none.
+The method rule (rank 4) covers the four packages of ``sod2/modeling/methods/``;
+``test_checker_reports_*`` prove on small trees that it fails when broken. A known violation
+would go into ``ALLOWED`` as an (importer, imported) pair with its reason; there is none.
 """
 from __future__ import annotations
 
@@ -250,7 +248,14 @@ def test_sod2_obeys_the_import_rule():
 
 
 def test_methods_registered_from_the_top_package():
-    """sod2/modeling/__init__.py never imports the method packages (sod2/__init__.py does, once
-    they exist), so the rule 'baselines never import methods' has no exception."""
+    """sod2/modeling/__init__.py never imports the method packages (sod2/__init__.py does), so
+    the rule 'baselines never import methods' has no exception; the four method packages exist
+    and each imports baselines (the rule is not vacuous)."""
     init = REPO / "sod2/modeling/__init__.py"
     assert not any(_method(m) is not None for m in imports_of(init, REPO))
+    assert "sod2.modeling.methods" in imports_of(REPO / "sod2/__init__.py", REPO)
+    packages = sorted(p.name for p in (REPO / "sod2/modeling/methods").iterdir() if (p / "__init__.py").is_file())
+    assert packages == ["better_sampling", "cfinet", "fgprobe", "srtod"]
+    for name in packages:
+        edges = set().union(*(imports_of(f, REPO) for f in (REPO / "sod2/modeling/methods" / name).rglob("*.py")))
+        assert any(e.startswith("sod2.modeling.") and _method(e) is None for e in edges), name

@@ -1,14 +1,25 @@
 """The four methods of sod2, one package each, on top of the baselines of ``sod2.modeling``.
+Each package's ``__init__`` is the method's page: the paper's parts -> module -> class -> the
+config key, and the ONE override that switches the method off (the model is then its
+baseline: same class or a subclass without extra parameters, same state-dict keys, same
+outputs; ``tests/methods/test_off_is_baseline_*.py``).
 
-==================  ==========================================  =====================================
-method              package (its ``__init__`` is the method's    how it enters its baseline
-                    page: paper parts -> classes -> configs)
-==================  ==========================================  =====================================
-CFINet              :mod:`sod2.modeling.methods.cfinet`          see the package page
-SR-TOD              :mod:`sod2.modeling.methods.srtod`           see the package page
-Foreground Probing  :mod:`sod2.modeling.methods.fgprobe`         see the package page
-Better Sampling     :mod:`sod2.modeling.methods.better_sampling` see the package page
-==================  ==========================================  =====================================
+==================  =============================  ===========================================  ==============================
+method              package                        how it enters its baseline                   off
+==================  =============================  ===========================================  ==============================
+CFINet              :mod:`.cfinet`                 subclass ``CFINetRCNN`` of                   ``model.cfinet=null``
+                                                   ``SOD2GeneralizedRCNN``, one injected
+                                                   bundle ``CFINetParts`` (CRPN, imitation)
+SR-TOD              :mod:`.srtod`                  injected ``SRTOD`` in the typed feature-hook ``model.feature_hook=null``
+                                                   slot of ``SOD2GeneralizedRCNN`` /
+                                                   ``SOD2RetinaNet``
+Foreground Probing  :mod:`.fgprobe`                subclass ``FGProbeYOLOX`` of ``YOLOX``        ``model.probe=null``
+                                                   filling two typed hooks
+                                                   (``extra_losses``, ``inference_objectness``)
+Better Sampling     :mod:`.better_sampling`        RT-DETR: criterion injection                 ``model.criterion.better_sampling=null``
+                                                   (``BetterSamplingCriterion``); YOLOX:         (YOLOX: ``model.better_sampling=null``)
+                                                   subclass ``BetterSamplingYOLOX``
+==================  =============================  ===========================================  ==============================
 
 Rule (tests/test_architecture.py): a method imports the baselines and ``sod2.layers``, never
 another method; no baseline imports a method. ``sod2/__init__.py`` imports this package, which
