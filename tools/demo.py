@@ -27,7 +27,11 @@ class names:
 its own resolution into SIZE px slices overlapping by R, each slice goes through the test
 mapper's resizing, and the detections are merged (NMS, IoU 0.5, per class);
 ``--show-slices`` draws the slice grid over the detections (also for configs whose model is
-already sliced, e.g. made with configs/common/slicing.py).
+already sliced, e.g. made with configs/common/slicing.py). ``--guided [T]`` (with ``--slice`` or
+a sliced config) runs guided slicing (sod2/inference/guided.py): the full image first, then only
+the slices where its foreground map reaches T (default 0.1) within ``--guided-margin`` px
+(default 32); with ``--show-slices`` the slices that ran are outlined in colour and numbered,
+the skipped ones in grey.
 
 Outputs are named after the input's path, extension included, relative to the folder
 holding all inputs (``a/x.jpg`` -> ``<output>/a/x.jpg.png``, ``clip.mp4`` ->
@@ -166,6 +170,7 @@ class Predictor:
             inp["resize_ratio"] = ratio
         out = self.model([inp])[0]
         self._visuals = out.get("visuals")  # the model's pictures of this image (--show-*), or None
+        self.selection = out.get("slicing")  # guided slicing's SliceSelection of this image, or None
         return out["instances"]
 
     def foreground_panels(self, rgb: np.ndarray):
@@ -357,6 +362,11 @@ def main(argv=None):
                              "(default 0.2)")
     parser.add_argument("--show-slices", action="store_true",
                         help="draw the slice grid (with --slice, or a config whose model is sliced)")
+    parser.add_argument("--guided", nargs="?", const=0.1, type=float, metavar="T",
+                        help="guided slicing (with --slice or a sliced config): run the full image, then "
+                             "only the slices where its foreground map reaches T (default 0.1)")
+    parser.add_argument("--guided-margin", type=int, default=32, metavar="PX",
+                        help="with --guided: pixels added around each slice before reading the map")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides key=value (e.g. train.init_checkpoint=...), "
                              "checked as the trainer checks them")
@@ -390,12 +400,19 @@ def main(argv=None):
                          "foreground" if args.show_foreground else None, slicing=slicing, onnx=args.onnx)
         if args.show_slices and pred.sliced is None:
             raise ValueError("--show-slices needs --slice (or a config whose model is sliced)")
+        if args.guided is not None:
+            if pred.sliced is None:
+                raise ValueError("--guided needs --slice (or a config whose model is sliced)")
+            from sod2.inference.guided import GuidedSlicing
+            pred.sliced.guided = GuidedSlicing(threshold=args.guided, margin=args.guided_margin)
     except (ValueError, RuntimeError) as e:  # no SR-TOD model, no CUDA, bad slicing
         parser.exit(2, f"error: {e}\n")
 
     def with_panels(vis, rgb):
         if args.show_slices:
-            vis = draw_slice_windows(vis, pred.sliced.windows(*rgb.shape[:2]), scale=args.scale, copy=False)
+            sel = pred.selection
+            vis = draw_slice_windows(vis, pred.sliced.windows(*rgb.shape[:2]) if sel is None else sel.windows,
+                                     scale=args.scale, copy=False, ran=None if sel is None else sel.ran)
         if args.show_foreground:
             panels = list(pred.foreground_panels(rgb))
         elif args.show_reconstruction:

@@ -83,7 +83,7 @@ def slice_windows(height: int, width: int, slice_size: SizeLike, overlap=0.2,
 
 
 def draw_slice_windows(image: np.ndarray, windows: np.ndarray, scale: float = 1.0,
-                       thickness: int = 2, copy: bool = True) -> np.ndarray:
+                       thickness: int = 2, copy: bool = True, ran: Optional[np.ndarray] = None) -> np.ndarray:
     """Draw slice outlines on an RGB image, alternating two colours per row and column so
     that overlapping slices stay apart, with each slice's index at its corner.
 
@@ -93,6 +93,8 @@ def draw_slice_windows(image: np.ndarray, windows: np.ndarray, scale: float = 1.
         windows: (S, 4) ``x0, y0, x1, y1`` in the unscaled image.
         copy: draw on a copy (True) or on ``image`` itself when it is C-contiguous (False:
             no second picture in memory, for large images).
+        ran: (S,) bool, guided slicing's selection: the slices that ran are drawn as above,
+            the others in grey, one pixel wide, without an index. None: all ran.
     Returns:
         (H, W, 3) uint8.
     """
@@ -102,10 +104,19 @@ def draw_slice_windows(image: np.ndarray, windows: np.ndarray, scale: float = 1.
     xs = {int(x): i for i, x in enumerate(sorted({int(w[0]) for w in windows}))}
     ys = {int(y): i for i, y in enumerate(sorted({int(w[1]) for w in windows}))}
     colours = [(255, 64, 0), (0, 160, 255), (255, 200, 0), (160, 0, 255)]
-    for n, (x0, y0, x1, y1) in enumerate(np.asarray(windows).tolist()):
-        c = colours[(xs[x0] % 2) + 2 * (ys[y0] % 2)]
+    wins = np.asarray(windows).tolist()
+    ran = np.ones(len(wins), bool) if ran is None else np.asarray(ran, bool).reshape(-1)
+    if len(ran) != len(wins):
+        raise ValueError(f"ran has {len(ran)} entries for {len(wins)} windows")
+    order = [n for n in range(len(wins)) if not ran[n]] + [n for n in range(len(wins)) if ran[n]]
+    for n in order:  # skipped slices first, so that the outlines of those that ran stay on top
+        x0, y0, x1, y1 = wins[n]
         p0 = (int(round(x0 * scale)), int(round(y0 * scale)))
         p1 = (int(round(x1 * scale)) - 1, int(round(y1 * scale)) - 1)
+        if not ran[n]:
+            cv2.rectangle(out, p0, p1, (128, 128, 128), 1)
+            continue
+        c = colours[(xs[x0] % 2) + 2 * (ys[y0] % 2)]
         cv2.rectangle(out, p0, p1, c, thickness)
         cv2.putText(out, str(n), (p0[0] + 4, p0[1] + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, c, 1, cv2.LINE_AA)
     return out

@@ -65,7 +65,11 @@ OVERLAP = "must be a number in [0, 1)"
                                        (["--slice", "128", "--overlap", "x"], "--overlap x: " + OVERLAP),
                                        (["--slice", "0"], "--slice 0: must be a positive integer"),
                                        (["--slice", "-5"], "--slice -5: must be a positive integer"),
-                                       (["--slice", "nan"], "--slice nan: must be a positive integer")])
+                                       (["--slice", "nan"], "--slice nan: must be a positive integer"),
+                                       (["--guided", "0.2"], "--guided needs --slice"),
+                                       (["--slice", "128", "--guided", "1.5"], "threshold=1.5): a number in [0, 1]"),
+                                       (["--slice", "128", "--guided", "--guided-margin", "-4"],
+                                        "margin=-4): an integer >= 0")])
 def test_demo_refuses_bad_slicing_in_one_line(tmp_path, demo_main, weights, capsys, extra, msg):
     cv2.imwrite(str(tmp_path / "x.png"), np.zeros((40, 40, 3), np.uint8))
     with pytest.raises(SystemExit) as e:
@@ -75,3 +79,25 @@ def test_demo_refuses_bad_slicing_in_one_line(tmp_path, demo_main, weights, caps
     err = capsys.readouterr().err.strip()
     assert msg in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()  # refused before anything is written
+
+
+def test_demo_guided_outlines_the_slices_that_ran(tmp_path, demo_main, weights):
+    """--guided with --show-slices: threshold 0 runs every slice (the plain grid, coloured);
+    threshold 0.999 runs none (RPN objectness stays below it), so every outline is grey and
+    one pixel wide."""
+    img = np.random.default_rng(0).integers(0, 256, (150, 260, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "big.png"), img)
+    common = ["--config-file", CONFIG, "--input", str(tmp_path / "big.png"), "--confidence-threshold", "2",
+              "--slice", "128", "--overlap", "0.25", "--show-slices", "--opts", f"train.init_checkpoint={weights}",
+              "train.device=cpu"]
+    grid = cv2.imread(demo_main(common[:4] + ["--output", str(tmp_path / "a")] + common[4:])[0])
+    every = cv2.imread(demo_main(common[:4] + ["--output", str(tmp_path / "b"), "--guided", "0"] + common[4:])[0])
+    none = cv2.imread(demo_main(common[:4] + ["--output", str(tmp_path / "c"), "--guided", "0.999"] + common[4:])[0])
+    plain = cv2.imread(demo_main(common[:4] + ["--output", str(tmp_path / "d")] + common[4:-4] + common[-3:])[0])
+    assert np.array_equal(grid, every)
+    changed = np.abs(none.astype(int) - plain.astype(int)).sum(-1) > 0
+    outline = np.zeros_like(changed)
+    for x0, y0, x1, y1 in slice_windows(150, 260, 128, 0.25):
+        outline[y0:y1, [x0, x1 - 1]] = outline[[y0, y1 - 1], x0:x1] = True
+    assert changed[outline].mean() > 0.9 and not changed[~outline].any()  # 1 px, no numbers
+    assert (none[changed] == 128).all()  # grey
