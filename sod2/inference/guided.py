@@ -14,7 +14,7 @@ Where the map comes from (``source``):
 * ``"model"``: what the detector family already computes on the full image, read from the
   module that produces it with a forward hook during the same pass (no second forward):
   the RPN objectness of R-CNN models (Detectron2's ``StandardRPNHead``; CFINet's CRPN: its
-  second stage), RetinaNet's class scores (max over classes), YOLOX's objectness (after
+  second stage's), RetinaNet's class scores (max over classes), YOLOX's objectness (after
   Foreground Probing's refinement where the model has it), RT-DETR's encoder class scores
   (the token scores of query selection, max over classes). Each is a probability in [0, 1]
   per feature-map cell, the max over anchors/levels, on the finest level's grid.
@@ -176,7 +176,7 @@ class ForegroundTap:
     Attributes:
         name: the family ("rpn", "crpn", "retinanet", "yolox", "rtdetr").
         hooks: submodules whose forward outputs are captured (forward hooks), by name.
-        levels: ``(captured {name: output}, the model's output dict of the image) -> (maps,
+        levels: ``(captured {name: [output of each call]}, the model's output dict of the image) -> (maps,
             strides)``: per level an (h_l, w_l) probability map in [0, 1] of the (only) image
             of the pass, and each level's cell size in pixels of the model's padded input.
         options: attributes of the model set for the pass and restored after (YOLOX's
@@ -192,7 +192,7 @@ class ForegroundTap:
     def capturing(self, model: nn.Module):
         """Within the block the hooks record into the yielded dict and ``options`` are set."""
         captured: Dict[str, Any] = {}
-        handles = [m.register_forward_hook(lambda mod, args, out, n=n: captured.__setitem__(n, out))
+        handles = [m.register_forward_hook(lambda mod, args, out, n=n: captured.setdefault(n, []).append(out))
                    for n, m in self.hooks.items()]
         saved = {k: getattr(model, k) for k in self.options}
         try:
@@ -234,7 +234,20 @@ def _rcnn_tap(model):
     gen = getattr(model, "proposal_generator", None) if hasattr(model, "roi_heads") else None
     if isinstance(gen, RPN):
         strides = _strides(model, gen.in_features)
-        return ForegroundTap("rpn", {"head": gen.rpn_head}, lambda cap, out: (_max_sigmoid(cap["head"][0]), strides))
+        return ForegroundTap("rpn", {"head": gen.rpn_head}, lambda cap, out: (_max_sigmoid(cap["head"][-1][0]), strides))
+    return None
+
+
+@register_tap
+def _crpn_tap(model):
+    # CFINet's CRPN: its second stage's objectness, one call of head.s2_cls per level ((1, 1, h, w))
+    from ..modeling.methods.cfinet.crpn import CRPN
+
+    gen = getattr(model, "proposal_generator", None) if hasattr(model, "roi_heads") else None
+    if isinstance(gen, CRPN):
+        strides = [float(s) for s in gen.anchor_generator.strides]
+        return ForegroundTap("crpn", {"s2_cls": gen.head.s2_cls},
+                             lambda cap, out: (_max_sigmoid(cap["s2_cls"][-len(strides):]), strides))
     return None
 
 
@@ -245,7 +258,8 @@ def _retinanet_tap(model):
 
     if isinstance(model, RetinaNet):
         strides = _strides(model, model.head_in_features)
-        return ForegroundTap("retinanet", {"head": model.head}, lambda cap, out: (_max_sigmoid(cap["head"][0]), strides))
+        return ForegroundTap("retinanet", {"head": model.head},
+                             lambda cap, out: (_max_sigmoid(cap["head"][-1][0]), strides))
     return None
 
 
@@ -273,9 +287,9 @@ def _rtdetr_tap(model):
         strides = [float(s) for s in model.encoder.feat_strides]
 
         def levels(cap, out):
-            prob = torch.sigmoid(cap["scores"][0].float()).amax(dim=-1)  # (S,)
+            prob = torch.sigmoid(cap["scores"][-1][0].float()).amax(dim=-1)  # (S,)
             maps, start = [], 0
-            for f in cap["encoder"]:
+            for f in cap["encoder"][-1]:
                 h, w = f.shape[-2:]
                 maps.append(prob[start:start + h * w].view(h, w))
                 start += h * w

@@ -167,6 +167,7 @@ def test_threshold_zero_equals_exhaustive_slicing_with_the_full_image():
 @pytest.mark.parametrize("config,family,stride,grid", [
     ("baselines/faster_rcnn_R18s_fpn_synthetic.py", "rpn", 4.0, (50, 60)),  # P2
     ("baselines/retinanet_R18s_fpn_synthetic.py", "retinanet", 8.0, (25, 30)),  # P3
+    ("cfinet/cfinet_R18s_fpn_synthetic.py", "crpn", 4.0, (50, 60)),  # CRPN's stage 2 on P2
     ("fgprobe/fgprobe_yolox_tiny_p2_synthetic.py", "yolox", 4.0, (50, 60)),  # P2, objectness after the probe
     ("bsdetr/bsdetr_plain_r18s_synthetic.py", "rtdetr", 8.0, (25, 30)),  # encoder tokens of S3
 ])
