@@ -4,14 +4,15 @@ to 640x640 with 114, boxes divided by r, not clipped, no cap on the detections p
 threshold 0.01, class-wise NMS 0.65;
 SGD (Nesterov, lr 0.01 per 64 images, weight decay 5e-4 on weights only), Mosaic + affine +
 MixUp + HSV + flip, multi-scale 480-800, EMA, quadratic warm-up (5 epochs) + cosine over 300
-epochs with the last 15 flat, without Mosaic and with the L1 loss (``yolox_recipe``).
+epochs with the last 15 flat, without Mosaic and with the L1 loss (``the YOLOX recipe``).
 The other sizes derive from this file. Converted official weights:
 ``python tools/convert_weights.py yolox yolox_s.pth out.pth`` then ``train.init_checkpoint=out.pth``."""
 from ..common.data.coco import dataloader
 from ..common.models.yolox import model, yolox_size
 from ..common.optim import SGD_nesterov_nodecay_norm_bias as optimizer
 from ..common.train import train
-from ..common.yolox_recipe import yolox_recipe, yolox_test_resize
+from ..common.recipes.yolox import ema as _ema, mosaic as _mosaic, multiscale as _multiscale
+from ..common.recipes.yolox import no_aug_start_iter, warmcos_epoch_schedule, yolox_test_resize
 
 INPUT_SIZE = 640
 EPOCHS = 300
@@ -23,8 +24,17 @@ yolox_test_resize(dataloader, model, INPUT_SIZE)
 model.clip_test_boxes = False  # the official evaluator does not clip
 model.max_detections_per_image = None  # nor cap
 dataloader.train.total_batch_size = 64
-lr_multiplier = yolox_recipe(dataloader, train, input_size=INPUT_SIZE, epochs=EPOCHS,
-                             iters_per_epoch=ITERS_PER_EPOCH)
+# YOLOX's recipe (configs/common/recipes/yolox.py): Mosaic around the data config's dataset,
+# EMA, multi-scale batches, the no-augmentation tail, warm-up + cosine
+_mosaic.dataset = dataloader.train.dataset
+_mosaic.ignore_fill = dataloader.train.mapper.ignore_fill
+dataloader.test.mapper.image_format = dataloader.train.mapper.image_format
+dataloader.train.dataset, dataloader.train.mapper = _mosaic, None
+train.ema, train.multiscale = _ema, _multiscale
+train.multiscale.input_size = [INPUT_SIZE, INPUT_SIZE]
+train.multiscale.size_range = [INPUT_SIZE - 5 * 32, INPUT_SIZE + 5 * 32]
+train.no_aug.start_iter = no_aug_start_iter(EPOCHS, 15, ITERS_PER_EPOCH)
+lr_multiplier = warmcos_epoch_schedule(EPOCHS, ITERS_PER_EPOCH, warmup_epochs=5, no_aug_epochs=15)
 optimizer.lr = 0.01  # 0.01 / 64 per image x 64
 
 train.max_iter = EPOCHS * ITERS_PER_EPOCH

@@ -25,7 +25,7 @@ dataloader.evaluator.protocol = "coco"
 def set_input_size(dataloader, size: int):
     """Train and test at ``size`` (the longer image side) instead of ``INPUT_SIZE``."""
     mappers = [dataloader.train.get("mapper"), dataloader.test.mapper]
-    for aug in (m.augmentations[0] for m in mappers if m is not None):  # (yolox_recipe: no train mapper)
+    for aug in (m.augmentations[0] for m in mappers if m is not None):  # (YOLOX's recipe: no train mapper)
         aug.short_edge_length = size
         aug.max_size = size
     return dataloader

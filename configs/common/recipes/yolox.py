@@ -1,0 +1,72 @@
+"""YOLOX's training recipe (Megvii-BaseDetection/YOLOX) as plain config nodes, which a config
+assigns and then overrides like any other value::
+
+    from ..common.recipes.yolox import ema as _ema, mosaic as _mosaic, multiscale as _multiscale
+    from ..common.recipes.yolox import no_aug_start_iter, warmcos_epoch_schedule
+
+    _mosaic.dataset = dataloader.train.dataset                  # the data config's images, in Mosaic
+    _mosaic.ignore_fill = dataloader.train.mapper.ignore_fill   # and its painting of ignore regions
+    dataloader.test.mapper.image_format = dataloader.train.mapper.image_format
+    dataloader.train.dataset, dataloader.train.mapper = _mosaic, None
+    train.ema, train.multiscale = _ema, _multiscale
+    train.multiscale.input_size = [640, 640]                    # Mosaic's output size follows it
+    train.multiscale.size_range = [480, 800]
+    train.no_aug.start_iter = no_aug_start_iter(300, 15, iters_per_epoch)
+    lr_multiplier = warmcos_epoch_schedule(300, iters_per_epoch, warmup_epochs=5, no_aug_epochs=15)
+
+The nodes:
+
+* ``mosaic``: :class:`sod2.data.MosaicDataset` (Mosaic of 4 images, random affine with
+  ``mosaic_scale`` 0.1-2.0, MixUp, HSV, flips, letterbox to ``train.multiscale.input_size``;
+  ignore regions follow the geometry and stay ignored) around the data config's dataset;
+  ``max_labels`` 120 as the reference's COCO (dense small-object data need more: 500-1000);
+  Tiny/Nano: ``mosaic_scale=(0.5, 1.5)``, ``enable_mixup=False``;
+* ``ema``: EMA of the weights (decay 0.9998, ramp 2000; evaluation and checkpoints use it),
+  for ``train.ema``;
+* ``multiscale``: every 10 iterations a batch size in ``size_range`` (``input_size`` +- 5 x 32
+  px in the reference), for ``train.multiscale``;
+* :func:`no_aug_start_iter`: the no-augmentation tail (Mosaic off, L1 loss on) from epoch
+  ``epochs - no_aug_epochs - 1`` on (the reference's off-by-one: 16 epochs for 15), for
+  ``train.no_aug.start_iter``;
+* :func:`warmcos_epoch_schedule` (``configs/common/schedules.py``): quadratic warm-up, cosine,
+  the last ``no_aug_epochs`` flat, for ``lr_multiplier``.
+
+``yolox_test_resize(dataloader, model, size)`` makes the test path the official one: the test
+mapper's only augmentation is ``YOLOXTestResize(size)`` (OpenCV INTER_LINEAR to
+``int(h * r), int(w * r)`` with one ratio ``r = min(size / h, size / w)``, as the official
+evaluation) and the model pads the batch with 114 to the ``size`` x ``size`` square and divides
+its boxes by r. Every YOLOX config uses it.
+"""
+from detectron2.config import LazyCall as L
+
+from sod2.data import MosaicDataset
+from sod2.data.transforms import YOLOXTestResize
+
+from ..schedules import warmcos_epoch_schedule  # noqa: F401  (part of the recipe, see above)
+
+mosaic = L(MosaicDataset)(
+    dataset="???",  # the data config's dataset node
+    input_size="${train.multiscale.input_size}",
+    image_format="${dataloader.test.mapper.image_format}",
+    mosaic_scale=(0.1, 2.0),
+    enable_mixup=True,
+    max_labels=120,
+    ignore_fill=None,
+)
+ema = dict(enabled=True, decay=0.9998, ramp=2000.0)
+multiscale = dict(enabled=True, input_size=[640, 640], size_range=[480, 800], period=10)
+
+
+def no_aug_start_iter(epochs: int, no_aug_epochs: int, iters_per_epoch: int) -> int:
+    """The iteration at which the no-augmentation tail starts: the reference switches at epoch
+    index ``epochs - no_aug_epochs - 1`` (``no_aug_epochs`` + 1 epochs without Mosaic)."""
+    return int(max(epochs - no_aug_epochs - 1, 0) * iters_per_epoch)
+
+
+def yolox_test_resize(dataloader, model, size: int):
+    """Test at ``size`` as the official YOLOX evaluation (edits both configs in place): the
+    test mapper's augmentations become ``[YOLOXTestResize(size)]`` and the model's test batch
+    is padded to ``size`` x ``size`` (``model.backbone.square_pad``): the network input is
+    the official ``preproc`` tensor."""
+    dataloader.test.mapper.augmentations = [L(YOLOXTestResize)(size=size)]
+    model.backbone.square_pad = size
