@@ -189,6 +189,28 @@ def test_sliced_inference_takes_it_unchanged(toy):
     np.testing.assert_allclose(np.sort(inst.scores.numpy()), [0.4] * 6 + [0.8] * 6, atol=1e-6)
 
 
+
+def test_guided_slicing_with_an_exported_model(toy):
+    """Guided slicing reads an exported model's full-image detections (its graph outputs only
+    detections, so "auto" is the detections map; "model" is refused in one line). The toy's
+    full-image boxes on 80 x 120: (12, 16, 60, 48) score 0.8 and (60, 20, 120, 80) score 0.4;
+    at threshold 0.5 only the 40 px slices the first one touches run (x < 64), at 0.3 all six."""
+    from sod2.errors import UserError
+    from sod2.inference.guided import GuidedSlicing
+
+    image = [{"image": _image(204, h=80, w=120)}]
+    out = SlicedInference(OnnxModel(toy), slice_size=40, overlap=0.0,
+                          guided=GuidedSlicing(threshold=0.5, margin=0, cell=8)).eval()(image)[0]
+    sel = out["slicing"]
+    assert sel.foreground.source == "detections"
+    assert sorted(sel.windows[sel.ran].tolist()) == [[0, 0, 40, 40], [0, 40, 40, 80], [40, 0, 80, 40], [40, 40, 80, 80]]
+    assert len(out["instances"]) == 2 + 2 * 4  # the full image's two, two per slice that ran
+    every = SlicedInference(OnnxModel(toy), slice_size=40, overlap=0.0,
+                            guided=GuidedSlicing(threshold=0.3, margin=0, cell=8)).eval()(image)[0]
+    assert every["slicing"].ran.all()
+    with pytest.raises(UserError, match="OnnxModel.*source='detections'"):
+        SlicedInference(OnnxModel(toy), slice_size=40, guided=GuidedSlicing(source="model")).eval()(image)
+
 # ------------------------------------------------------------------------------ the demo
 CONFIG = str(REPO / "configs" / "baselines" / "faster_rcnn_R18s_fpn_synthetic.py")
 
