@@ -416,7 +416,8 @@ def _bench_guided(args, cfg, model, augs, fmt, k):
     rows.append(("sod2 exhaustive (+ full-image pass)",
                  *evaluate(SlicedInference(model, full_image=True, **sliced).eval(), []), f"{mean_slices:.1f}"))
     for thr in args.guided_thresholds:
-        g = GuidedSlicing(threshold=thr, margin=args.guided_margin, source=args.guided_source)
+        g = GuidedSlicing(threshold=thr, margin=args.guided_margin, source=args.guided_source,
+                          size=args.guided_size or None)
         c = Counting(SlicedInference(model, guided=g, **sliced).eval())
         r, t = evaluate(c, [])
         rows.append((f"sod2 guided, threshold {thr:g}", r, t, f"{c.run / len(dicts):.1f}"))
@@ -429,7 +430,8 @@ def _bench_guided(args, cfg, model, augs, fmt, k):
         header=f"{environment_line()}\n{len(dicts)} images of {name} ({proto} buckets); model "
                f"{os.path.basename(args.config)} {' '.join(args.opts)}; {args.slice} px slices, overlap "
                f"{args.overlap} ({mean_slices:.1f} per image), merge {args.merge.upper()}/{args.metric.upper()} "
-               f"{args.threshold}; guided margin {args.guided_margin} px, source {args.guided_source}; one image "
+               f"{args.threshold}; guided margin {args.guided_margin} px, source {args.guided_source}, full-image pass "
+               f"{'at ' + str(args.guided_size) + ' px (longest side)' if args.guided_size else 'through the test resize'}; one image "
                "at a time, batch 1, same process.")
     for label, r, t, ran in rows:
         cell = lambda key: "-" if r.get(key) is None or r[key] != r[key] else f"{r[key]:.1f}"  # noqa: E731
@@ -485,6 +487,8 @@ def get_parser():
     p.add_argument("--guided-margin", type=int, default=32)
     p.add_argument("--guided-source", choices=["auto", "model", "detections"], default="auto")
     p.add_argument("--guided-images", type=int, default=0, help="only the first N images (0: all)")
+    p.add_argument("--guided-size", type=int, default=0,
+                   help="longest side of guided slicing's full-image pass (0: the model's test resize)")
     p.add_argument("--output", help="also write the Markdown report here")
     return p
 

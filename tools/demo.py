@@ -367,6 +367,8 @@ def main(argv=None):
                              "only the slices where its foreground map reaches T (default 0.1)")
     parser.add_argument("--guided-margin", type=int, default=32, metavar="PX",
                         help="with --guided: pixels added around each slice before reading the map")
+    parser.add_argument("--guided-size", type=int, default=None, metavar="PX",
+                        help="with --guided: longest side of the full-image pass (default: the model's test resize)")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides key=value (e.g. train.init_checkpoint=...), "
                              "checked as the trainer checks them")
@@ -404,7 +406,7 @@ def main(argv=None):
             if pred.sliced is None:
                 raise ValueError("--guided needs --slice (or a config whose model is sliced)")
             from sod2.inference.guided import GuidedSlicing
-            pred.sliced.guided = GuidedSlicing(threshold=args.guided, margin=args.guided_margin)
+            pred.sliced.guided = GuidedSlicing(threshold=args.guided, margin=args.guided_margin, size=args.guided_size)
     except (ValueError, RuntimeError) as e:  # no SR-TOD model, no CUDA, bad slicing
         parser.exit(2, f"error: {e}\n")
 

@@ -61,12 +61,19 @@ class GuidedSlicing:
             the map (>= 0).
         source: "auto", "model" or "detections" (module docstring).
         cell: grid step in pixels of the map that ``"detections"`` paints (>= 1).
+        size: the longest side, in pixels, of the image for the full-image pass (bilinear
+            resize keeping the aspect ratio; never enlarged); None: the pass sees what the model
+            normally sees, the image through the slice augmentations (the model's test-time
+            resizing). A fully convolutional model given a 4000 px frame at its own resolution
+            costs as much as all its slices; a reduced pass (e.g. 1024-2000 px) keeps the map
+            cheap while small objects stay a few pixels wide.
     """
 
     threshold: float = 0.1
     margin: int = 32
     source: str = "auto"
     cell: int = 8
+    size: Optional[int] = None
 
     def __post_init__(self):
         if not isinstance(self.threshold, (int, float)) or isinstance(self.threshold, bool) \
@@ -78,6 +85,8 @@ class GuidedSlicing:
             raise UserError(f"GuidedSlicing(source={self.source!r}): one of {', '.join(GUIDED_SOURCES)}")
         if not isinstance(self.cell, int) or isinstance(self.cell, bool) or self.cell < 1:
             raise UserError(f"GuidedSlicing(cell={self.cell!r}): an integer >= 1 (pixels)")
+        if self.size is not None and (not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 32):
+            raise UserError(f"GuidedSlicing(size={self.size!r}): None or an integer >= 32 (pixels)")
 
 
 @dataclass

@@ -136,6 +136,20 @@ CPU_BATCH_SIZE = 1
 DEVICE_BATCH_SIZE = 4
 
 
+def _longest_side(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(C, H, W) ``image`` resized (bilinear, Detectron2's ResizeTransform) so that its longer
+    side is ``size``; returned as it is when that side is not longer."""
+    from detectron2.data import transforms as T
+
+    h, w = image.shape[1:]
+    scale = size / max(h, w)
+    if scale >= 1:
+        return image
+    nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    arr = T.ResizeTransform(h, w, nh, nw).apply_image(np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy()))
+    return torch.as_tensor(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
 class SlicedInference(nn.Module):
     """Run ``model`` on overlapping slices of each image and merge the detections.
 
@@ -402,7 +416,8 @@ class SlicedInference(nn.Module):
         if g.source == "model" and tap is None:
             raise UserError(f"guided slicing: sod2 reads no foreground map from a {type(self.model).__name__} "
                             "(source='model'); use source='detections' (the full-image detections)")
-        inp = {"image": self._prepare(image), "height": height, "width": width}
+        inp = {"image": self._prepare(image) if g.size is None else _longest_side(image, g.size),
+               "height": height, "width": width}
         valid_hw = tuple(inp["image"].shape[1:])
         hi, wi = image.shape[1:]
         if tap is None:

@@ -64,7 +64,7 @@ def test_maps_to_foreground_levels_and_scale():
 
 def test_guided_settings_are_checked():
     for bad, match in (({"threshold": 1.5}, "threshold"), ({"margin": -1}, "margin"), ({"source": "rpn"}, "source"),
-                       ({"cell": 0}, "cell")):
+                       ({"cell": 0}, "cell"), ({"size": 16}, "size")):
         with pytest.raises(UserError, match=match):
             GuidedSlicing(**bad)
     with pytest.raises(UserError, match="guided="):
@@ -219,3 +219,19 @@ def test_config_block_and_overrides():
                                                     ["+slicing.guided={margin:-3}"], warn=False))
     off = apply_checked_overrides(cfg, ["model.guided=null"], warn=False)
     assert instantiate(off.model).guided is None
+
+
+def test_reduced_full_image_pass_maps_back_to_the_image():
+    """GuidedSlicing(size=...): the full-image pass sees the image with its longer side at
+    ``size``; its detections come back in image pixels and so does the map, so the same
+    slices run as with the pass at full resolution (objects large enough to survive the
+    resize)."""
+    det = BrightBlobDetector(slice_side=64).eval()
+    image = _image([(20, 20, 12), (240, 140, 12)])
+    full = SlicedInference(det, slice_size=64, overlap=0.0,
+                           guided=GuidedSlicing(threshold=0.5, margin=0, source="detections", cell=4))
+    small = SlicedInference(det, slice_size=64, overlap=0.0,
+                            guided=GuidedSlicing(threshold=0.5, margin=0, source="detections", cell=4, size=160))
+    a, b = full([{"image": image}])[0], small([{"image": image}])[0]
+    assert a["slicing"].ran.tolist() == b["slicing"].ran.tolist() and b["slicing"].num_run == 2
+    assert _boxes(b) == _boxes(a) == [(20, 20, 32, 32), (240, 140, 252, 152)]
