@@ -66,7 +66,10 @@ class GuidedSlicing:
             normally sees, the image through the slice augmentations (the model's test-time
             resizing). A fully convolutional model given a 4000 px frame at its own resolution
             costs as much as all its slices; a reduced pass (e.g. 1024-2000 px) keeps the map
-            cheap while small objects stay a few pixels wide.
+            cheap while small objects stay a few pixels wide. Such a pass only guides: its
+            detections (at a scale the model was not tested at) are not merged with the
+            slices' (measured: merged, they cost 16 AP on ``sod2_large_synthetic_val``), so
+            threshold 0 is then exhaustive slicing without the full-image pass.
     """
 
     threshold: float = 0.1

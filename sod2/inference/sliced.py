@@ -362,7 +362,8 @@ class SlicedInference(nn.Module):
             self._warn_many(len(wins), im.shape[1], im.shape[2])
             if self.enabled and self.guided is not None and len(wins) > 1:
                 inst, selections[n] = self._guided_pass(im, H, W, wins)
-                done.append((n, inst))
+                if self.guided.size is None:  # a pass at the model's own input size: its detections count
+                    done.append((n, inst))
                 wins = wins[selections[n].ran]
             elif not self.enabled or (self.full_image and len(wins) > 1):
                 jobs.append({"shape": ("full", n),

@@ -68,8 +68,8 @@ def test_benchmark_guided_eval_small(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]]
             for r in (tmp_path / "g.md").read_text().splitlines() if r.startswith("| ") and "---" not in r}
-    assert list(rows)[1:] == ["whole image (the model's test size)", "SAHI (+ full-image pass)",
-                              "sod2 exhaustive (+ full-image pass)", "sod2 guided, threshold 0",
+    assert list(rows)[1:] == ["whole image (the model's test size)", "SAHI", "SAHI (+ full-image pass)",
+                              "sod2 exhaustive", "sod2 exhaustive (+ full-image pass)", "sod2 guided, threshold 0",
                               "sod2 guided, threshold 0.999"]
     assert rows["sod2 guided, threshold 0"][-1] == "9.0" and rows["sod2 guided, threshold 0.999"][-1] == "0.0"
     ap = lambda r: rows[r][0]  # noqa: E731

@@ -223,9 +223,9 @@ def test_config_block_and_overrides():
 
 def test_reduced_full_image_pass_maps_back_to_the_image():
     """GuidedSlicing(size=...): the full-image pass sees the image with its longer side at
-    ``size``; its detections come back in image pixels and so does the map, so the same
-    slices run as with the pass at full resolution (objects large enough to survive the
-    resize)."""
+    ``size``; its map comes back in image pixels, so the same slices run as with the pass at
+    full resolution (objects large enough to survive the resize), and the slices find the
+    same boxes; the reduced pass's own detections are not merged."""
     det = BrightBlobDetector(slice_side=64).eval()
     image = _image([(20, 20, 12), (240, 140, 12)])
     full = SlicedInference(det, slice_size=64, overlap=0.0,
@@ -235,3 +235,10 @@ def test_reduced_full_image_pass_maps_back_to_the_image():
     a, b = full([{"image": image}])[0], small([{"image": image}])[0]
     assert a["slicing"].ran.tolist() == b["slicing"].ran.tolist() and b["slicing"].num_run == 2
     assert _boxes(b) == _boxes(a) == [(20, 20, 32, 32), (240, 140, 252, 152)]
+    # the reduced pass only guides: threshold 0 is exhaustive slicing without the full image
+    det.calls = 0
+    zero = SlicedInference(det, slice_size=64, overlap=0.0,
+                           guided=GuidedSlicing(threshold=0.0, source="detections", size=160))([{"image": image}])[0]
+    plain = SlicedInference(det, slice_size=64, overlap=0.0)([{"image": image}])[0]
+    assert det.calls == (1 + 20) + 20 and zero["slicing"].ran.all()
+    assert torch.equal(zero["instances"].pred_boxes.tensor, plain["instances"].pred_boxes.tensor)
