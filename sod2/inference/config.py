@@ -55,7 +55,7 @@ def with_slicing(model, size=800, overlap=0.2, stride=None, batch_size=None, ful
             (``merge``, ``match_metric``, ``match_threshold``, ...).
         guided: None (exhaustive slicing), or a dict of
             :class:`~sod2.inference.guided.GuidedSlicing`'s arguments (``threshold``,
-            ``margin``, ``source``, ``cell``): guided slicing, the model's ``guided`` node
+            ``margin``, ``source``, ``cell``, ``size``): guided slicing, the model's ``guided`` node
             (override ``model.guided.threshold=0.05``; ``model.guided=null`` is exhaustive again).
         dataloader: the config's ``dataloader``: its test mapper's augmentations (the
             test-time resizing) move to each slice and to the full image, and the test
@@ -92,7 +92,7 @@ def _check_guided(prefix: str, value, suffix: str = "") -> None:
     value = _plain(value)
     if not isinstance(value, Mapping):
         raise UserError(f"{prefix}{value!r}{suffix}: a mapping of GuidedSlicing's arguments "
-                        "(threshold, margin, source, cell), or null")
+                        "(threshold, margin, source, cell, size), or null")
     try:
         GuidedSlicing(**value)
     except TypeError as e:

@@ -324,13 +324,20 @@ def foreground_tap(model: nn.Module) -> Optional[ForegroundTap]:
 def maps_to_foreground(maps: List[torch.Tensor], strides: List[float], valid_hw: Tuple[int, int],
                        image_hw: Tuple[int, int], source: str) -> ForegroundMap:
     """One image's levels (each (h_l, w_l), cells of ``strides[l]`` model-input pixels) -> a
-    :class:`ForegroundMap` over the input image of ``image_hw``: every level upsampled
-    (nearest) to the finest level's grid, the max over levels, cropped to the cells that
-    cover the valid (unpadded) model input ``valid_hw``, with the cell size rescaled from
-    model-input pixels to image pixels (``image_hw / valid_hw``)."""
+    :class:`ForegroundMap` over the input image of ``image_hw``: every level's cell repeated
+    ``strides[l] / finest stride`` times along each axis (so a coarse cell covers exactly the
+    fine cells of its pixels, also when a level's size was rounded up: P6/P7 of a padded
+    input), cropped or zero-padded to the finest grid, the max over levels, cropped to the
+    cells that cover the valid (unpadded) model input ``valid_hw``, with the cell size
+    rescaled from model-input pixels to image pixels (``image_hw / valid_hw``)."""
     k = min(range(len(maps)), key=lambda i: strides[i])
     h, w = maps[k].shape[-2:]
-    prob = torch.stack([F.interpolate(m[None, None].float(), size=(h, w), mode="nearest")[0, 0] for m in maps]).amax(0)
+    levels = []
+    for m, st in zip(maps, strides):
+        f = max(1, int(round(st / strides[k])))
+        up = m.float().repeat_interleave(f, 0).repeat_interleave(f, 1)[:h, :w]
+        levels.append(F.pad(up, (0, w - up.shape[1], 0, h - up.shape[0])))
+    prob = torch.stack(levels).amax(0)
     stride = strides[k]
     hv, wv = min(h, max(1, math.ceil(valid_hw[0] / stride))), min(w, max(1, math.ceil(valid_hw[1] / stride)))
     ry, rx = image_hw[0] / valid_hw[0], image_hw[1] / valid_hw[1]

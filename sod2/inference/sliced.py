@@ -438,6 +438,8 @@ class SlicedInference(nn.Module):
     def _merged(self, parts, size, device):
         from detectron2.structures import Boxes, Instances
 
+        if not parts:  # guided with a reduced full-image pass and no slice selected: nothing found
+            parts = [(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))]
         boxes = np.concatenate([p[0] for p in parts]).reshape(-1, 4)
         scores = np.concatenate([p[1] for p in parts]).reshape(-1)
         classes = np.concatenate([p[2] for p in parts]).reshape(-1)

@@ -62,6 +62,16 @@ def test_maps_to_foreground_levels_and_scale():
                        torch.full((2, 2), 0.7))
 
 
+def test_levels_of_rounded_up_sizes_land_on_their_pixels():
+    """A 40 px wide input: the stride-4 level has 10 cells, the stride-32 level ceil(40 / 32) = 2;
+    the coarse cell 1 covers pixels 32-64, i.e. fine cells 8-9 only (stretching 2 cells to 10
+    would put it on cells 5-9)."""
+    fine = torch.zeros(1, 10)
+    coarse = torch.tensor([[0.0, 0.9]])
+    fg = maps_to_foreground([fine, coarse], [4.0, 32.0], valid_hw=(4, 40), image_hw=(4, 40), source="x")
+    assert fg.prob[0].tolist() == pytest.approx([0.0] * 8 + [0.9] * 2)
+
+
 def test_guided_settings_are_checked():
     for bad, match in (({"threshold": 1.5}, "threshold"), ({"margin": -1}, "margin"), ({"source": "rpn"}, "source"),
                        ({"cell": 0}, "cell"), ({"size": 16}, "size")):
@@ -242,3 +252,7 @@ def test_reduced_full_image_pass_maps_back_to_the_image():
     plain = SlicedInference(det, slice_size=64, overlap=0.0)([{"image": image}])[0]
     assert det.calls == (1 + 20) + 20 and zero["slicing"].ran.all()
     assert torch.equal(zero["instances"].pred_boxes.tensor, plain["instances"].pred_boxes.tensor)
+    # nothing selected (and the reduced pass's detections only guide): an empty result, no crash
+    none = SlicedInference(det, slice_size=64, overlap=0.0,
+                           guided=GuidedSlicing(threshold=1.0, source="detections", size=160))([{"image": _image([])}])[0]
+    assert none["slicing"].num_run == 0 and len(none["instances"]) == 0
