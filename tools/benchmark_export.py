@@ -248,21 +248,12 @@ def _noise_image(folder: str, size: int) -> str:
     return path
 
 
-def _export_tool():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_sod2_tool_export_model", os.path.join(ROOT, "tools", "export_model.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def bench_model(name: str, args, workdir: str, image: str, threads: int) -> dict:
     """Export and time one model; returns the row's values (times in seconds)."""
     from detectron2.config import instantiate
 
     from sod2.engine.lazy_train import load_config
-    from sod2.export.parity import SCORE_HEADS, calibrate_batchnorm_, random_model
+    from sod2.export.parity import SCORE_HEADS, calibrate_batchnorm_, load_export_tool, random_model
     from sod2.inference import OnnxModel
 
     label, config = _resolve(name)
@@ -287,7 +278,7 @@ def bench_model(name: str, args, workdir: str, image: str, threads: int) -> dict
         export_args.append("--dynamic")
     export_args += ["--opts", *size_opts, f"train.init_checkpoint={ckpt}"]
     logger.info("%s: exporting (%s)", label, " ".join(export_args))
-    if _export_tool().main(export_args) != 0:
+    if load_export_tool().main(export_args) != 0:
         raise UserError(f"{label}: tools/export_model.py {' '.join(export_args)} failed (see above)")
 
     h, w = inputs[0]["image"].shape[1:]

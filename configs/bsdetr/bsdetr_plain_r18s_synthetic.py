@@ -14,12 +14,8 @@ clipping 0.1, 50-iteration linear warm-up, EMA (ramp 200), batch 8, 6 epochs (36
 iterations). Evaluation: sod2_synthetic_val, AI-TOD buckets."""
 from ..common.data.synthetic import NUM_TRAIN_IMAGES, dataloader
 from ..common.models.rtdetr import model, rtdetr_depth, rtdetr_eval_size
-from ..common.recipes.rtdetr import ema as _ema
 from ..common.recipes.rtdetr import linear_warmup
-from ..common.recipes.rtdetr import multiscale as _multiscale
-from ..common.recipes.rtdetr import optimizer
-from ..common.recipes.rtdetr import test_resize as _test_resize
-from ..common.recipes.rtdetr import train_mapper as _train_mapper
+from ..common.recipes.rtdetr import optimizer, use_rtdetr_recipe
 from ..common.train import train
 
 SIZE, EPOCHS, BATCH, HIDDEN = 320, 6, 8, 128
@@ -40,12 +36,7 @@ model.decoder.dim_feedforward = 4 * HIDDEN
 rtdetr_eval_size(model, (SIZE, SIZE))
 
 # RT-DETR's recipe (configs/common/recipes/rtdetr.py), the data config's ignore-region painting kept
-_train_mapper.ignore_fill = dataloader.train.mapper.ignore_fill
-dataloader.train.mapper = _train_mapper
-dataloader.test.mapper.augmentations = [_test_resize]
-dataloader.test.mapper.image_format = "RGB"
-train.ema = _ema
-train.multiscale = _multiscale
+use_rtdetr_recipe(dataloader, train)
 train.multiscale.input_size = [SIZE, SIZE]
 train.multiscale.sizes = [256, 288, 320, 320, 320, 352, 384]
 train.multiscale.size_range = [256, 384]

@@ -14,12 +14,8 @@ not fit the 4 classes and are skipped at loading).
 R50-vd instead: ``rtdetr_depth(model, "r50")`` and its COCO weights."""
 from ..common.data.hituav import NUM_TRAIN_IMAGES, dataloader
 from ..common.models.rtdetr import model, rtdetr_depth, rtdetr_norm
-from ..common.recipes.rtdetr import ema as _ema
 from ..common.recipes.rtdetr import linear_warmup
-from ..common.recipes.rtdetr import multiscale as _multiscale
-from ..common.recipes.rtdetr import optimizer
-from ..common.recipes.rtdetr import test_resize as _test_resize
-from ..common.recipes.rtdetr import train_mapper as _train_mapper
+from ..common.recipes.rtdetr import optimizer, use_rtdetr_recipe
 from ..common.train import train
 
 SIZE, EPOCHS, BATCH = 640, 72, 16
@@ -30,12 +26,7 @@ rtdetr_depth(model, "r18")
 rtdetr_norm(model, "SyncBN")  # the reference's sync_bn (plain BN in one process)
 model.num_classes = 4
 # RT-DETR's recipe (configs/common/recipes/rtdetr.py), the data config's ignore-region painting kept
-_train_mapper.ignore_fill = dataloader.train.mapper.ignore_fill
-dataloader.train.mapper = _train_mapper
-dataloader.test.mapper.augmentations = [_test_resize]
-dataloader.test.mapper.image_format = "RGB"
-train.ema = _ema
-train.multiscale = _multiscale
+use_rtdetr_recipe(dataloader, train)
 optimizer.lr = 2e-4
 lr_multiplier = linear_warmup(EPOCHS * ITERS_PER_EPOCH, 2000)
 train.init_checkpoint = "./weights/rtdetr_r18vd_6x_coco_sod2.pth"

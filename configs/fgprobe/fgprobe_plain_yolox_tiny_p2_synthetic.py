@@ -10,8 +10,7 @@ from ..common.data.synthetic import NUM_TRAIN_IMAGES, dataloader
 from ..common.models.yolox import model, use_p2, yolox_size
 from ..common.optim import SGD_nesterov_nodecay_norm_bias as optimizer
 from ..common.train import train
-from ..common.recipes.yolox import ema as _ema, mosaic as _mosaic, multiscale as _multiscale
-from ..common.recipes.yolox import no_aug_start_iter, warmcos_epoch_schedule, yolox_test_resize
+from ..common.recipes.yolox import use_yolox_recipe, yolox_test_resize
 
 INPUT_SIZE = 256
 EPOCHS = 6
@@ -25,20 +24,10 @@ model.num_classes = 3
 yolox_test_resize(dataloader, model, INPUT_SIZE)  # the official test path (256x256 images: no resize)
 model.max_detections_per_image = 1500  # the AI-TOD protocol's maxDets
 
-# YOLOX's recipe (configs/common/recipes/yolox.py): Mosaic around the data config's dataset,
-# EMA, multi-scale batches, the no-augmentation tail, warm-up + cosine
-_mosaic.dataset = dataloader.train.dataset
-_mosaic.ignore_fill = dataloader.train.mapper.ignore_fill
-_mosaic.mosaic_scale = (0.5, 1.5)
-_mosaic.enable_mixup = False
-_mosaic.max_labels = 500
-dataloader.test.mapper.image_format = dataloader.train.mapper.image_format
-dataloader.train.dataset, dataloader.train.mapper = _mosaic, None
-train.ema, train.multiscale = _ema, _multiscale
-train.multiscale.input_size = [INPUT_SIZE, INPUT_SIZE]
-train.multiscale.size_range = [INPUT_SIZE - 2 * 32, INPUT_SIZE + 2 * 32]
-train.no_aug.start_iter = no_aug_start_iter(EPOCHS, 2, ITERS_PER_EPOCH)
-lr_multiplier = warmcos_epoch_schedule(EPOCHS, ITERS_PER_EPOCH, warmup_epochs=1, no_aug_epochs=2)
+# YOLOX's recipe (configs/common/recipes/yolox.py: Mosaic around the data config's dataset,
+# EMA, multi-scale batches, the no-augmentation tail, warm-up + cosine)
+lr_multiplier = use_yolox_recipe(dataloader, train, input_size=INPUT_SIZE, epochs=EPOCHS, iters_per_epoch=ITERS_PER_EPOCH,
+                                 warmup_epochs=1, no_aug_epochs=2, size_steps=2, max_labels=500, small_model=True)
 train.ema.ramp = 200.0  # a short run: the EMA follows within a few hundred steps
 optimizer.lr = 0.02
 train.max_iter = EPOCHS * ITERS_PER_EPOCH

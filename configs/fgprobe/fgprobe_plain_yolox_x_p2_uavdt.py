@@ -8,8 +8,7 @@ from ..common.data.uavdt import dataloader
 from ..common.models.yolox import model, use_p2, yolox_size
 from ..common.optim import SGD_nesterov_nodecay_norm_bias as optimizer
 from ..common.train import train
-from ..common.recipes.yolox import ema as _ema, mosaic as _mosaic, multiscale as _multiscale
-from ..common.recipes.yolox import no_aug_start_iter, warmcos_epoch_schedule, yolox_test_resize
+from ..common.recipes.yolox import use_yolox_recipe, yolox_test_resize
 
 TRAIN_SIZE, TEST_SIZE, EPOCHS = 960, 1286, 100
 NUM_TRAIN_IMAGES = 23258  # UAVDT-DET training frames (30 sequences)
@@ -21,18 +20,10 @@ use_p2(model)  # the paper's 4-scale head (P2-P5)
 model.iou_loss_type = "ciou"  # the paper's box loss
 model.num_classes = 3
 yolox_test_resize(dataloader, model, TEST_SIZE)  # the official test path
-# YOLOX's recipe (configs/common/recipes/yolox.py): Mosaic around the data config's dataset,
-# EMA, multi-scale batches, the no-augmentation tail, warm-up + cosine
-_mosaic.dataset = dataloader.train.dataset
-_mosaic.ignore_fill = dataloader.train.mapper.ignore_fill
-_mosaic.max_labels = 1000
-dataloader.test.mapper.image_format = dataloader.train.mapper.image_format
-dataloader.train.dataset, dataloader.train.mapper = _mosaic, None
-train.ema, train.multiscale = _ema, _multiscale
-train.multiscale.input_size = [TRAIN_SIZE, TRAIN_SIZE]
-train.multiscale.size_range = [TRAIN_SIZE - 5 * 32, TRAIN_SIZE + 5 * 32]
-train.no_aug.start_iter = no_aug_start_iter(EPOCHS, 15, ITERS_PER_EPOCH)
-lr_multiplier = warmcos_epoch_schedule(EPOCHS, ITERS_PER_EPOCH, warmup_epochs=5, no_aug_epochs=15)
+# YOLOX's recipe (configs/common/recipes/yolox.py: Mosaic around the data config's dataset,
+# EMA, multi-scale batches, the no-augmentation tail, warm-up + cosine)
+lr_multiplier = use_yolox_recipe(dataloader, train, input_size=TRAIN_SIZE, epochs=EPOCHS,
+                                 iters_per_epoch=ITERS_PER_EPOCH, max_labels=1000)
 optimizer.lr = 0.01
 train.init_checkpoint = "./weights/yolox_x_sod2.pth"
 train.max_iter = EPOCHS * ITERS_PER_EPOCH

@@ -14,11 +14,7 @@ paddle.pth``, from the RT-DETR author's release) with its keys renamed to sod2's
 ``train.init_checkpoint``. The other depths derive from this file."""
 from ..common.data.coco import dataloader
 from ..common.models.rtdetr import model, rtdetr_depth, rtdetr_norm
-from ..common.recipes.rtdetr import ema as _ema
-from ..common.recipes.rtdetr import multiscale as _multiscale
-from ..common.recipes.rtdetr import optimizer
-from ..common.recipes.rtdetr import test_resize as _test_resize
-from ..common.recipes.rtdetr import train_mapper as _train_mapper
+from ..common.recipes.rtdetr import optimizer, use_rtdetr_recipe
 from ..common.recipes.rtdetr import constant_lr as lr_multiplier
 from ..common.train import train
 
@@ -33,12 +29,7 @@ model.num_classes = 80
 dataloader.train.dataset.filter_empty = False
 dataloader.train.total_batch_size = BATCH
 # RT-DETR's recipe (configs/common/recipes/rtdetr.py), the data config's ignore-region painting kept
-_train_mapper.ignore_fill = dataloader.train.mapper.ignore_fill
-dataloader.train.mapper = _train_mapper
-dataloader.test.mapper.augmentations = [_test_resize]
-dataloader.test.mapper.image_format = "RGB"
-train.ema = _ema
-train.multiscale = _multiscale
+use_rtdetr_recipe(dataloader, train)
 
 train.init_checkpoint = "./weights/ResNet50_vd_ssld_v2_pretrained_sod2.pth"
 train.max_iter = EPOCHS * ITERS_PER_EPOCH

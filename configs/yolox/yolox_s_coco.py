@@ -11,8 +11,7 @@ from ..common.data.coco import dataloader
 from ..common.models.yolox import model, yolox_size
 from ..common.optim import SGD_nesterov_nodecay_norm_bias as optimizer
 from ..common.train import train
-from ..common.recipes.yolox import ema as _ema, mosaic as _mosaic, multiscale as _multiscale
-from ..common.recipes.yolox import no_aug_start_iter, warmcos_epoch_schedule, yolox_test_resize
+from ..common.recipes.yolox import use_yolox_recipe, yolox_test_resize
 
 INPUT_SIZE = 640
 EPOCHS = 300
@@ -24,17 +23,10 @@ yolox_test_resize(dataloader, model, INPUT_SIZE)
 model.clip_test_boxes = False  # the official evaluator does not clip
 model.max_detections_per_image = None  # nor cap
 dataloader.train.total_batch_size = 64
-# YOLOX's recipe (configs/common/recipes/yolox.py): Mosaic around the data config's dataset,
-# EMA, multi-scale batches, the no-augmentation tail, warm-up + cosine
-_mosaic.dataset = dataloader.train.dataset
-_mosaic.ignore_fill = dataloader.train.mapper.ignore_fill
-dataloader.test.mapper.image_format = dataloader.train.mapper.image_format
-dataloader.train.dataset, dataloader.train.mapper = _mosaic, None
-train.ema, train.multiscale = _ema, _multiscale
-train.multiscale.input_size = [INPUT_SIZE, INPUT_SIZE]
-train.multiscale.size_range = [INPUT_SIZE - 5 * 32, INPUT_SIZE + 5 * 32]
-train.no_aug.start_iter = no_aug_start_iter(EPOCHS, 15, ITERS_PER_EPOCH)
-lr_multiplier = warmcos_epoch_schedule(EPOCHS, ITERS_PER_EPOCH, warmup_epochs=5, no_aug_epochs=15)
+# YOLOX's recipe (configs/common/recipes/yolox.py: Mosaic around the data config's dataset,
+# EMA, multi-scale batches, the no-augmentation tail, warm-up + cosine)
+lr_multiplier = use_yolox_recipe(dataloader, train, input_size=INPUT_SIZE, epochs=EPOCHS,
+                                 iters_per_epoch=ITERS_PER_EPOCH)
 optimizer.lr = 0.01  # 0.01 / 64 per image x 64
 
 train.max_iter = EPOCHS * ITERS_PER_EPOCH

@@ -36,7 +36,7 @@ from ..errors import UserError
 
 __all__ = ["DEFAULT_BOX_TOL", "DEFAULT_SCORE_TOL", "SCORE_HEADS", "perturb_", "random_model", "calibrate_batchnorm_",
            "noise_images", "Pairing", "pair_detections", "ParityReport", "compare_models", "format_table",
-           "check_export_parity"]
+           "check_export_parity", "load_export_tool"]
 
 DEFAULT_BOX_TOL = 1e-2  # px, in the original image
 DEFAULT_SCORE_TOL = 1e-4
@@ -279,7 +279,7 @@ def compare_models(onnx_model, torch_model: nn.Module, inputs: Sequence[Dict], d
 
 
 # ------------------------------------------------------------------------------ pipeline
-def _export_tool():
+def load_export_tool():
     """tools/export_model.py of this repository as a module (the export as users run it)."""
     path = Path(__file__).resolve().parents[2] / "tools" / "export_model.py"
     if not path.is_file():
@@ -342,7 +342,7 @@ def check_export_parity(config_file: str, workdir: str, *, opts: Sequence[str] =
     ckpt = os.path.join(workdir, f"{name}_random.pth")
     torch.save({"model": model.state_dict()}, ckpt)
     out = os.path.join(workdir, name)
-    tool = _export_tool()
+    tool = load_export_tool()
     argv = ["--config-file", config_file, "--output", out, "--sample-image", images[0]["file_name"]]
     argv += (["--dynamic"] if dynamic else []) + ["--opts", *opts, f"train.init_checkpoint={ckpt}"]
     meta = tool.export(tool.get_parser().parse_args(argv))

@@ -1,20 +1,23 @@
 """RT-DETR's training recipe (lyuwenyu/RT-DETR ``rtdetr_pytorch``, v1; spec B.7) as plain config
-nodes, which a config assigns and then overrides like any other value::
+nodes, which a config assigns and then overrides like any other value; :func:`use_rtdetr_recipe`
+does the wiring every RT-DETR config needs (in place)::
 
-    from ..common.recipes.rtdetr import optimizer
+    from ..common.recipes.rtdetr import optimizer, use_rtdetr_recipe
     from ..common.recipes.rtdetr import constant_lr as lr_multiplier
-    from ..common.recipes.rtdetr import ema as _ema, multiscale as _multiscale, test_resize as _test_resize
-    from ..common.recipes.rtdetr import train_mapper as _train_mapper
 
-    _train_mapper.ignore_fill = dataloader.train.mapper.ignore_fill  # the data config's
-    dataloader.train.mapper = _train_mapper
-    dataloader.test.mapper.augmentations = [_test_resize]
-    dataloader.test.mapper.image_format = "RGB"
-    train.ema = _ema
-    train.multiscale = _multiscale
+    use_rtdetr_recipe(dataloader, train)
     optimizer.lr = 2e-4                                   # an ordinary override
 
-(the ``_`` aliases keep the nodes out of the config's top level). The nodes:
+which is::
+
+    train_mapper.ignore_fill = dataloader.train.mapper.ignore_fill  # the data config's
+    dataloader.train.mapper = train_mapper
+    dataloader.test.mapper.augmentations = [test_resize]
+    dataloader.test.mapper.image_format = "RGB"
+    train.ema = ema
+    train.multiscale = multiscale
+
+The nodes:
 
 * ``train_mapper``: :class:`sod2.data.DETRDatasetMapper` with the reference's augmentations in
   its order: photometric distortion (p 0.5), zoom-out (fill 0, side 1-4, p 0.5), IoU crop
@@ -115,3 +118,17 @@ def linear_warmup(total_iters: int, warmup_iters: int, warmup_factor: float = 0.
                          f"({total_iters})")
     return L(WarmupParamScheduler)(scheduler=constant_lr, warmup_factor=warmup_factor,
                                    warmup_length=warmup_iters / total_iters, warmup_method="linear")
+
+
+def use_rtdetr_recipe(dataloader, train):
+    """Put RT-DETR's data recipe around a data config's loader and the ``train`` node (in place,
+    as in the module docstring): the reference's training mapper (with the data config's
+    ignore-region painting), its test resize, RGB input, EMA and multi-scale batches. The
+    optimizer and the schedule are the config's own top-level nodes (``optimizer``,
+    ``lr_multiplier``)."""
+    train_mapper.ignore_fill = dataloader.train.mapper.ignore_fill
+    dataloader.train.mapper = train_mapper
+    dataloader.test.mapper.augmentations = [test_resize]
+    dataloader.test.mapper.image_format = "RGB"
+    train.ema = ema
+    train.multiscale = multiscale

@@ -1,14 +1,20 @@
 """YOLOX's training recipe (Megvii-BaseDetection/YOLOX) as plain config nodes, which a config
-assigns and then overrides like any other value::
+assigns and then overrides like any other value. :func:`use_yolox_recipe` does the wiring that
+every YOLOX config needs (in place) and returns the schedule::
 
-    from ..common.recipes.yolox import ema as _ema, mosaic as _mosaic, multiscale as _multiscale
-    from ..common.recipes.yolox import no_aug_start_iter, warmcos_epoch_schedule
+    from ..common.recipes.yolox import use_yolox_recipe
 
-    _mosaic.dataset = dataloader.train.dataset                  # the data config's images, in Mosaic
-    _mosaic.ignore_fill = dataloader.train.mapper.ignore_fill   # and its painting of ignore regions
+    lr_multiplier = use_yolox_recipe(dataloader, train, input_size=640, epochs=300,
+                                     iters_per_epoch=iters_per_epoch)
+    dataloader.train.dataset.max_labels = 500    # the Mosaic node, overridden like any value
+
+which is::
+
+    mosaic.dataset = dataloader.train.dataset                   # the data config's images, in Mosaic
+    mosaic.ignore_fill = dataloader.train.mapper.ignore_fill    # and its painting of ignore regions
     dataloader.test.mapper.image_format = dataloader.train.mapper.image_format
-    dataloader.train.dataset, dataloader.train.mapper = _mosaic, None
-    train.ema, train.multiscale = _ema, _multiscale
+    dataloader.train.dataset, dataloader.train.mapper = mosaic, None
+    train.ema, train.multiscale = ema, multiscale
     train.multiscale.input_size = [640, 640]                    # Mosaic's output size follows it
     train.multiscale.size_range = [480, 800]
     train.no_aug.start_iter = no_aug_start_iter(300, 15, iters_per_epoch)
@@ -42,7 +48,7 @@ from detectron2.config import LazyCall as L
 from sod2.data import MosaicDataset
 from sod2.data.transforms import YOLOXTestResize
 
-from ..schedules import warmcos_epoch_schedule  # noqa: F401  (part of the recipe, see above)
+from ..schedules import warmcos_epoch_schedule
 
 mosaic = L(MosaicDataset)(
     dataset="???",  # the data config's dataset node
@@ -70,3 +76,38 @@ def yolox_test_resize(dataloader, model, size: int):
     the official ``preproc`` tensor."""
     dataloader.test.mapper.augmentations = [L(YOLOXTestResize)(size=size)]
     model.backbone.square_pad = size
+
+
+def use_yolox_recipe(dataloader, train, *, input_size: int, epochs: int, iters_per_epoch: int,
+                     warmup_epochs: int = 5, no_aug_epochs: int = 15, size_steps: int = 5,
+                     max_labels: int = 120, small_model: bool = False):
+    """Put YOLOX's recipe around a data config's loader and the ``train`` node (in place, as
+    in the module docstring) and return the recipe's ``lr_multiplier``.
+
+    Args:
+        dataloader, train: the config's nodes; ``dataloader.train`` still holds the data
+            config's dataset and mapper (Mosaic takes the dataset, the mapper's
+            ``ignore_fill`` and image format).
+        input_size: the square training size (``train.multiscale.input_size``; Mosaic's output).
+        epochs, iters_per_epoch: the schedule's length.
+        warmup_epochs, no_aug_epochs: quadratic warm-up and the flat tail without Mosaic
+            (the reference: 5 and 15).
+        size_steps: multi-scale batches in ``input_size`` +- ``size_steps`` x 32 px (5 in
+            the reference).
+        max_labels: Mosaic's cap on objects per image (120 as the reference's COCO).
+        small_model: the reference's Tiny/Nano recipe (``mosaic_scale=(0.5, 1.5)``, no MixUp).
+    """
+    mosaic.dataset = dataloader.train.dataset
+    mosaic.ignore_fill = dataloader.train.mapper.ignore_fill
+    mosaic.max_labels = max_labels
+    if small_model:
+        mosaic.mosaic_scale = (0.5, 1.5)
+        mosaic.enable_mixup = False
+    dataloader.test.mapper.image_format = dataloader.train.mapper.image_format
+    dataloader.train.dataset, dataloader.train.mapper = mosaic, None
+    train.ema, train.multiscale = ema, multiscale
+    train.multiscale.input_size = [input_size, input_size]
+    train.multiscale.size_range = [input_size - size_steps * 32, input_size + size_steps * 32]
+    train.no_aug.start_iter = no_aug_start_iter(epochs, no_aug_epochs, iters_per_epoch)
+    return warmcos_epoch_schedule(epochs, iters_per_epoch, warmup_epochs=warmup_epochs,
+                                  no_aug_epochs=no_aug_epochs)
