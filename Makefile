@@ -56,24 +56,25 @@ bsdetr-demo: env
 		--configs configs/bsdetr/bsdetr_none_r18s_synthetic.py configs/bsdetr/bsdetr_r18s_synthetic.py
 
 # Guided slicing measured as in the README ("Guided slicing"): the YOLOX-Tiny P2 + Foreground Probing
-# models (trained here if missing: on the embedded synthetic images, ~10 min; on the first 200
+# models (trained here if missing: on the embedded synthetic images, ~10 min idle; on the first 200
 # HIT-UAV val frames, ~50 min, which needs HIT-UAV's val split under $SOD2_DATASETS/hit-uav), then
 # whole image, SAHI, sod2 exhaustive and sod2 guided on sod2_large_synthetic_val and on the
 # mosaics of the other 90 frames (sod2_hituav_mosaic_val_part2, merged with NMS/IoU: the README says
 # why); 2 CPU cores, about 1.5 hours with the training.
 GUIDED_SYNTHETIC_MODEL ?= output/fgprobe_yolox_tiny_p2_synthetic/model_final.pth
 GUIDED_HITUAV_MODEL ?= output/fgprobe_yolox_tiny_p2_hituav_guided/model_final.pth
-# the CPU config's recipe for 22 epochs instead of 4 (EMA decay 0.998: the reference's 0.9998
-# averages over ~5000 steps, longer than this run)
+# the CPU config's recipe stretched to 22 epochs of 50 iterations: 2 warm-up and 2 flat epochs,
+# Mosaic off from iteration 950, EMA decay 0.998 (the reference's 0.9998 averages over ~5000
+# steps, longer than this run)
 GUIDED_HITUAV_TRAIN ?= train.max_iter=1100 lr_multiplier.total_iters=1100 lr_multiplier.warmup_iters=100 \
 	lr_multiplier.no_aug_iters=100 train.no_aug.start_iter=950 train.ema.decay=0.998 train.eval_period=1100 \
 	train.checkpointer.period=550 train.seed=1
 
-$(GUIDED_SYNTHETIC_MODEL):
+$(GUIDED_SYNTHETIC_MODEL): | env
 	$(PYTHON) tools/lazyconfig_train_net.py --config-file configs/fgprobe/fgprobe_yolox_tiny_p2_synthetic.py \
 		train.output_dir=$(dir $@)
 
-$(GUIDED_HITUAV_MODEL):
+$(GUIDED_HITUAV_MODEL): | env
 	$(PYTHON) tools/lazyconfig_train_net.py --config-file configs/fgprobe/fgprobe_yolox_tiny_p2_hituav_cpu.py \
 		train.output_dir=$(dir $@) $(GUIDED_HITUAV_TRAIN)
 

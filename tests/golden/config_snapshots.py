@@ -168,7 +168,7 @@ def compare_to_snapshot(stem_old: str, cfg_new, ignore_keys: Iterable[str] = (),
                         target_aliases: Optional[Mapping[str, str]] = None,
                         snapshot_file: Union[str, Path] = SNAPSHOT_FILE,
                         key_moves: Iterable = ()) -> List[str]:
-    """The differences between the snapshot of config ``stem_old`` and ``cfg_new``, one line
+    r"""The differences between the snapshot of config ``stem_old`` and ``cfg_new``, one line
     per dotted key (``"key: <old> -> <new>"``, ``<missing>`` where a side lacks the key); an
     empty list when they agree.
 

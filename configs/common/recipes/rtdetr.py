@@ -23,8 +23,8 @@ The nodes:
   its order: photometric distortion (p 0.5), zoom-out (fill 0, side 1-4, p 0.5), IoU crop
   (p 0.8), sanitize (min 1 px), horizontal flip, resize to the input size (aspect not kept, PIL
   bilinear), sanitize (the mapper's ``min_size`` 1 px); RGB (the model's ``input_format``);
-  ignore regions follow the geometry and stay ignored (``ignore_fill``: set it to the data
-  config's);
+  ignore regions follow the geometry and stay ignored (``ignore_fill``: the data config's,
+  set by :func:`use_rtdetr_recipe`);
 * ``test_resize``: the test resize to the input size (aspect not kept); the detections are
   mapped back to the original image by the model (x and y scaled separately);
 * both resizes read ``train.multiscale.input_size`` (one value for training, test and the

@@ -5,13 +5,15 @@ every YOLOX config needs (in place) and returns the schedule::
     from ..common.recipes.yolox import use_yolox_recipe
 
     lr_multiplier = use_yolox_recipe(dataloader, train, input_size=640, epochs=300,
-                                     iters_per_epoch=iters_per_epoch)
-    dataloader.train.dataset.max_labels = 500    # the Mosaic node, overridden like any value
+                                     iters_per_epoch=iters_per_epoch, max_labels=500)
+    dataloader.train.dataset.mosaic_scale = (0.5, 1.5)   # the Mosaic node, changed like any value
 
 which is::
 
     mosaic.dataset = dataloader.train.dataset                   # the data config's images, in Mosaic
     mosaic.ignore_fill = dataloader.train.mapper.ignore_fill    # and its painting of ignore regions
+    mosaic.max_labels = 500                                     # (small_model=True: also
+                                                                #  mosaic_scale (0.5, 1.5), no MixUp)
     dataloader.test.mapper.image_format = dataloader.train.mapper.image_format
     dataloader.train.dataset, dataloader.train.mapper = mosaic, None
     train.ema, train.multiscale = ema, multiscale
